@@ -1,0 +1,14 @@
+"""Distillation losses and teacher-feature normalisers (SPEC §5).
+
+Modules (import from them directly; this package imports nothing, so the torch-free ``names`` can be
+used by the config resolver without loading torch):
+
+- ``names``: loss types, modes, summary loss types, normalisers; ``resolve_mode`` and defaults.
+- ``functional``: the loss definitions on row vectors (KL, CE, L1, L2/MSE, FD, CS, BALANCED).
+- ``spatial``: grid matching of feature maps and valid masks.
+- ``summary``: summary-vector losses (cosine, angle, ce, tangent_sphere) with their running state.
+- ``criterion``: ``TeacherCriterion``, one teacher's loss in its resolved mode.
+- ``aggregate``: ``aggregate_teacher_losses`` (Σ λ_i/N · L_i) and ``classification_loss``.
+- ``hadamard``, ``phi_s``, ``online_stats``, ``normalizers``: PHI-S and the other feature normalisers,
+  ``build_feature_normalizer`` and ``fold_inverse_into_linear``.
+"""

@@ -23,6 +23,7 @@ class ModelInfo:
     has_summary: bool = True
     has_spatial: bool = True
     is_student: bool = False  # usable as the trained student (C-RADIO layout)
+    summary_proj: bool = False  # the summary passes through the model's ``head`` (a projection, e.g. CLIP's)
 
 
 _CONSTRUCTORS: Dict[str, Callable[..., nn.Module]] = {}

@@ -1,0 +1,108 @@
+"""``radio`` console script: thin argument parsing over the library.
+
+User-facing problems (``RadioError``) print one paragraph and exit 2, without a traceback.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional
+
+from radio.errors import RadioError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_distill(subparsers) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="run multi-teacher distillation from a spec file",
+        description="Run distillation. Extra key=value arguments override spec fields (e.g. results_dir=/out train.max_steps=100).",
+    )
+    p.add_argument("-e", "--spec", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (per teacher) and exit")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
+    p.set_defaults(func=_distill)
+
+
+def _distill(args) -> int:
+    from radio.config.load import load_run_config
+
+    cfg = load_run_config(args.spec, args.overrides)
+    if args.print_config:
+        from radio.config.resolve import resolve_teachers
+        from radio.engine.print_config import format_resolved_config
+
+        print(format_resolved_config(cfg, resolve_teachers(cfg)))
+        return 0
+    if _needs_launcher(cfg.train.num_gpus * cfg.train.num_nodes):
+        return _relaunch_with_accelerate(cfg.train.num_gpus, args.spec, args.overrides)
+    from radio.engine.loop import run
+
+    result = run(cfg)
+    print(f"done: {result.steps} steps; results in {result.results_dir}")
+    return 0
+
+
+def _needs_launcher(num_processes: int) -> bool:
+    # Already under accelerate/torchrun: this process is one rank, do not spawn more.
+    return num_processes > 1 and "LOCAL_RANK" not in os.environ and "RANK" not in os.environ
+
+
+def _relaunch_with_accelerate(num_gpus: int, spec: str, overrides: List[str]) -> int:
+    """``radio distill`` with num_gpus > 1 on one node: start the ranks through ``accelerate launch``."""
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        raise RadioError("train.num_gpus > 1 needs the `accelerate` command on PATH (pip install accelerate).")
+    train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_gpus), train_py, "--spec", spec, *overrides]
+    print("launching:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def _add_quickstart(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quickstart",
+        help="make demo shards + demo teachers and run a tiny CPU distillation",
+        description="Writes demo data and random-init demo teachers under --out (if absent) and runs specs/quickstart.yaml.",
+    )
+    p.add_argument("--out", default="quickstart_out", help="folder for demo data, demo weights and results")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of quickstart spec fields")
+    p.set_defaults(func=_quickstart)
+
+
+def _quickstart(args) -> int:
+    from radio.quickstart import run_quickstart
+
+    run_quickstart(args.out, args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from radio.data.commands import add_commands as add_data_commands
+    from radio.models.commands import add_commands as add_model_commands
+
+    parser = argparse.ArgumentParser(prog="radio", description="RADIO-style multi-teacher knowledge distillation.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_distill(subparsers)
+    _add_quickstart(subparsers)
+    add_model_commands(subparsers)
+    add_data_commands(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RadioError as exc:
+        print(f"radio: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

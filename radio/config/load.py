@@ -1,0 +1,128 @@
+"""Spec file + ``key=value`` overrides -> a typed, validated ``RunConfig``.
+
+Everything that can go wrong here is the user's to fix, so every failure is a ``SpecError`` whose message
+names the field path, the bad value and what would be valid (closest key names for typos).
+"""
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+from radio.config.schema import RunConfig, TeacherConfig
+from radio.config.validate import validate_run_config
+from radio.errors import SpecError
+
+
+def load_run_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
+    """Merge the schema defaults, the YAML file (if any) and the dot-list overrides; validate.
+
+    Returns an OmegaConf-backed ``RunConfig`` (attribute access, typed, read-only structure).
+    """
+    raw = _read_yaml(spec_path) if spec_path else {}
+    _normalise_teacher_list(raw)
+    _check_teachers(raw)
+    cfg = OmegaConf.structured(RunConfig)
+    cfg = _merge(cfg, OmegaConf.create(raw), source=spec_path or "defaults")
+    for item in overrides:
+        _apply_override(cfg, item)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SpecError(
+            f"{', '.join(missing)} must be set (in the spec file or as `{missing[0]}=...` on the command line)."
+        )
+    validate_run_config(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _read_yaml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {path!r} does not exist (pass an existing YAML file with -e/--spec).")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file {path!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {path!r} must hold a mapping of sections (results_dir, model, dataset, ...).")
+    return data
+
+
+def _normalise_teacher_list(raw: dict) -> None:
+    """``distill.teacher`` may be a single mapping: treat it as a list of one."""
+    distill = raw.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), dict):
+        distill["teacher"] = [distill["teacher"]]
+
+
+def _check_teachers(raw: dict) -> None:
+    """Merge each teacher alone first: OmegaConf loses the list index in error paths of list items."""
+    distill = raw.get("distill")
+    teachers = distill.get("teacher") if isinstance(distill, dict) else None
+    if not isinstance(teachers, list):
+        return
+    for i, entry in enumerate(teachers):
+        prefix = f"distill.teacher[{i}]"
+        if not isinstance(entry, dict):
+            raise SpecError(f"{prefix} must be a mapping with at least model.backbone.type, got {entry!r}.")
+        _merge(OmegaConf.structured(TeacherConfig), OmegaConf.create(entry), source="spec", prefix=prefix)
+
+
+def _merge(base: DictConfig, other: DictConfig, source: str, prefix: str = "") -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, source, prefix) from None
+
+
+def _apply_override(cfg: DictConfig, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"override {item!r} must look like key=value (e.g. train.max_steps=100).")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    if key == "distill.teacher" and isinstance(value, dict):
+        value = [value]
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, f"override {item!r}") from None
+
+
+def _explain(exc: OmegaConfBaseException, source: str, prefix: str = "") -> SpecError:
+    path = _join(prefix, getattr(exc, "full_key", None) or getattr(exc, "key", None) or "")
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+        valid = _valid_keys(getattr(exc, "object_type", None))
+        bad = str(getattr(exc, "key", path)).split(".")[-1]
+        close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.5)
+        hint = f" Did you mean {_join(path.rpartition('.')[0], close[0])!r}?" if close else ""
+        listing = f" Valid keys there: {', '.join(valid)}." if valid else ""
+        return SpecError(f"unknown key {path!r} in {source}.{hint}{listing}")
+    if isinstance(exc, MissingMandatoryValue):
+        return SpecError(f"{path} must be set ({source}).")
+    first_line = str(getattr(exc, "msg", exc)).splitlines()[0]
+    return SpecError(f"invalid value for {path!r} in {source}: {first_line}.")
+
+
+def _valid_keys(object_type: Any) -> List[str]:
+    if object_type is not None and dataclasses.is_dataclass(object_type):
+        return [f.name for f in dataclasses.fields(object_type)]
+    return []
+
+
+def _join(prefix: str, key: str) -> str:
+    key = str(key)
+    if not prefix:
+        return key
+    return f"{prefix}.{key}" if key else prefix

@@ -1,0 +1,179 @@
+"""The one place that turns a teacher entry + the global ``distill`` values into effective settings.
+
+TAO silently lets per-teacher defaults override global ones and feeds raw pixels when a teacher's
+normalisation is empty; here every unset per-teacher field takes the global value (or the dataset
+augmentation's mean/std), and ``mode: auto`` is resolved with the rules of SPEC §2.
+"""
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from radio.errors import SpecError
+
+
+@dataclass(frozen=True)
+class ResolvedTeacher:
+    index: int
+    name: str
+    backbone_type: str
+    checkpoint_path: Optional[str]
+    strict_loading: bool
+    mode: str  # logits | summary | spatial | combo
+    loss_type: str  # canonical upper-case name
+    loss_lambda: float
+    temperature: float
+    input_size: int  # patch-aligned resolution when stochastic_resolutions is empty
+    patch_size: int
+    match_student_resolution: bool
+    stochastic_resolutions: Dict[int, float]
+    norm_mean: List[float]
+    norm_std: List[float]
+    summary_token_idx: Optional[int]  # student CLS slot predicting this teacher's summary (None: no summary)
+    summary_loss_type: str
+    summary_loss_weight: float
+    fd_loss_weight: float
+    use_mlp: bool
+    mlp_hidden_size: int
+    mlp_num_inner: int
+    spatial_mlp_version: str
+    spatial_num_inner: int
+    feature_normalizer: str
+    adaptor: Optional[str]
+    upsampler_checkpoint: Optional[str]
+    do_upsample: bool
+    summary_dim: int
+    embed_dim: int
+    uses_summary: bool = field(init=False)
+    uses_spatial: bool = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "uses_summary", self.mode in ("summary", "combo"))
+        object.__setattr__(self, "uses_spatial", self.mode in ("spatial", "combo"))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def align_to_patch(size: int, patch: int) -> int:
+    """Nearest multiple of ``patch`` (at least one patch)."""
+    return max(patch, int(round(size / patch)) * patch)
+
+
+def resolve_teachers(cfg) -> List[ResolvedTeacher]:
+    from radio.losses.names import (
+        normalize_feature_normalizer,
+        normalize_summary_loss_type,
+        resolve_loss_type,
+        resolve_mode,
+    )
+    from radio.models.registry import get_model_info
+
+    distill, aug = cfg.distill, cfg.dataset.augmentation
+    resolved: List[ResolvedTeacher] = []
+    names_seen: Dict[str, int] = {}
+    summary_slot = 0
+    for i, t in enumerate(distill.teacher):
+        path = f"distill.teacher[{i}]"
+        info = get_model_info(t.model.backbone.type)
+
+        def pick(key):
+            value = getattr(t, key)
+            return getattr(distill, key) if value is None else value
+
+        # Errors name the teacher's field when it set the value itself, else the global one.
+        loss_prefix = path if t.loss_type is not None else "distill"
+        try:
+            mode = resolve_mode(
+                pick("mode"),
+                pick("loss_type"),
+                teacher_has_spatial=info.has_spatial,
+                teacher_has_summary=info.has_summary,
+                num_classes=cfg.dataset.num_classes,
+                field_prefix=path if t.mode is not None else "distill",
+            )
+            loss_type = resolve_loss_type(mode, pick("loss_type"), field_prefix=loss_prefix)
+        except SpecError as exc:
+            raise SpecError(f"teacher {path} ({info.name}): {exc}") from None
+
+        patch = t.patch_size or info.patch_size
+        if t.patch_size and t.patch_size != info.patch_size:
+            raise SpecError(
+                f"{path}.patch_size={t.patch_size} does not match {info.name}'s patch size {info.patch_size}; "
+                "leave it unset or use the model's value."
+            )
+        match = t.match_student_resolution if t.match_student_resolution is not None else t.input_size is None
+        input_size = cfg.dataset.img_size if match else (t.input_size or info.img_size)
+        input_size = align_to_patch(input_size, patch)
+        for res in t.stochastic_resolutions:
+            if int(res) % patch:
+                raise SpecError(f"{path}.stochastic_resolutions has {res}, not a multiple of the patch size {patch}.")
+
+        base_name = t.name or _short_name(info.name)
+        count = names_seen.get(base_name, 0)
+        names_seen[base_name] = count + 1
+        name = base_name if count == 0 else f"{base_name}_{count}"
+
+        uses_summary = mode in ("summary", "combo")
+        if uses_summary:
+            slot = t.summary_token_idx if t.summary_token_idx is not None else summary_slot
+            summary_slot += 1
+        else:
+            slot = None
+
+        resolved.append(
+            ResolvedTeacher(
+                index=i,
+                name=name,
+                backbone_type=info.name,
+                checkpoint_path=t.pretrained_teacher_model_path,
+                strict_loading=t.strict_loading,
+                mode=mode,
+                loss_type=loss_type,
+                loss_lambda=float(pick("loss_lambda")),
+                temperature=float(pick("temperature")),
+                input_size=input_size,
+                patch_size=patch,
+                match_student_resolution=bool(match),
+                stochastic_resolutions={int(k): float(v) for k, v in t.stochastic_resolutions.items()},
+                norm_mean=[float(x) for x in (t.norm_mean or aug.norm_mean)],
+                norm_std=[float(x) for x in (t.norm_std or aug.norm_std)],
+                summary_token_idx=slot,
+                summary_loss_type=normalize_summary_loss_type(
+                    pick("summary_loss_type"), field=f"{path}.summary_loss_type"
+                ),
+                summary_loss_weight=float(pick("summary_loss_weight")),
+                fd_loss_weight=float(pick("fd_loss_weight")),
+                use_mlp=bool(pick("use_mlp")),
+                mlp_hidden_size=int(pick("mlp_hidden_size")),
+                mlp_num_inner=int(pick("mlp_num_inner")),
+                spatial_mlp_version=pick("spatial_mlp_version"),
+                spatial_num_inner=int(t.spatial_num_inner if t.spatial_num_inner is not None else pick("mlp_num_inner")),
+                feature_normalizer=normalize_feature_normalizer(
+                    pick("feature_normalizer"), field=f"{path}.feature_normalizer"
+                ),
+                adaptor=t.adaptor,
+                upsampler_checkpoint=t.upsampler_checkpoint,
+                do_upsample=bool(t.do_upsample),
+                summary_dim=info.summary_dim,
+                embed_dim=info.embed_dim,
+            )
+        )
+    _check_slots(resolved, cfg)
+    return resolved
+
+
+def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:
+    slots = [t.summary_token_idx for t in teachers if t.summary_token_idx is not None]
+    if len(set(slots)) != len(slots):
+        raise SpecError(
+            f"two summary teachers share a student CLS slot (summary_token_idx values {slots}); give each a distinct one."
+        )
+    limit = cfg.model.backbone.num_cls_tokens
+    if limit is not None and slots and max(slots) >= limit:
+        raise SpecError(
+            f"a teacher's summary_token_idx={max(slots)} needs model.backbone.num_cls_tokens > {max(slots)} "
+            f"(it is {limit})."
+        )
+
+
+def _short_name(backbone_type: str) -> str:
+    return backbone_type.split("/")[-1]

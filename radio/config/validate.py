@@ -1,0 +1,218 @@
+"""Semantic checks on a merged spec, run before anything heavy starts.
+
+OmegaConf already rejected unknown keys and wrong types; this module checks enumerations, ranges,
+lengths and cross-field rules. File-system checks (checkpoints, shard folders) live in
+``check_paths`` so ``--print-config`` works on a spec whose paths are placeholders.
+"""
+import glob
+import os
+from typing import Iterable, Optional, Sequence
+
+from radio.errors import SpecError
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
+LR_POLICIES = ("cosine", "linear", "step", "multistep", "constant")
+DATA_WEIGHT_MODES = ("none", "inv_frequency", "inv_sq_frequency", "inv_log_frequency")
+WANDB_MODES = ("online", "offline")
+SPATIAL_MLP_VERSIONS = ("v2", "attn")
+ADAPTORS = ("featsharp",)
+
+
+def check_choice(path: str, value: Optional[str], allowed: Sequence[str], *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in allowed:
+        raise SpecError(f"{path}={value!r} is not valid; use one of: {', '.join(allowed)}.")
+
+
+def _positive(path: str, value, *, allow_zero: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise SpecError(f"{path}={value!r} is not valid; it must be {bound}.")
+
+
+def _length(path: str, values: Sequence, lengths: Iterable[int]) -> None:
+    lengths = tuple(lengths)
+    if len(values) not in lengths:
+        want = " or ".join(str(n) for n in lengths)
+        raise SpecError(f"{path} has {len(values)} values {list(values)}; it needs {want}.")
+
+
+def _probability(path: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise SpecError(f"{path}={value!r} is not valid; it must be a probability in [0, 1].")
+
+
+def _resolution_map(path: str, mapping) -> None:
+    for res, prob in mapping.items():
+        if int(res) <= 0 or prob < 0:
+            raise SpecError(f"{path} entry {res}: {prob} is not valid; use {{resolution > 0: probability >= 0}}.")
+    if mapping and sum(mapping.values()) <= 0:
+        raise SpecError(f"{path} probabilities sum to 0; give at least one resolution a positive probability.")
+
+
+def validate_run_config(cfg) -> None:
+    """Raise ``SpecError`` on the first problem; also resolves every teacher (mode/loss combinations)."""
+    from radio.config.resolve import resolve_teachers
+    from radio.models.registry import UnknownModelError, get_model_info
+
+    ds, train, optim, distill = cfg.dataset, cfg.train, cfg.train.optim, cfg.distill
+    if not str(cfg.results_dir).strip():
+        raise SpecError("results_dir is empty; give the output folder, e.g. results_dir=/out/run1.")
+
+    try:
+        student = get_model_info(cfg.model.backbone.type)
+    except UnknownModelError as exc:
+        raise SpecError(f"model.backbone.type: {exc}") from None
+    if not student.is_student:
+        raise SpecError(
+            f"model.backbone.type={cfg.model.backbone.type!r} cannot be the student: use a C-RADIO entry "
+            "(c_radio_v3_vit_{base,large,huge}_patch16_reg4_dinov2, ...; `radio models 'c_radio*'`)."
+        )
+    _positive("model.backbone.drop_path_rate", cfg.model.backbone.drop_path_rate, allow_zero=True)
+
+    _positive("dataset.img_size", ds.img_size)
+    if ds.img_size % student.patch_size:
+        raise SpecError(
+            f"dataset.img_size={ds.img_size} is not a multiple of the student's patch size {student.patch_size}."
+        )
+    _positive("dataset.batch_size", ds.batch_size)
+    _positive("dataset.workers", ds.workers, allow_zero=True)
+    _probability("dataset.max_error_rate", ds.max_error_rate)
+    _positive("dataset.num_classes", ds.num_classes, allow_zero=True)
+    _validate_sources(ds.train_dataset, "dataset.train_dataset", required=True)
+    check_choice("dataset.train_dataset.data_weight_mode", ds.train_dataset.data_weight_mode, DATA_WEIGHT_MODES)
+    nrf = ds.train_dataset.native_resolution_filter
+    for name in ("min_short_side", "min_long_side", "min_area", "max_aspect_ratio"):
+        _positive(f"dataset.train_dataset.native_resolution_filter.{name}", getattr(nrf, name), optional=True)
+    if nrf.max_aspect_ratio is not None and nrf.max_aspect_ratio < 1:
+        raise SpecError(
+            f"dataset.train_dataset.native_resolution_filter.max_aspect_ratio={nrf.max_aspect_ratio} is not valid; "
+            "it is long side / short side, so it must be >= 1."
+        )
+    _validate_sources(ds.val_dataset, "dataset.val_dataset", required=False)
+
+    aug = ds.augmentation
+    _length("dataset.augmentation.norm_mean", aug.norm_mean, [3])
+    _length("dataset.augmentation.norm_std", aug.norm_std, [3])
+    if min(aug.norm_std) <= 0:
+        raise SpecError(f"dataset.augmentation.norm_std={list(aug.norm_std)} must be positive.")
+    _length("dataset.augmentation.crop_scale", aug.crop_scale, [2])
+    if not 0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1:
+        raise SpecError(f"dataset.augmentation.crop_scale={list(aug.crop_scale)} must be [low, high] with 0 < low <= high <= 1.")
+    _length("dataset.augmentation.crop_ratio", aug.crop_ratio, [2])
+    if not 0 < aug.crop_ratio[0] <= aug.crop_ratio[1]:
+        raise SpecError(f"dataset.augmentation.crop_ratio={list(aug.crop_ratio)} must be [low, high] with 0 < low <= high.")
+    _probability("dataset.augmentation.hflip_probability", aug.hflip_probability)
+    _resolution_map("dataset.augmentation.stochastic_resolutions", aug.stochastic_resolutions)
+    for res in aug.stochastic_resolutions:
+        if int(res) % student.patch_size:
+            raise SpecError(
+                f"dataset.augmentation.stochastic_resolutions has {res}, not a multiple of the student's patch "
+                f"size {student.patch_size}."
+            )
+
+    _positive("train.num_gpus", train.num_gpus)
+    _positive("train.num_nodes", train.num_nodes)
+    _positive("train.num_epochs", train.num_epochs)
+    _positive("train.max_steps", train.max_steps, optional=True)
+    check_choice("train.precision", train.precision, PRECISIONS)
+    _positive("train.grad_accumulation_steps", train.grad_accumulation_steps)
+    _positive("train.clip_grad_norm", train.clip_grad_norm, allow_zero=True, optional=True)
+    _positive("train.checkpoint_interval", train.checkpoint_interval, allow_zero=True, optional=True)
+    _positive("train.checkpoint_interval_steps", train.checkpoint_interval_steps, optional=True)
+    _positive("train.keep_checkpoints", train.keep_checkpoints)
+    _positive("train.log_every_n_steps", train.log_every_n_steps)
+    _positive("train.max_consecutive_nonfinite", train.max_consecutive_nonfinite)
+
+    check_choice("train.optim.optim", optim.optim, OPTIMIZERS)
+    check_choice("train.optim.policy", optim.policy, LR_POLICIES)
+    _positive("train.optim.lr", optim.lr)
+    _positive("train.optim.weight_decay", optim.weight_decay, allow_zero=True)
+    _positive("train.optim.min_lr", optim.min_lr, allow_zero=True)
+    _positive("train.optim.warmup_epochs", optim.warmup_epochs, allow_zero=True, optional=True)
+    _positive("train.optim.warmup_steps", optim.warmup_steps, allow_zero=True, optional=True)
+    _length("train.optim.betas", optim.betas, [2])
+    if optim.policy == "step" and "step_size" not in optim.policy_params:
+        raise SpecError("train.optim.policy=step needs train.optim.policy_params.step_size (in steps), e.g. {step_size: 1000, gamma: 0.1}.")
+    if optim.policy == "multistep" and "milestones" not in optim.policy_params:
+        raise SpecError("train.optim.policy=multistep needs train.optim.policy_params.milestones (steps), e.g. {milestones: [1000, 2000], gamma: 0.1}.")
+
+    if not distill.teacher:
+        raise SpecError("distill.teacher is empty; list at least one teacher (model.backbone.type + pretrained_teacher_model_path).")
+    _probability("distill.vitdet.prob", distill.vitdet.prob)
+    for i, w in enumerate(distill.vitdet.window_sizes):
+        _positive(f"distill.vitdet.window_sizes[{i}]", w)
+    _positive("distill.phi_s.refresh_every_n_steps", distill.phi_s.refresh_every_n_steps)
+    _positive("distill.mlp_hidden_size", distill.mlp_hidden_size)
+    _positive("distill.mlp_num_inner", distill.mlp_num_inner, allow_zero=True)
+    check_choice("distill.spatial_mlp_version", distill.spatial_mlp_version, SPATIAL_MLP_VERSIONS)
+    check_choice("logging.wandb.mode", cfg.logging.wandb.mode, WANDB_MODES)
+
+    for i, teacher in enumerate(distill.teacher):
+        path = f"distill.teacher[{i}]"
+        try:
+            get_model_info(teacher.model.backbone.type)
+        except UnknownModelError as exc:
+            raise SpecError(f"{path}.model.backbone.type: {exc}") from None
+        _length(f"{path}.norm_mean", teacher.norm_mean, [0, 3])
+        _length(f"{path}.norm_std", teacher.norm_std, [0, 3])
+        _positive(f"{path}.input_size", teacher.input_size, optional=True)
+        _positive(f"{path}.patch_size", teacher.patch_size, optional=True)
+        _resolution_map(f"{path}.stochastic_resolutions", teacher.stochastic_resolutions)
+        check_choice(f"{path}.spatial_mlp_version", teacher.spatial_mlp_version, SPATIAL_MLP_VERSIONS, optional=True)
+        check_choice(f"{path}.adaptor", teacher.adaptor, ADAPTORS, optional=True)
+    resolve_teachers(cfg)
+
+
+def _validate_sources(section, path: str, *, required: bool) -> None:
+    sources = section.tar_data_sources
+    if sources and section.images_dir:
+        raise SpecError(f"{path} sets both tar_data_sources and images_dir; use one of them.")
+    if required and not sources and not section.images_dir:
+        raise SpecError(f"{path} has no data: set tar_data_sources (a list of root_dir entries) or images_dir.")
+    for i, src in enumerate(sources):
+        where = f"{path}.tar_data_sources[{i}]"
+        if not str(src.root_dir).strip():
+            raise SpecError(f"{where}.root_dir is empty; give a folder holding *.tar shards.")
+        _positive(f"{where}.scale_factor", src.scale_factor)
+        _positive(f"{where}.steps_per_epoch", src.steps_per_epoch, optional=True)
+        _positive(f"{where}.samples_per_file", src.samples_per_file, optional=True)
+
+
+def check_paths(cfg) -> None:
+    """Files the run needs must exist before any model is built or data is read."""
+    for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
+        where = f"dataset.train_dataset.tar_data_sources[{i}].root_dir"
+        if not os.path.isdir(src.root_dir):
+            raise SpecError(f"{where}={src.root_dir!r} is not a folder; point it at a folder holding *.tar shards.")
+        if not glob.glob(os.path.join(glob.escape(src.root_dir), "**", "*.tar"), recursive=True):
+            raise SpecError(
+                f"{where}={src.root_dir!r} holds no *.tar shards (searched {src.root_dir}/**/*.tar); "
+                "write shards with `radio shards write` or point root_dir at another folder."
+            )
+    images_dir = cfg.dataset.train_dataset.images_dir
+    if images_dir and not os.path.isdir(images_dir):
+        raise SpecError(f"dataset.train_dataset.images_dir={images_dir!r} is not a folder.")
+    if cfg.model.backbone.pretrained_backbone_path and not os.path.isfile(cfg.model.backbone.pretrained_backbone_path):
+        raise SpecError(
+            f"model.backbone.pretrained_backbone_path={cfg.model.backbone.pretrained_backbone_path!r} does not exist."
+        )
+    for i, teacher in enumerate(cfg.distill.teacher):
+        path = teacher.pretrained_teacher_model_path
+        where = f"distill.teacher[{i}].pretrained_teacher_model_path"
+        if not path:
+            raise SpecError(
+                f"{where} is not set; give a local .safetensors/.pth/.pt checkpoint for "
+                f"{teacher.model.backbone.type} (weights are never downloaded at run time)."
+            )
+        if not os.path.isfile(path):
+            raise SpecError(
+                f"{where}={path!r} does not exist; download the weights ahead of time, convert them with "
+                "tools/convert_teacher.py if needed, and point this at the local file."
+            )
+        if teacher.upsampler_checkpoint and not os.path.isfile(teacher.upsampler_checkpoint):
+            raise SpecError(f"distill.teacher[{i}].upsampler_checkpoint={teacher.upsampler_checkpoint!r} does not exist.")

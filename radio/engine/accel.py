@@ -1,0 +1,37 @@
+"""Accelerate set-up and the few collectives the loop needs."""
+from typing import Dict
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, gather_object
+
+from radio.config.schema import TrainConfig
+from radio.errors import SpecError
+
+_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+def build_accelerator(cfg: TrainConfig) -> Accelerator:
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu and cfg.precision == "fp16":
+        raise SpecError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
+    # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed's CPU collectives there.
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
+    return Accelerator(mixed_precision=_MIXED_PRECISION[cfg.precision], cpu=on_cpu, kwargs_handlers=handlers)
+
+
+def reduce_sum(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
+    if accelerator.num_processes == 1:
+        return tensor
+    return accelerator.reduce(tensor, reduction="sum")
+
+
+def sum_counters(accelerator: Accelerator, counters: Dict[str, int]) -> Dict[str, int]:
+    """Sum per-rank counter dicts (ranks may have seen different keys)."""
+    if accelerator.num_processes == 1:
+        return dict(counters)
+    total: Dict[str, int] = {}
+    for part in gather_object([dict(counters)]):
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total

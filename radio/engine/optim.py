@@ -1,0 +1,84 @@
+"""Optimizer with decay/no-decay groups and per-step learning-rate schedules with warm-up."""
+import math
+from typing import Callable, Iterable, List, Tuple
+
+import torch
+import torch.nn as nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from radio.config.schema import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, skip_names: Iterable[str]) -> List[dict]:
+    """Biases, norms (every tensor with < 2 dims) and parameters whose name holds a ``skip_names``
+    substring get no weight decay."""
+    skip_names = tuple(skip_names)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or any(s in name for s in skip_names):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.skip_names)
+    betas: Tuple[float, float] = (float(cfg.betas[0]), float(cfg.betas[1]))
+    if cfg.optim == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
+    if cfg.optim == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
+    if cfg.optim == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optim == "lamb":
+        from timm.optim import Lamb
+
+        return Lamb(groups, lr=cfg.lr, betas=betas)
+    raise ValueError(f"unknown optimizer {cfg.optim!r}")  # validate.py rejects this first
+
+
+def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
+    if cfg.warmup_steps is not None:
+        return int(cfg.warmup_steps)
+    if cfg.warmup_epochs is not None:
+        return int(round(cfg.warmup_epochs * steps_per_epoch))
+    return 0
+
+
+def lr_multiplier(cfg: OptimConfig, total_steps: int, warmup: int) -> Callable[[int], float]:
+    """Factor on ``cfg.lr`` for optimizer step ``step`` (0-based): linear warm-up, then the policy,
+    never below ``min_lr``."""
+    floor = cfg.min_lr / cfg.lr
+    params = cfg.policy_params
+    decay_steps = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        t = min(step - warmup, decay_steps)
+        if cfg.policy == "constant":
+            value = 1.0
+        elif cfg.policy == "cosine":
+            value = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / decay_steps))
+        elif cfg.policy == "linear":
+            value = floor + (1 - floor) * (1 - t / decay_steps)
+        elif cfg.policy == "step":
+            value = float(params.get("gamma", 0.1)) ** (t // int(params["step_size"]))
+        elif cfg.policy == "multistep":
+            passed = sum(1 for m in params["milestones"] if t >= int(m))
+            value = float(params.get("gamma", 0.1)) ** passed
+        else:
+            raise ValueError(f"unknown lr policy {cfg.policy!r}")
+        return max(value, floor)
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+    return LambdaLR(optimizer, lr_multiplier(cfg, total_steps, warmup_steps(cfg, steps_per_epoch)))

@@ -1,0 +1,50 @@
+"""What a run leaves in ``results_dir`` besides checkpoints and metrics."""
+import json
+import os
+from typing import List
+
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from radio.config.resolve import ResolvedTeacher
+from radio.engine.report import write_report
+
+
+def resolved_config_dict(cfg, teachers: List[ResolvedTeacher]) -> dict:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data["resolved_teachers"] = [t.as_dict() for t in teachers]
+    return data
+
+
+def write_resolved_config(cfg, teachers: List[ResolvedTeacher], results_dir: str) -> None:
+    os.makedirs(results_dir, exist_ok=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(resolved_config_dict(cfg, teachers)))
+    tmp = os.path.join(results_dir, ".config.yaml.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(results_dir, "config.yaml"))
+
+
+def write_final_outputs(cfg, trainable, teachers: List[ResolvedTeacher], normalizers, results_dir: str) -> None:
+    """``student_final.safetensors`` (backbone only) + ``student_final.json`` and the loss/mixture plots."""
+    student = trainable.student
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in student.state_dict().items()}
+    tmp = os.path.join(results_dir, ".student_final.safetensors.tmp")
+    save_file(state, tmp, metadata={"format": "radio-student", "type": cfg.model.backbone.type})
+    os.replace(tmp, os.path.join(results_dir, "student_final.safetensors"))
+    meta = {
+        "type": cfg.model.backbone.type,
+        "embed_dim": student.embed_dim,
+        "patch_size": student.patch_size,
+        "num_cls_tokens": student.num_cls_tokens,
+        "img_size": cfg.dataset.img_size,
+        "norm_mean": list(cfg.dataset.augmentation.norm_mean),
+        "norm_std": list(cfg.dataset.augmentation.norm_std),
+        "teachers": [
+            {"name": t.name, "type": t.backbone_type, "mode": t.mode, "summary_token_idx": t.summary_token_idx}
+            for t in teachers
+        ],
+    }
+    with open(os.path.join(results_dir, "student_final.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    write_report(results_dir, [t.name for t in teachers])

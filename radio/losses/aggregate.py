@@ -1,0 +1,51 @@
+"""Combining per-teacher losses into the training objective (SPEC §5)."""
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def aggregate_teacher_losses(
+    losses: Mapping[str, torch.Tensor], lambdas: Mapping[str, float]
+) -> Tuple[torch.Tensor, List[str]]:
+    """Total = Σ_i λ_i / N · L_i over the teachers whose loss is finite.
+
+    losses: teacher name -> scalar loss; lambdas: teacher name -> ``loss_lambda``. N is the number of
+    configured teachers (``len(losses)``) and stays so when terms are skipped: a teacher that produced a
+    NaN/inf loss simply contributes nothing this step, the others keep their usual weight.
+    Returns (total, names of the skipped teachers). When every term is skipped the total is NaN, so the
+    engine's non-finite-step rule applies.
+    """
+    if not losses:
+        raise ValueError("aggregate_teacher_losses needs at least one teacher loss")
+    missing = sorted(set(losses) - set(lambdas))
+    if missing:
+        raise KeyError(f"no loss_lambda for teacher(s) {missing}")
+    n = len(losses)
+    # One host sync for all teachers instead of one per teacher.
+    finite = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()]).tolist()
+    total = None
+    skipped: List[str] = []
+    for (name, value), ok in zip(losses.items(), finite):
+        if not ok:
+            skipped.append(name)
+            continue
+        term = value * (float(lambdas[name]) / n)
+        total = term if total is None else total + term
+    if total is None:
+        total = torch.full((), float("nan"), device=next(iter(losses.values())).device)
+    return total, skipped
+
+
+def classification_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, distill_loss: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Single-teacher classification KD: (1 − λ) · CE(student_logits, labels) + λ · distill_loss.
+
+    student_logits [B, N]; labels int64 [B] with -1 for "no label" (excluded from the CE mean; with no
+    label in the batch the CE term is 0); distill_loss a scalar. Returns a scalar.
+    """
+    per_sample = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none")
+    labelled = (labels >= 0).to(per_sample.dtype)
+    ce = (per_sample * labelled).sum() / labelled.sum().clamp_min(1.0)
+    return (1.0 - lam) * ce + lam * distill_loss

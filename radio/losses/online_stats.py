@@ -1,0 +1,165 @@
+"""Online feature statistics shared by the feature normalisers (PHI-S, per-channel standardisation).
+
+Statistics are float64 running sums. Each rank accumulates the sums of its own batches as *pending*
+sums; at every refresh the pending sums of all ranks are all-reduced (one collective) and added to the
+*total* sums, from which the transform is recomputed, so every rank holds the same transform. Refresh
+schedule, in ``update`` calls: on the first call (targets are normalised from the very first step), then
+every ``refresh_every_n_steps`` calls, and a last time on call ``freeze_after_steps``, after which the
+statistics and the transform stay fixed. All sums, counters and the transform are buffers, so
+``state_dict()`` carries them into checkpoints.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def _distributed_world() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def feature_rows(features: torch.Tensor, dim: int, valid_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Feature vectors as rows: [N, C] as is, [B, C, h, w] -> [B·h·w, C] (valid tokens only).
+
+    valid_mask: bool [B, h, w] or [B, 1, h, w] on the features' grid (spatial input only).
+    """
+    if features.dim() == 2:
+        rows = features
+    elif features.dim() == 4:
+        rows = features.flatten(2).transpose(1, 2).reshape(-1, features.shape[1])
+        if valid_mask is not None:
+            rows = rows[valid_mask.reshape(-1).bool()]
+    else:
+        raise ValueError(f"features must be [N, C] or [B, C, h, w], got {tuple(features.shape)}")
+    if rows.shape[-1] != dim:
+        raise ValueError(f"normaliser was built for {dim} channels, got features of shape {tuple(features.shape)}")
+    return rows
+
+
+def _apply_rows(y: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a [N, C] -> [N, C] map to [N, C] or [B, C, h, w] input, keeping the layout."""
+    if y.dim() == 4:
+        b, c, h, w = y.shape
+        rows = fn(y.flatten(2).transpose(1, 2).reshape(-1, c))
+        return rows.reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w)
+    return fn(y)
+
+
+class OnlineFeatureNormalizer(nn.Module):
+    """Base class: an affine feature map y' = f(y) whose parameters come from online statistics.
+
+    Subclasses declare their running sums in ``stat_shapes`` and implement ``_accumulate``,
+    ``_recompute``, ``_forward_rows``, ``inverse_affine``.
+    """
+
+    def __init__(self, dim: int, refresh_every_n_steps: int = 100, freeze_after_steps: Optional[int] = None):
+        super().__init__()
+        if refresh_every_n_steps < 1:
+            raise ValueError(f"refresh_every_n_steps must be >= 1, got {refresh_every_n_steps}")
+        if freeze_after_steps is not None and freeze_after_steps < 1:
+            raise ValueError(f"freeze_after_steps must be >= 1 or None, got {freeze_after_steps}")
+        self.dim = dim
+        self.refresh_every_n_steps = refresh_every_n_steps
+        self.freeze_after_steps = freeze_after_steps
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
+        for name, shape in self.stat_shapes().items():
+            self.register_buffer(f"total_{name}", torch.zeros(shape, dtype=torch.float64))
+            self.register_buffer(f"pending_{name}", torch.zeros(shape, dtype=torch.float64))
+
+    # -- subclass interface -------------------------------------------------------------------------
+    def stat_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Running sums (besides ``count``): name -> shape."""
+        return {"count": ()}
+
+    def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Sums of one batch of float64 rows [N, C], keyed like ``stat_shapes``."""
+        raise NotImplementedError
+
+    def _recompute(self) -> None:
+        """Recompute the transform from the ``total_*`` sums."""
+        raise NotImplementedError
+
+    def _forward_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inverse_affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(A [C, C], shift [C]), float64, such that inverse(y') = A y' + shift."""
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        return self.freeze_after_steps is not None and int(self.steps) >= self.freeze_after_steps
+
+    @property
+    def initialized(self) -> bool:
+        return int(self.refreshes) > 0
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> bool:
+        """Observe one step's teacher features ([N, C] or [B, C, h, w]); returns True if it refreshed.
+
+        Must be called on every rank at every step (the refresh is a collective).
+        """
+        if self.frozen:
+            return False
+        rows = feature_rows(features.detach(), self.dim, valid_mask).to(torch.float64)
+        for name, value in self._accumulate(rows).items():
+            getattr(self, f"pending_{name}").add_(value)
+        self.steps += 1
+        step = int(self.steps)
+        due = step == 1 or step % self.refresh_every_n_steps == 0 or step == self.freeze_after_steps
+        if due:
+            self.refresh()
+        return due
+
+    @torch.no_grad()
+    def sync_statistics(self) -> None:
+        """All-reduce the pending sums of all ranks into the totals (a collective; call on every rank)."""
+        pending = [getattr(self, f"pending_{name}") for name in self.stat_shapes()]
+        if _distributed_world():
+            flat = torch.cat([p.reshape(-1) for p in pending])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            reduced: List[torch.Tensor] = list(flat.split([p.numel() for p in pending]))
+        else:
+            reduced = [p.reshape(-1) for p in pending]
+        for name, p, r in zip(self.stat_shapes(), pending, reduced):
+            getattr(self, f"total_{name}").add_(r.reshape(p.shape))
+            p.zero_()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Merge all ranks' pending statistics and recompute the transform."""
+        self.sync_statistics()
+        if float(self.total_count) > 0:
+            self._recompute()
+            self.refreshes += 1
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """Normalise y [N, C] or [B, C, h, w] (computed in float64 for float64 input, else float32)."""
+        self._check_ready()
+        return _apply_rows(y, self._forward_rows)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Map normalised features [N, C] or [B, C, h, w] back to teacher space."""
+        self._check_ready()
+        a, shift = self.inverse_affine()
+
+        def rows_fn(rows: torch.Tensor) -> torch.Tensor:
+            dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+            return rows.to(dtype) @ a.to(dtype).T + shift.to(dtype)
+
+        return _apply_rows(y, rows_fn)
+
+    def _check_ready(self) -> None:
+        if not self.initialized:
+            raise RuntimeError(
+                f"{type(self).__name__} has no statistics yet: call update(teacher_features) before "
+                "normalising (or load a checkpoint that has them)"
+            )
+
+    def log_values(self) -> Dict[str, float]:
+        """Scalars for metrics: ``count`` (feature vectors seen, all ranks) and ``refreshes``."""
+        return {"count": float(self.total_count), "refreshes": float(self.refreshes)}

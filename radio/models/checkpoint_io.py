@@ -1,0 +1,167 @@
+"""The one checkpoint reader: safe file reading, container unwrapping, layout mapping, strict loading.
+
+``read_state_dict`` never runs pickled code: ``.pth``/``.pt`` go through ``torch.load(weights_only=True)``
+and ``.safetensors`` through safetensors. ``load_into`` maps a public layout onto the model
+(``radio.models.formats``), compares it with the model's own keys and shapes, and either loads it or raises
+``CheckpointError`` with the missing / unexpected / wrong-shape keys.
+"""
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+from radio.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+# Containers a training script may wrap the weights in, most preferred first (EMA weights win).
+CONTAINER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "module", "teacher", "student")
+# Prefixes added by wrappers (DDP, torch.compile, Lightning, TAO ...), stripped when every key has one.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "student.", "teacher.", "encoder.")
+SHOW_KEYS = 5  # keys listed per category in a mismatch report
+
+TRUST_PICKLE_HINT = (
+    "If you trust this file, convert it once with `python tools/convert_teacher.py --trust-pickle "
+    "<file> <out.safetensors>` and use the .safetensors file."
+)
+
+
+@dataclass
+class LoadReport:
+    """Outcome of mapping a checkpoint onto a model (keys in the model's naming)."""
+
+    path: str
+    fmt: str
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint, model)
+    dropped: Dict[str, str] = field(default_factory=dict)  # checkpoint key -> why it is not used
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """Multi-line, human-readable summary (first few keys of each kind, with counts)."""
+
+        def listing(title: str, items: List[str]) -> List[str]:
+            if not items:
+                return []
+            more = f" (+{len(items) - SHOW_KEYS} more)" if len(items) > SHOW_KEYS else ""
+            return [f"  {title}: {len(items)}{more}"] + [f"    {i}" for i in items[:SHOW_KEYS]]
+
+        lines = [f"checkpoint {self.path} (layout: {self.fmt})"]
+        lines += listing("missing keys (in the model, not in the file)", self.missing)
+        lines += listing("unexpected keys (in the file, not in the model)", self.unexpected)
+        lines += listing(
+            "wrong-shape keys",
+            [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched],
+        )
+        lines += listing("ignored keys", [f"{k} ({why})" for k, why in self.dropped.items()])
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _read_raw(path: str):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive ("PK") or, in the legacy format, a raw pickle (0x80 protocol byte).
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=head[:2] == b"PK")
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"{path}: refusing to unpickle Python objects (torch.load weights_only=True rejected it: "
+                f"{str(e).splitlines()[0]}). {TRUST_PICKLE_HINT}"
+            ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+            raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({e})") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint; expected a .safetensors file or a torch.save file, and "
+            f"safetensors reports: {e} (truncated or corrupt?)"
+        ) from None
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read ``path`` (.safetensors, or .pth/.pt/.bin via weights_only torch.load) into a flat tensor dict.
+
+    Training containers (``state_dict_ema``, ``state_dict``, ``model``, ...) are unwrapped, EMA first, and
+    wrapper prefixes shared by every key (``module.``, ``_orig_mod.``, ...) are stripped.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    obj = _read_raw(path)
+    while not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            keys = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(
+                f"{path}: no state_dict found (top-level entries: {keys}); expected a mapping of tensor names "
+                f"to tensors, optionally under one of {list(CONTAINER_KEYS)}"
+            )
+        obj = inner
+    state_dict = dict(obj)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+                stripped = True
+    return state_dict
+
+
+def compare(state_dict: Dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> None:
+    """Fill ``report`` with the keys/shapes in which ``state_dict`` and ``model`` disagree."""
+    expected = model.state_dict()
+    report.missing = [k for k in expected if k not in state_dict]
+    report.unexpected = [k for k in state_dict if k not in expected]
+    report.mismatched = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+
+
+def load_into(model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher") -> LoadReport:
+    """Load the checkpoint at ``path`` into ``model`` (any supported public layout).
+
+    ``role``: 'teacher' keeps C-RADIO adaptor heads and PHI-S normaliser; 'student' drops them and adapts
+    C-RADIO's CLS-slot rows and position grid to the student's shape. Strict: any missing, unexpected or
+    wrong-shape key raises ``CheckpointError`` listing them; otherwise the matching tensors are loaded and
+    the report is logged as a warning. A model built on the meta device receives the tensors by assignment.
+    """
+    from radio.models.formats import to_model_layout
+
+    state_dict = read_state_dict(path)
+    mapped, report = to_model_layout(state_dict, model, path=path, role=role)
+    compare(mapped, model, report)
+    if not report.ok and strict:
+        raise CheckpointError(
+            f"{report.describe()}\nThe checkpoint does not match the model (wrong architecture or size?). "
+            "Check the backbone type, or set strict_loading: false to load the matching tensors only."
+        )
+    if not report.ok:
+        log.warning("loading non-strictly:\n%s", report.describe())
+    else:
+        log.info("%s", report.describe())
+    bad = {k for k, _, _ in report.mismatched}
+    assign = any(t.is_meta for t in model.state_dict().values())
+    model.load_state_dict({k: v for k, v in mapped.items() if k not in bad}, strict=False, assign=assign)
+    return report

@@ -1,0 +1,260 @@
+"""Registry entries: C-RADIO students/teachers, timm-built teachers under short names, tiny test variants.
+
+Every constructor takes ``img_size`` (teachers: the resolution position embeddings are sized for; other
+sizes still work), ``num_classes`` (0: no classifier), ``drop_path_rate`` and model-specific overrides.
+Sizes are those of the released checkpoints (see docs in ``shared/reference/checkpoints.md``).
+"""
+from functools import partial
+from typing import Optional, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import LayerNorm
+from timm.models.vision_transformer import VisionTransformer
+
+from radio.models.cradio import RadioViT
+from radio.models.registry import ModelInfo, UnknownModelError, register_model
+
+
+def _register_cradio(
+    name: str,
+    *,
+    dim: int,
+    depth: int,
+    heads: int,
+    num_cls_tokens: int = 4,
+    num_registers: int = 4,
+    summary_idxs: Sequence[int] = (0, 1, 2),
+    cpe_max_size: int = 2048,
+    init_values: Optional[float] = None,
+    cpe_align_corners: bool = True,
+    img_size: int = 512,
+) -> None:
+    info = ModelInfo(
+        name=name,
+        embed_dim=dim,
+        summary_dim=dim * len(summary_idxs),
+        patch_size=16,
+        img_size=img_size,
+        num_prefix_tokens=num_cls_tokens + num_registers,
+        depth=depth,
+        num_heads=heads,
+        is_student=True,
+    )
+    defaults = dict(
+        num_cls_tokens=num_cls_tokens,
+        num_registers=num_registers,
+        summary_idxs=tuple(summary_idxs),
+        cpe_max_size=cpe_max_size,
+    )
+
+    @register_model(info)
+    def build(*, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **overrides):
+        # CPE serves any input size, so img_size needs no action; C-RADIO has no classifier.
+        if num_classes:
+            raise ValueError(f"{name} has no classifier head; use num_classes: 0")
+        kwargs = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return RadioViT(
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            patch_size=16,
+            init_values=init_values,
+            drop_path_rate=drop_path_rate,
+            cpe_align_corners=cpe_align_corners,
+            **kwargs,
+        )
+
+
+# C-RADIOv3: 8 prefix rows (4 CLS slots + 4 registers). The released v3-L pos-embed resize uses
+# align_corners=False; B and H use True.
+_register_cradio("c_radio_v3_vit_base_patch16_reg4_dinov2", dim=768, depth=12, heads=12, init_values=1e-5)
+_register_cradio(
+    "c_radio_v3_vit_large_patch16_reg4_dinov2",
+    dim=1024,
+    depth=24,
+    heads=16,
+    init_values=1e-5,
+    cpe_align_corners=False,
+)
+_register_cradio("c_radio_v3_vit_huge_patch16_reg4_dinov2", dim=1280, depth=32, heads=16)
+# C-RADIOv2.5: the same ViTs without layer scale.
+_register_cradio("c_radio_v2_vit_base_patch16", dim=768, depth=12, heads=12)
+_register_cradio("c_radio_v2_vit_large_patch16", dim=1024, depth=24, heads=16)
+_register_cradio("c_radio_v2_vit_huge_patch16", dim=1280, depth=32, heads=16)
+# Tiny student for tests and the CPU quickstart.
+_register_cradio(
+    "c_radio_tiny_patch16",
+    dim=64,
+    depth=4,
+    heads=2,
+    num_registers=2,
+    cpe_max_size=256,
+    init_values=1e-5,
+    img_size=64,
+)
+
+
+def _register_vit(
+    name: str,
+    *,
+    timm_name: Optional[str] = None,
+    vit_kwargs: Optional[dict] = None,
+    dim: int,
+    depth: int,
+    heads: int,
+    patch: int,
+    img: int,
+    prefix: int,
+    proj_dim: int = 0,
+) -> None:
+    """A teacher built by timm: ``timm_name`` (a timm entrypoint) or a ``VisionTransformer(**vit_kwargs)``.
+
+    ``proj_dim``: width of the CLIP-style projection that turns the pooled token into the summary.
+    """
+    info = ModelInfo(
+        name=name,
+        embed_dim=dim,
+        summary_dim=proj_dim or dim,
+        patch_size=patch,
+        img_size=img,
+        num_prefix_tokens=prefix,
+        depth=depth,
+        num_heads=heads,
+        summary_proj=bool(proj_dim),
+    )
+
+    @register_model(info)
+    def build(*, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs):
+        args = dict(
+            img_size=img_size or img,
+            # The projection is timm's ``head``; a classifier (num_classes > 0) replaces it.
+            num_classes=num_classes or proj_dim,
+            drop_path_rate=drop_path_rate,
+            dynamic_img_size=True,  # position embeddings follow the actual input size
+            **kwargs,
+        )
+        if timm_name is not None:
+            return timm.create_model(timm_name, pretrained=False, **args)
+        return VisionTransformer(**vit_kwargs, **args)
+
+
+# Layouts shared by the real models and their tiny test variants.
+_DINOV2 = dict(init_values=1e-5)
+_DINOV2_REG = dict(init_values=1e-5, reg_tokens=4, no_embed_class=True)
+_CLIP = dict(pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer="quick_gelu")
+_SIGLIP = dict(class_token=False, global_pool="map")
+# NV-CLIP (open_clip SigLIP-CLIPA tower): no ln_pre, mean over patch tokens, LayerNorm after pooling,
+# bias-free patch embedding (the converter adds its zero bias), LayerNorm eps 1e-5, plain GELU.
+_CLIPA = dict(global_pool="avg", fc_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer=nn.GELU)
+
+for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16),
+                                    ("giant", 1536, 40, 24)):
+    _register_vit(f"dinov2_vit_{_size}_patch14", timm_name=f"vit_{_size}_patch14_dinov2",
+                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=1)
+    _register_vit(f"dinov2_vit_{_size}_patch14_reg4", timm_name=f"vit_{_size}_patch14_reg4_dinov2",
+                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=5)
+
+# SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
+for _name, _timm, _dim, _depth, _heads, _patch, _img in (
+    ("siglip_vit_base_patch16_224", "vit_base_patch16_siglip_224", 768, 12, 12, 16, 224),
+    ("siglip_so400m_patch14_224", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
+    ("siglip_so400m_patch14_384", "vit_so400m_patch14_siglip_384", 1152, 27, 16, 14, 384),
+    ("siglip2_so400m_patch14_224", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
+    ("siglip2_so400m_patch14_378", "vit_so400m_patch14_siglip_378", 1152, 27, 16, 14, 378),
+    ("siglip2_so400m_patch16_256", "vit_so400m_patch16_siglip_256", 1152, 27, 16, 16, 256),
+    ("siglip2_so400m_patch16_384", "vit_so400m_patch16_siglip_384", 1152, 27, 16, 16, 384),
+    ("siglip2_so400m_patch16_512", "vit_so400m_patch16_siglip_512", 1152, 27, 16, 16, 512),
+    ("siglip2_giantopt_patch16_256", "vit_giantopt_patch16_siglip_256", 1536, 40, 16, 16, 256),
+    ("siglip2_giantopt_patch16_384", "vit_giantopt_patch16_siglip_384", 1536, 40, 16, 16, 384),
+):
+    _register_vit(_name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=0)
+
+# OpenAI CLIP and DFN CLIP were trained with QuickGELU; timm's *_clip_quickgelu_* models match them.
+for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
+    ("clip_vit_base_patch16_224", "vit_base_patch16_clip_quickgelu_224", 768, 12, 12, 16, 224, 512),
+    ("clip_vit_large_patch14_224", "vit_large_patch14_clip_quickgelu_224", 1024, 24, 16, 14, 224, 768),
+    ("clip_vit_large_patch14_336", "vit_large_patch14_clip_quickgelu_336", 1024, 24, 16, 14, 336, 768),
+    ("dfn_clip_vit_huge_patch14_224", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
+    ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
+):
+    _register_vit(_name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1,
+                  proj_dim=_proj)
+
+for _name, _dim, _depth, _heads, _img, _proj in (
+    ("vit_h_14_siglip_clipa_224", 1280, 32, 16, 224, 1024),
+    ("vit_l_14_siglip_clipa_224", 1024, 24, 16, 224, 768),
+    ("vit_l_14_siglip_clipa_336", 1024, 24, 16, 336, 768),
+):
+    _register_vit(_name, vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=_dim, depth=_depth, num_heads=_heads),
+                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=_img, prefix=1, proj_dim=_proj)
+
+# Tiny variants: the demo teachers of the CPU quickstart, and one per public layout for the loader tests.
+_register_vit("demo_vit_tiny_patch16", vit_kwargs=dict(patch_size=16, embed_dim=96, depth=2, num_heads=2),
+              dim=96, depth=2, heads=2, patch=16, img=64, prefix=1)
+_register_vit("demo_vit_tiny_patch14",
+              vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=128, depth=2, num_heads=2),
+              dim=128, depth=2, heads=2, patch=14, img=56, prefix=5)
+_register_vit("tiny_dinov2_vit_patch14", vit_kwargs=dict(_DINOV2, patch_size=14, embed_dim=48, depth=2, num_heads=2),
+              dim=48, depth=2, heads=2, patch=14, img=56, prefix=1)
+_register_vit("tiny_dinov2_vit_patch14_reg4",
+              vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=48, depth=2, num_heads=2),
+              dim=48, depth=2, heads=2, patch=14, img=56, prefix=5)
+_register_vit("tiny_clip_vit_patch16", vit_kwargs=dict(_CLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
+              dim=64, depth=2, heads=2, patch=16, img=64, prefix=1, proj_dim=32)
+_register_vit("tiny_siglip_vit_patch16", vit_kwargs=dict(_SIGLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
+              dim=64, depth=2, heads=2, patch=16, img=64, prefix=0)
+_register_vit("tiny_clipa_vit_patch14", vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=64, depth=2, num_heads=2),
+              dim=64, depth=2, heads=2, patch=14, img=56, prefix=1, proj_dim=32)
+
+
+def _timm_name(name: str) -> str:
+    model_name = name[len("timm/") :]
+    if not timm.is_model(model_name):
+        raise UnknownModelError(f"unknown timm model {model_name!r} (from {name!r}); see timm.list_models()")
+    return model_name
+
+
+def create_timm_model(name: str, *, img_size: Optional[int] = None, num_classes: int = 0,
+                      drop_path_rate: float = 0.0, **kwargs) -> nn.Module:
+    """``timm/<name>``: any timm model, random init (weights come from the teacher checkpoint)."""
+    model_name = _timm_name(name)
+    args = dict(num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
+    try:
+        # ViT-family models accept an input size and resample position embeddings to the actual input.
+        return timm.create_model(model_name, pretrained=False, img_size=img_size, dynamic_img_size=True, **args)
+    except TypeError:
+        return timm.create_model(model_name, pretrained=False, **args)
+
+
+def timm_model_info(name: str) -> ModelInfo:
+    """ModelInfo for ``timm/<name>``, read from the model built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        model = create_timm_model(name)
+    img = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    summary_dim = getattr(model, "head_hidden_size", model.num_features)
+    if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
+        patch = model.patch_embed.patch_size
+        return ModelInfo(
+            name=name,
+            embed_dim=model.embed_dim,
+            summary_dim=summary_dim,
+            patch_size=patch[0] if isinstance(patch, (tuple, list)) else patch,
+            img_size=img,
+            num_prefix_tokens=getattr(model, "num_prefix_tokens", 0),
+            depth=len(model.blocks),
+            num_heads=getattr(model.blocks[0].attn, "num_heads", 0),
+        )
+    # Convolutional and hierarchical models: the spatial map is the last feature map.
+    reduction = model.feature_info[-1]["reduction"] if getattr(model, "feature_info", None) else 32
+    return ModelInfo(
+        name=name,
+        embed_dim=model.num_features,
+        summary_dim=summary_dim,
+        patch_size=reduction,
+        img_size=img,
+        num_prefix_tokens=0,
+        depth=0,
+        num_heads=0,
+    )

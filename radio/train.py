@@ -1,0 +1,35 @@
+"""Entry point for ``accelerate launch radio/train.py --spec SPEC [key=value ...]``.
+
+The same code path as ``radio distill``: parse, validate, run the loop on this rank.
+"""
+import argparse
+import os
+import sys
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    # Run as a file: drop radio/ itself from the path so its sub-folders do not shadow top-level modules.
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+
+def main(argv=None) -> int:
+    from radio.cli import EXIT_USER_ERROR
+    from radio.config.load import load_run_config
+    from radio.engine.loop import run
+    from radio.errors import RadioError
+
+    parser = argparse.ArgumentParser(description="radio distillation (one rank; start with accelerate launch)")
+    parser.add_argument("--spec", "-e", required=True, help="spec YAML file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
+    args = parser.parse_args(argv)
+    try:
+        result = run(load_run_config(args.spec, args.overrides))
+    except RadioError as exc:
+        print(f"radio: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {result.steps} steps; results in {result.results_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Spec loading: the seed spec, overrides, per-teacher fallback, and the error messages."""
+import os
+
+import pytest
+
+from radio.config.load import load_run_config
+from radio.config.resolve import resolve_teachers
+from radio.errors import SpecError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SEED_SPEC = os.path.join(REPO, "specs", "radio_multiteacher.yaml")
+QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+MINIMAL = """
+results_dir: /tmp/out
+model: {backbone: {type: c_radio_tiny_patch16}}
+dataset:
+  img_size: 64
+  train_dataset:
+    tar_data_sources: [{root_dir: /data/a}]
+distill:
+  loss_lambda: 0.7
+  teacher:
+    - model: {backbone: {type: demo_vit_tiny_patch16}}
+      pretrained_teacher_model_path: /w/a.safetensors
+"""
+
+
+def test_seed_spec_resolves_per_teacher_settings_from_globals():
+    cfg = load_run_config(SEED_SPEC, [])
+    first, second = resolve_teachers(cfg)
+    assert (first.mode, first.input_size, first.loss_type, first.loss_lambda) == ("spatial", 432, "BALANCED", 0.5)
+    assert first.norm_mean == [0.485, 0.456, 0.406] and first.norm_std == [0.229, 0.224, 0.225]
+    assert (second.mode, second.loss_type, second.loss_lambda) == ("summary", "BALANCED", 0.5)
+    assert second.norm_mean == [0.5, 0.5, 0.5] and second.norm_std == [0.5, 0.5, 0.5]
+    # No input_size: matches the student resolution, aligned to the teacher's patch 14.
+    assert second.match_student_resolution and second.input_size == 224
+    assert not first.match_student_resolution
+    assert cfg.dataset.train_dataset.tar_data_sources[0].scale_factor == 2.0
+
+
+def test_overrides_win_over_the_file_including_list_items():
+    cfg = load_run_config(SEED_SPEC, ["train.max_steps=7", "distill.teacher.1.loss_type=cs", "results_dir=/x"])
+    assert cfg.train.max_steps == 7 and cfg.results_dir == "/x"
+    assert resolve_teachers(cfg)[1].loss_type == "CS"
+    assert resolve_teachers(cfg)[0].loss_type == "BALANCED"
+
+
+def test_unset_teacher_fields_fall_back_to_globals_and_dataset_normalisation(tmp_path):
+    cfg = load_run_config(write(tmp_path, MINIMAL), [])
+    (teacher,) = resolve_teachers(cfg)
+    assert teacher.loss_lambda == 0.7
+    assert teacher.norm_mean == list(cfg.dataset.augmentation.norm_mean)  # not raw pixels
+    assert teacher.mode == "combo" and teacher.loss_type == "BALANCED"  # auto, teacher has both kinds
+    assert teacher.input_size == 64
+
+
+def test_single_teacher_mapping_is_a_list_of_one(tmp_path):
+    text = MINIMAL.replace("  teacher:\n    - model:", "  teacher:\n    model:").replace(
+        "      pretrained_teacher_model_path", "    pretrained_teacher_model_path"
+    )
+    cfg = load_run_config(write(tmp_path, text), [])
+    assert len(cfg.distill.teacher) == 1
+    assert cfg.distill.teacher[0].model.backbone.type == "demo_vit_tiny_patch16"
+
+
+def test_loss_type_is_case_insensitive(tmp_path):
+    cfg = load_run_config(write(tmp_path, MINIMAL), ["distill.loss_type=balanced"])
+    assert resolve_teachers(cfg)[0].loss_type == "BALANCED"
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["distill.teachr=[]"], ["distill.teachr", "distill.teacher"]),
+        (["dataset.batch_size=abc"], ["dataset.batch_size", "abc"]),
+        (["distill.loss_type=FOO"], ["distill.loss_type", "FOO", "BALANCED"]),
+        (["train.optim.policy=cosin"], ["train.optim.policy", "cosine", "multistep"]),
+        (["model.backbone.type=c_radio_tiny_patch61"], ["model.backbone.type", "c_radio_tiny_patch16"]),
+        (["distill.teacher.0.mode=logits"], ["distill.teacher[0]", "num_classes"]),
+        (["dataset.img_size=70"], ["dataset.img_size", "patch size 16"]),
+        (["train.optim.policy=step"], ["policy_params.step_size"]),
+        (["batch_size"], ["key=value"]),
+    ],
+)
+def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
+    with pytest.raises(SpecError) as info:
+        load_run_config(write(tmp_path, MINIMAL), overrides)
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_unknown_key_inside_a_teacher_names_its_index(tmp_path):
+    text = MINIMAL + "      loss_tpe: L1\n"
+    with pytest.raises(SpecError) as info:
+        load_run_config(write(tmp_path, text), [])
+    assert "distill.teacher[0].loss_tpe" in str(info.value)
+    assert "loss_type" in str(info.value)
+
+
+def test_misspelt_key_in_file_suggests_the_closest(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_run_config(write(tmp_path, MINIMAL.replace("  loss_lambda: 0.7", "  teachr: []\n  loss_lambda: 0.7")), [])
+    assert "distill.teachr" in str(info.value) and "'distill.teacher'" in str(info.value)
+
+
+def test_missing_results_dir_and_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="results_dir"):
+        load_run_config(write(tmp_path, MINIMAL.replace("results_dir: /tmp/out\n", "")), [])
+    with pytest.raises(SpecError, match="does not exist"):
+        load_run_config(str(tmp_path / "nope.yaml"), [])
+
+
+def test_quickstart_spec_is_valid():
+    cfg = load_run_config(QUICKSTART_SPEC, [])
+    names = [t.name for t in resolve_teachers(cfg)]
+    assert names == ["demo_a", "demo_b"]

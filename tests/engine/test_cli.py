@@ -1,0 +1,100 @@
+"""The real CLI in subprocesses: end-to-end runs, --print-config, and user errors without tracebacks."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, tiny_run_overrides
+
+QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
+SEED_SPEC = os.path.join(REPO, "specs", "radio_multiteacher.yaml")
+BIN = os.path.dirname(sys.executable)
+
+
+def radio(*args, timeout=600):
+    return subprocess.run(
+        [os.path.join(BIN, "radio"), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def metrics_rows(results_dir):
+    with open(os.path.join(results_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_distill_runs_end_to_end(demo_assets, tmp_path):
+    results = str(tmp_path / "run")
+    proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = metrics_rows(results)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert row["loss/demo_a"] > 0 and row["loss/demo_b"] > 0
+        assert abs(sum(v for k, v in row.items() if k.startswith("mixture/")) - 1.0) < 1e-6
+    assert os.path.isdir(os.path.join(results, "checkpoints", "step_0000004"))
+    state = load_file(os.path.join(results, "student_final.safetensors"))
+    assert any(k.startswith("blocks.") for k in state)
+    with open(os.path.join(results, "config.yaml")) as f:
+        assert "resolved_teachers" in f.read()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_loop(demo_assets, tmp_path):
+    results = str(tmp_path / "acc")
+    cmd = [
+        os.path.join(BIN, "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        os.path.join(REPO, "radio", "train.py"), "--spec", QUICKSTART_SPEC,
+        *tiny_run_overrides(demo_assets, results, "train.max_steps=2"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["step"] for r in metrics_rows(results)] == [1, 2]
+    assert os.path.exists(os.path.join(results, "student_final.safetensors"))
+
+
+def test_print_config_shows_each_teachers_effective_settings():
+    proc = radio("distill", "-e", SEED_SPEC, "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    teachers = out.split("resolved_teachers:")[1].split("  - name: ")[1:]
+    assert len(teachers) == 2
+    first, second = teachers
+    assert "mode: spatial" in first and "input_size: 432" in first
+    assert "loss_type: BALANCED" in first and "loss_lambda: 0.5" in first
+    assert "norm_mean: [0.485, 0.456, 0.406]" in first
+    assert "mode: summary" in second and "loss_type: BALANCED" in second and "loss_lambda: 0.5" in second
+    assert "norm_mean: [0.5, 0.5, 0.5]" in second and "norm_std: [0.5, 0.5, 0.5]" in second
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["distill.teachr=[]"], "distill.teachr"),
+        (["dataset.batch_size=abc"], "dataset.batch_size"),
+        (["distill.loss_type=FOO"], "distill.loss_type"),
+        (["distill.teacher.0.pretrained_teacher_model_path=/nonexistent/t.safetensors"], "/nonexistent/t.safetensors"),
+    ],
+)
+def test_user_errors_exit_nonzero_with_one_message(demo_assets, tmp_path, extra, expected):
+    proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")), *extra)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "r" / "checkpoints")
+
+
+def test_empty_root_dir_is_refused(demo_assets, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = radio(
+        "distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+        f"dataset.train_dataset.tar_data_sources.1.root_dir={empty}",
+    )
+    assert proc.returncode == 2
+    assert "tar_data_sources[1].root_dir" in proc.stderr and str(empty) in proc.stderr
+    assert "Traceback" not in proc.stderr
