@@ -6,7 +6,7 @@ where most of the decode time goes for large photos.
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,7 +20,7 @@ class SampleDropped(Exception):
     """The sample is not used; ``reason`` is its counter name (``dropped/...`` or ``error/...``)."""
 
     def __init__(self, reason: str, detail: str = ""):
-        super().__init__(detail or reason)
+        super().__init__(detail)
         self.reason = reason
 
 
@@ -31,7 +31,7 @@ class CropSettings:
     scale: Tuple[float, float] = (0.35, 1.0)  # crop area as a fraction of the image area
     ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)  # crop width / height
     hflip_probability: float = 0.5
-    native_filter: NativeResolutionFilter = NativeResolutionFilter()
+    native_filter: NativeResolutionFilter = field(default_factory=NativeResolutionFilter)
     near_constant_std: Optional[float] = 2.0  # None: keep near-constant images
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sqlite3
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from radio.errors import DataError
 
@@ -99,10 +99,3 @@ class WeightedAcceptance:
 
     def accept(self, key: str, identity: Tuple[object, ...]) -> bool:
         return unit_hash("radio-weight", self.seed, *identity) < self.keep_probability(key)
-
-
-def count_keys(keys: Iterable[str]) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return counts

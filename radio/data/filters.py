@@ -25,7 +25,7 @@ def native_resolution_drop(width: int, height: int, limits: NativeResolutionFilt
 
 
 def is_near_constant(image: Image.Image, max_std: float) -> bool:
-    """True when the image's pixel standard deviation (0-255 scale, all channels, measured on a 64x64
+    """True when every channel's pixel standard deviation (0-255 scale, measured on a 64x64
     nearest-neighbour sample so the cost does not grow with the image) is below ``max_std``."""
-    sample = np.asarray(image.resize((64, 64), Image.NEAREST), dtype=np.float32)
-    return float(sample.std()) < max_std
+    sample = np.asarray(image.resize((64, 64), Image.NEAREST), dtype=np.float32).reshape(-1, 3)
+    return float(sample.std(axis=0).max()) < max_std

@@ -104,12 +104,13 @@ def _renamed(source: Source, name: str) -> Source:
 
 
 def reader_units(num_files: int, num_readers: int, reader: int, seed: int, source_index: int,
-                 pass_index: int) -> List[Unit]:
+                 pass_index: int, split_files: bool = True) -> List[Unit]:
     """The units reader ``reader`` of ``num_readers`` reads in pass ``pass_index``, in reading order.
 
-    Across all readers the units of one pass cover every file's samples exactly once.
+    Across all readers the units of one pass cover every file's samples exactly once. ``split_files``:
+    files hold many samples (shards) and may be split into residue classes.
     """
-    modulus = max(1, math.ceil(num_readers / num_files))
+    modulus = max(1, math.ceil(num_readers / num_files)) if split_files else 1
     units = [(file_index, residue, modulus) for file_index in range(num_files) for residue in range(modulus)]
     random.Random(f"radio-units/{seed}/{source_index}/{pass_index}").shuffle(units)
     return units[reader::num_readers]

@@ -15,19 +15,20 @@ import torch.nn.functional as F
 class ViewSpec:
     """One model input.
 
-    ``size``: resolution in pixels when no stochastic resolution is drawn; ``None`` means "the student's
-    resolution of the step" (a teacher with ``match_student_resolution``). ``patch_size``: the size is
-    rounded to a multiple of it (``None``: no rounding). ``stochastic_resolutions``: ``{resolution:
-    probability}`` drawn once per global step; empty: always ``size``. ``mean``/``std``: per-channel
-    normalisation on the 0-1 scale.
+    ``size``: resolution in pixels when no stochastic resolution is drawn. ``patch_size``: the size is
+    rounded to the nearest multiple of it (``None``: no rounding). ``stochastic_resolutions``:
+    ``{resolution: probability}`` drawn once per global step; empty: always ``size``. ``follow``:
+    ``"student"`` makes a teacher take the student's resolution of the step (``match_student_resolution``),
+    then align it to its own patch size. ``mean``/``std``: per-channel normalisation on the 0-1 scale.
     """
 
     name: str
-    size: Optional[int]
+    size: int
     patch_size: Optional[int]
     stochastic_resolutions: Dict[int, float] = field(default_factory=dict)
     mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073)
     std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)
+    follow: Optional[str] = None
 
 
 def align_to_patch(size: int, patch_size: Optional[int]) -> int:
@@ -47,8 +48,6 @@ class ViewPlan:
     """The resolutions of every view at every global step: a pure function of (seed, step)."""
 
     def __init__(self, student: ViewSpec, teachers: List[ViewSpec], seed: int):
-        if student.size is None:
-            raise ValueError("ViewPlan: the student view needs a size")
         names = [student.name] + [t.name for t in teachers]
         if len(set(names)) != len(names):
             raise ValueError(f"ViewPlan: view names must be unique, got {names}")
@@ -68,7 +67,9 @@ class ViewPlan:
             student_size = _draw_resolution(self.student.stochastic_resolutions, rng)
         sizes = {self.student.name: align_to_patch(student_size, self.student.patch_size)}
         for teacher in self.teachers:
-            size = teacher.size if teacher.size is not None else student_size
+            if teacher.follow not in (None, self.student.name):
+                raise ValueError(f"view {teacher.name!r}: follow must be None or {self.student.name!r}")
+            size = student_size if teacher.follow else teacher.size
             if teacher.stochastic_resolutions:
                 size = _draw_resolution(teacher.stochastic_resolutions, rng)
             sizes[teacher.name] = align_to_patch(size, teacher.patch_size)
@@ -92,3 +93,30 @@ def make_view(images: torch.Tensor, size: int, mean: Sequence[float], std: Seque
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x / 255.0 - mean_t) / std_t
+
+
+def build_view_plan(cfg, teachers, student_patch: int) -> ViewPlan:
+    """The run's plan: the student view from ``cfg.dataset`` and one view per resolved teacher
+    (``radio.config.resolve.ResolvedTeacher``), seeded by ``cfg.train.seed``."""
+    augmentation = cfg.dataset.augmentation
+    student = ViewSpec(
+        name="student",
+        size=int(cfg.dataset.img_size),
+        patch_size=student_patch,
+        stochastic_resolutions={int(k): float(v) for k, v in augmentation.stochastic_resolutions.items()},
+        mean=list(augmentation.norm_mean),
+        std=list(augmentation.norm_std),
+    )
+    views = [
+        ViewSpec(
+            name=t.name,
+            size=t.input_size,
+            patch_size=t.patch_size,
+            stochastic_resolutions={int(k): float(v) for k, v in t.stochastic_resolutions.items()},
+            mean=list(t.norm_mean),
+            std=list(t.norm_std),
+            follow="student" if t.match_student_resolution else None,
+        )
+        for t in teachers
+    ]
+    return ViewPlan(student=student, teachers=views, seed=cfg.train.seed)

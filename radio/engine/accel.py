@@ -1,4 +1,5 @@
 """Accelerate set-up and the few collectives the loop needs."""
+import os
 from typing import Dict
 
 import torch
@@ -15,8 +16,10 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
     on_cpu = not torch.cuda.is_available()
     if on_cpu and cfg.precision == "fp16":
         raise SpecError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
-    # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed's CPU collectives there.
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
+    # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed's CPU collectives there. Naming a backend
+    # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []
     return Accelerator(mixed_precision=_MIXED_PRECISION[cfg.precision], cpu=on_cpu, kwargs_handlers=handlers)
 
 

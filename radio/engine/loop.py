@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from radio.config.resolve import ResolvedTeacher, resolve_teachers
+from radio.config.resolve import resolve_teachers
 from radio.config.validate import check_paths
 from radio.data.loader import TrainLoader
-from radio.data.views import ViewPlan, ViewSpec, make_view
+from radio.data.views import build_view_plan, make_view
 from radio.engine import checkpoint as ckpt
 from radio.engine.accel import build_accelerator, reduce_sum, sum_counters
 from radio.engine.metrics import MetricsLogger
@@ -21,7 +21,9 @@ from radio.engine.optim import build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs, write_resolved_config
 from radio.engine.stop import StopRequest
 from radio.errors import RadioError
-from radio.losses import TeacherCriterion, aggregate_teacher_losses, build_feature_normalizer, classification_loss
+from radio.losses.aggregate import aggregate_teacher_losses, classification_loss
+from radio.losses.criterion import TeacherCriterion
+from radio.losses.normalizers import build_feature_normalizer
 from radio.models.adapted_student import AdaptedStudent
 from radio.models.student import build_student
 from radio.models.teacher import FrozenTeacher
@@ -37,31 +39,6 @@ class RunResult:
     teacher_names: List[str] = field(default_factory=list)
 
 
-def build_view_plan(cfg, teachers: List[ResolvedTeacher], student_patch: int) -> ViewPlan:
-    aug = cfg.dataset.augmentation
-    student = ViewSpec(
-        name="student",
-        size=cfg.dataset.img_size,
-        patch_size=student_patch,
-        stochastic_resolutions={int(k): float(v) for k, v in aug.stochastic_resolutions.items()},
-        mean=list(aug.norm_mean),
-        std=list(aug.norm_std),
-    )
-    views = [
-        ViewSpec(
-            name=t.name,
-            size=t.input_size,
-            patch_size=t.patch_size,
-            stochastic_resolutions=t.stochastic_resolutions,
-            mean=t.norm_mean,
-            std=t.norm_std,
-            follow="student" if t.match_student_resolution else None,
-        )
-        for t in teachers
-    ]
-    return ViewPlan(student=student, teachers=views, seed=cfg.train.seed)
-
-
 def run(cfg) -> RunResult:
     check_paths(cfg)
     teachers_cfg = resolve_teachers(cfg)
@@ -74,7 +51,7 @@ def run(cfg) -> RunResult:
     # Identical initial weights on every rank, whatever the data order.
     torch.manual_seed(cfg.train.seed)
     num_slots = max([t.summary_token_idx + 1 for t in teachers_cfg if t.summary_token_idx is not None], default=1)
-    student = build_student(cfg.model.backbone, num_summary_slots=num_slots)
+    student = build_student(cfg.model.backbone, num_summary_slots=num_slots, vitdet_cfg=cfg.distill.vitdet)
     model = AdaptedStudent(student, teachers_cfg, num_classes=cfg.dataset.num_classes)
     teachers = {
         t.name: FrozenTeacher(

@@ -1,5 +1,5 @@
 """Combining per-teacher losses into the training objective (SPEC §5)."""
-from typing import Dict, List, Mapping, Tuple
+from typing import List, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -88,7 +88,8 @@ class TeacherCriterion(nn.Module):
         target: Dict[str, torch.Tensor],
         valid_mask: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        # Losses are computed in float32 whatever the autocast dtype of the student's outputs.
+        # Losses are computed in float32 whatever the dtype of the student's outputs (none of the ops
+        # below is one that autocast lowers to bf16/fp16).
         def pair(key: str):
             if key not in pred or key not in target or pred[key] is None or target[key] is None:
                 raise KeyError(f"mode {self.mode!r} needs {key!r} in both the prediction and the target")

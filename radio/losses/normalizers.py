@@ -3,6 +3,7 @@
 The student's head regresses normalised teacher features y' = f(y); for export the inverse f⁻¹ is folded
 into the head's last Linear layer so the exported adaptor predicts teacher-space features directly.
 """
+import copy
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -115,7 +116,27 @@ def fold_inverse_into_linear(linear: nn.Linear, normalizer: nn.Module) -> nn.Lin
         else torch.zeros(linear.out_features, dtype=torch.float64, device=weight.device)
     )
     a, shift = a.to(weight.device), shift.to(weight.device)
-    folded = nn.Linear(linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=linear.weight.dtype)
+    folded = nn.Linear(
+        linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=linear.weight.dtype
+    )
     folded.weight.copy_(a @ weight)
     folded.bias.copy_(a @ bias + shift)
+    return folded
+
+
+def fold_inverse_into_head(head: nn.Module, normalizer: nn.Module) -> nn.Module:
+    """A copy of ``head`` whose last ``nn.Linear`` (in registration order) has the inverse folded in.
+
+    Valid when that Linear produces the head's output (true for the v2 MLP and the attn head, whose
+    last layer is the output projection); the original head is left unchanged.
+    """
+    if isinstance(head, nn.Linear):
+        return fold_inverse_into_linear(head, normalizer)
+    folded = copy.deepcopy(head)
+    linears = [name for name, module in folded.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(head).__name__} has no nn.Linear to fold the normaliser into")
+    parent_name, _, child = linears[-1].rpartition(".")
+    parent = folded.get_submodule(parent_name)
+    setattr(parent, child, fold_inverse_into_linear(getattr(parent, child), normalizer))
     return folded

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from radio.losses.spatial import resize_mask
+
 
 def _distributed_world() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -22,14 +24,15 @@ def _distributed_world() -> bool:
 def feature_rows(features: torch.Tensor, dim: int, valid_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Feature vectors as rows: [N, C] as is, [B, C, h, w] -> [B·h·w, C] (valid tokens only).
 
-    valid_mask: bool [B, h, w] or [B, 1, h, w] on the features' grid (spatial input only).
+    valid_mask: bool [B, h', w'] or [B, 1, h', w'] (spatial input only), resized to the features' grid
+    like the criterion does.
     """
     if features.dim() == 2:
         rows = features
     elif features.dim() == 4:
         rows = features.flatten(2).transpose(1, 2).reshape(-1, features.shape[1])
         if valid_mask is not None:
-            rows = rows[valid_mask.reshape(-1).bool()]
+            rows = rows[resize_mask(valid_mask, tuple(features.shape[-2:])).reshape(-1)]
     else:
         raise ValueError(f"features must be [N, C] or [B, C, h, w], got {tuple(features.shape)}")
     if rows.shape[-1] != dim:
@@ -140,7 +143,9 @@ class OnlineFeatureNormalizer(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """Normalise y [N, C] or [B, C, h, w] (computed in float64 for float64 input, else float32)."""
         self._check_ready()
-        return _apply_rows(y, self._forward_rows)
+        # Targets must not be rounded to bf16 by a surrounding autocast region.
+        with torch.autocast(y.device.type, enabled=False):
+            return _apply_rows(y, self._forward_rows)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Map normalised features [N, C] or [B, C, h, w] back to teacher space."""
@@ -151,7 +156,8 @@ class OnlineFeatureNormalizer(nn.Module):
             dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
             return rows.to(dtype) @ a.to(dtype).T + shift.to(dtype)
 
-        return _apply_rows(y, rows_fn)
+        with torch.autocast(y.device.type, enabled=False):
+            return _apply_rows(y, rows_fn)
 
     def _check_ready(self) -> None:
         if not self.initialized:

@@ -139,24 +139,28 @@ def compare(state_dict: Dict[str, torch.Tensor], model: nn.Module, report: LoadR
     ]
 
 
-def load_into(model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher") -> LoadReport:
+def load_into(model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher",
+              source_split: Tuple[int, int] = (4, 4)) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any supported public layout).
 
     ``role``: 'teacher' keeps C-RADIO adaptor heads and PHI-S normaliser; 'student' drops them and adapts
-    C-RADIO's CLS-slot rows and position grid to the student's shape. Strict: any missing, unexpected or
+    C-RADIO's CLS-slot rows (checkpoint split ``source_split`` = (CLS, registers)) and position grid to
+    the student's shape. Strict: any missing, unexpected or
     wrong-shape key raises ``CheckpointError`` listing them; otherwise the matching tensors are loaded and
     the report is logged as a warning. A model built on the meta device receives the tensors by assignment.
     """
     from radio.models.formats import to_model_layout
 
     state_dict = read_state_dict(path)
-    mapped, report = to_model_layout(state_dict, model, path=path, role=role)
+    mapped, report = to_model_layout(state_dict, model, path=path, role=role, source_split=source_split)
     compare(mapped, model, report)
     if not report.ok and strict:
-        raise CheckpointError(
+        err = CheckpointError(
             f"{report.describe()}\nThe checkpoint does not match the model (wrong architecture or size?). "
             "Check the backbone type, or set strict_loading: false to load the matching tensors only."
         )
+        err.report = report  # the full key lists, for callers that want more than the first few
+        raise err
     if not report.ok:
         log.warning("loading non-strictly:\n%s", report.describe())
     else:

@@ -127,6 +127,29 @@ class PatchGenerator(nn.Module):
         return self.cls_token(patches), (h, w)
 
 
+class FeatureNormalizer(nn.Module):
+    """C-RADIO's released PHI-S normaliser for patch tokens: ``(x - mean) @ tx.T``. mean [C], tx [C, C]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("tx", torch.eye(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., C] -> [..., C]."""
+        return (x - self.mean.to(x.dtype)) @ self.tx.to(x.dtype).T
+
+
+class RadioAdaptor(nn.Module):
+    """A released C-RADIO adaptor: ``head_mlp`` maps a CLS slot, ``feat_mlp`` the patch tokens, to one
+    teacher's space (either may be absent)."""
+
+    def __init__(self, head_mlp: Optional[nn.Module], feat_mlp: Optional[nn.Module]) -> None:
+        super().__init__()
+        self.head_mlp = head_mlp
+        self.feat_mlp = feat_mlp
+
+
 class RadioViT(nn.Module):
     """C-RADIO ViT (no final norm). ``forward(x) -> StudentOutput``; ``features(x)`` gives the raw tokens.
 
@@ -190,6 +213,9 @@ class RadioViT(nn.Module):
                 block.ls2 = GrandmaLayerScale(embed_dim, init_values, **dd)
             blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
+        # Filled only when a released C-RADIO checkpoint that carries them is loaded as a teacher.
+        self.feature_normalizer: Optional[FeatureNormalizer] = None
+        self.adaptors = nn.ModuleDict()
         self.set_vitdet_layout(num_global=4, num_windowed=None)
 
     def set_vitdet_layout(self, num_global: int, num_windowed: Optional[int]) -> None:

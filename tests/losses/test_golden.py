@@ -106,12 +106,117 @@ def ref_spatial(loss, s, t, mask):
     return ref_rows(loss, rows_s[keep], rows_t[keep]).mean()
 
 
-GOLDEN = {
-    "rows": {},
-    "spatial_masked": {},
-    "summary": {},
+# Produced by the reference above on the seeded inputs (float64), 2026-11-26.
+GOLDEN_ROWS = {  # (loss type, temperature) -> mean over the 6 rows of _rows()
+    ("KL", 1.0): 1.5886736224199745,
+    ("KL", 2.0): 1.8706632923107331,
+    ("CE", 1.0): 2.7759667805044743,
+    ("CE", 2.0): 7.635889514773596,
+    ("L1", 1.0): 2.7346623023025387,
+    ("L2", 1.0): 10.127562224367878,
+    ("MSE", 1.0): 10.127562224367878,
+    ("FD", 1.0): 1.8526540217192846,
+    ("CS", 1.0): 1.201484077459508,
+    ("BALANCED", 1.0): 1.2666010718854859,
+}
+GOLDEN_SPATIAL_MASKED = {  # loss type -> mean over the 13 valid tokens of _maps()
+    "L1": 1.4212970203838313,
+    "L2": 2.908526456688056,
+    "MSE": 2.908526456688056,
+    "FD": 0.6512959088555088,
+    "CS": 1.064430424969054,
+    "BALANCED": 1.0231169733576995,
+}
+GOLDEN_SUMMARY = {  # (summary loss type, temperature) -> loss on _summaries(), first (training) batch
+    ("cosine", 1.0): 1.1421964994516398,
+    ("angle", 1.0): 2.4165196858306146,
+    ("ce", 1.0): 2.434605046844737,
+    ("ce", 2.0): 8.739643974845373,
+    ("tangent_sphere", 1.0): 3.788898254426977,
+}
+GOLDEN_SUMMARY_ELEMENTWISE = {  # loss type in summary mode -> loss on _summaries() (LayerNormed target)
+    "L1": 1.209173530868669,
+    "FD": 0.5054231491871357,
+    "BALANCED": 1.0785191644251895,
 }
 
 
 def _torch(x, dtype=torch.float64):
     return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+
+
+def test_inputs_exercise_both_fd_regimes():
+    pred, target = _rows()
+    d = np.abs(pred - target)
+    assert (d < 2.0).any() and (d >= 2.0).any()
+    assert 0 < _maps()[2].sum() < _maps()[2].size
+
+
+@pytest.mark.parametrize("loss, temperature", sorted(GOLDEN_ROWS))
+def test_row_losses(loss, temperature):
+    pred, target = _rows()
+    expected = GOLDEN_ROWS[(loss, temperature)]
+    assert ref_rows(loss, pred, target, temperature).mean() == pytest.approx(expected, rel=1e-12)
+    got = vector_loss(loss, _torch(pred), _torch(target), temperature=temperature)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss, temperature", [k for k in sorted(GOLDEN_ROWS) if k[0] in ("KL", "CE")])
+def test_logits_mode_criterion(loss, temperature):
+    pred, target = _rows()
+    criterion = TeacherCriterion("logits", loss.lower(), temperature=temperature)
+    out = criterion({"logits": _torch(pred, torch.float32)}, {"logits": _torch(target, torch.float32)})
+    assert set(out) == {"total", "logits"}
+    assert out["total"].item() == pytest.approx(GOLDEN_ROWS[(loss, temperature)], rel=2e-6)
+
+
+@pytest.mark.parametrize("loss", sorted(GOLDEN_SPATIAL_MASKED))
+def test_spatial_losses_with_mask(loss):
+    pred, target, mask = _maps()
+    expected = GOLDEN_SPATIAL_MASKED[loss]
+    assert ref_spatial(loss, pred, target, mask) == pytest.approx(expected, rel=1e-12)
+    criterion = TeacherCriterion("spatial", loss)
+    out = criterion(
+        {"spatial": _torch(pred, torch.float32)}, {"spatial": _torch(target, torch.float32)},
+        valid_mask=torch.from_numpy(mask),
+    )
+    assert set(out) == {"total", "spatial"}
+    assert out["total"].item() == pytest.approx(expected, rel=2e-6)
+
+
+@pytest.mark.parametrize("kind, temperature", sorted(GOLDEN_SUMMARY))
+def test_summary_losses(kind, temperature):
+    pred, target = _summaries()
+    expected = GOLDEN_SUMMARY[(kind, temperature)]
+    assert ref_summary(kind, pred, target, temperature) == pytest.approx(expected, rel=1e-12)
+    criterion = TeacherCriterion("summary", "CS", summary_loss_type=kind, temperature=temperature)
+    out = criterion({"summary": _torch(pred, torch.float32)}, {"summary": _torch(target, torch.float32)})
+    assert set(out) == {"total", "summary"}
+    assert out["total"].item() == pytest.approx(expected, rel=2e-5)
+
+
+@pytest.mark.parametrize("loss", sorted(GOLDEN_SUMMARY_ELEMENTWISE))
+def test_summary_mode_with_elementwise_loss_type(loss):
+    pred, target = _summaries()
+    expected = GOLDEN_SUMMARY_ELEMENTWISE[loss]
+    assert ref_rows(loss, pred, ref_layer_norm(target)).mean() == pytest.approx(expected, rel=1e-12)
+    criterion = TeacherCriterion("summary", loss, summary_loss_type="angle")  # angle is not used here
+    out = criterion({"summary": _torch(pred, torch.float32)}, {"summary": _torch(target, torch.float32)})
+    assert out["total"].item() == pytest.approx(expected, rel=2e-6)
+
+
+def test_combo_weights_the_two_golden_terms():
+    sp, st = _summaries()
+    mp, mt, mask = _maps()
+    criterion = TeacherCriterion(
+        "combo", "FD", summary_loss_type="cosine", summary_loss_weight=0.25, fd_loss_weight=3.0
+    )
+    out = criterion(
+        {"summary": _torch(sp, torch.float32), "spatial": _torch(mp, torch.float32)},
+        {"summary": _torch(st, torch.float32), "spatial": _torch(mt, torch.float32)},
+        valid_mask=torch.from_numpy(mask),
+    )
+    assert out["summary"].item() == pytest.approx(GOLDEN_SUMMARY[("cosine", 1.0)], rel=2e-6)
+    assert out["spatial"].item() == pytest.approx(GOLDEN_SPATIAL_MASKED["FD"], rel=2e-6)
+    expected = 0.25 * GOLDEN_SUMMARY[("cosine", 1.0)] + 3.0 * GOLDEN_SPATIAL_MASKED["FD"]
+    assert out["total"].item() == pytest.approx(expected, rel=2e-6)

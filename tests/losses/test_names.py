@@ -38,7 +38,8 @@ def test_other_enumerations():
     assert normalize_mode("Combo") == "combo"
     assert normalize_summary_loss_type("Tangent_Sphere") == "tangent_sphere"
     assert normalize_feature_normalizer("PHI_S") == "phi_s"
-    for fn, bad in [(normalize_mode, "pixels"), (normalize_summary_loss_type, "l2"), (normalize_feature_normalizer, "pca")]:
+    bad_values = [(normalize_mode, "pixels"), (normalize_summary_loss_type, "l2"), (normalize_feature_normalizer, "pca")]
+    for fn, bad in bad_values:
         with pytest.raises(SpecError, match="valid values"):
             fn(bad)
 

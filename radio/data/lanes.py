@@ -1,0 +1,245 @@
+"""Lane readers: one reader's share of one source, read pass after pass, returning usable samples.
+
+A rank reads each source through ``LANES_PER_RANK`` lanes; the n-th sample a rank takes from a source comes
+from lane ``n % LANES_PER_RANK``. The lane count is fixed, so the number of DataLoader workers only decides
+which process hosts a lane, never which sample lands in which slot. A lane's position (pass, unit, byte
+offset, sample index) is a handful of integers, and resuming seeks straight to it.
+"""
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
+
+from radio.data.crops import SampleDropped
+from radio.data.dedup import WeightedAcceptance, dedup_key, parse_sidecar
+from radio.data.sources import Source, reader_units
+from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
+from radio.errors import DataError
+
+LOG = logging.getLogger("radio.data")
+LANES_PER_RANK = 48  # divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24 workers: every worker hosts as many lanes
+MAX_UNUSABLE_IN_A_ROW = 2000  # a lane that reads this many unusable samples in a row: the source is unusable
+MAX_EMPTY_PASSES_IN_A_ROW = 1000  # passes whose units held no sample at all (tiny or empty sources)
+MIN_READS_FOR_ERROR_RATE = 100
+MAX_LOGGED_PER_REASON = 20
+T = TypeVar("T")
+
+
+@dataclass
+class RawSample:
+    key: str  # "{file relative to the source root}:{sample key}", unique within the source
+    path: str  # the shard (or image file)
+    sample: str  # the key inside the shard ("" for an image file)
+    image: Optional[bytes]
+    meta: Optional[dict]
+    label: int
+    identity: Tuple[object, ...]  # (source index, file, key, pass): seeds per-sample decisions
+
+
+@dataclass
+class ReaderContext:
+    """What all lanes of one process share: counters, the bad-data log, and the error-rate check."""
+
+    max_error_rate: float = 0.05
+    counters: Counter = field(default_factory=Counter)
+    reads: Counter = field(default_factory=Counter)  # per source name: samples read
+    errors: Counter = field(default_factory=Counter)  # per source name: samples lost to bad data
+    logged: Set[Tuple[str, str, str]] = field(default_factory=set)
+    logged_per_reason: Counter = field(default_factory=Counter)
+
+    def report(self, reason: str, path: str, key: str, detail: str = "") -> None:
+        """Count ``reason``. Bad data (``error/``, ``format/``) is also logged, once per (file, key, reason)
+        and at most ``MAX_LOGGED_PER_REASON`` times per reason; filter drops are only counted."""
+        self.counters[reason] += 1
+        if reason.startswith(("dropped/", "skipped/")) or (path, key, reason) in self.logged:
+            return
+        self.logged.add((path, key, reason))
+        self.logged_per_reason[reason] += 1
+        if self.logged_per_reason[reason] <= MAX_LOGGED_PER_REASON:
+            LOG.warning("%s: %s%s%s", reason, path, f" sample {key!r}" if key else "",
+                        f" ({detail})" if detail else "")
+        if self.logged_per_reason[reason] == MAX_LOGGED_PER_REASON:
+            LOG.warning("%s: further occurrences are counted but not logged", reason)
+
+    def record_error(self, source: str, whole_file: bool = False) -> None:
+        """One sample (or, ``whole_file``, the unreadable rest of a file) lost to bad data."""
+        self.errors[source] += 1
+        self.reads[source] += int(whole_file)
+        reads = self.reads[source]
+        if reads >= MIN_READS_FOR_ERROR_RATE and self.errors[source] > self.max_error_rate * reads:
+            raise DataError(
+                f"source {source!r}: {self.errors[source]} of {reads} samples read were unreadable "
+                f"(counters: {dict(sorted((k, v) for k, v in self.counters.items() if k.startswith('error/')))}), "
+                f"above dataset.max_error_rate={self.max_error_rate}; fix the data or raise the bound"
+            )
+
+
+@dataclass
+class LanePosition:
+    pass_index: int = 0
+    unit: int = 0  # index into the lane's unit list of the pass
+    offset: int = 0  # byte offset of the next sample's first header in the unit's shard
+    index: int = 0  # that sample's index in its shard
+    unusable_in_a_row: int = 0
+    empty_passes_in_a_row: int = 0
+    read_in_pass: int = 0
+
+    def to_list(self) -> List[int]:
+        return [self.pass_index, self.unit, self.offset, self.index, self.unusable_in_a_row,
+                self.empty_passes_in_a_row, self.read_in_pass]
+
+    @classmethod
+    def from_list(cls, values: List[int]) -> "LanePosition":
+        return cls(*(int(v) for v in values))
+
+
+class LaneReader:
+    """Reader ``reader`` of ``num_readers`` over ``source``; ``next_sample`` returns the next usable one."""
+
+    def __init__(self, source: Source, source_index: int, reader: int, num_readers: int, seed: int,
+                 context: ReaderContext, acceptance: Optional[WeightedAcceptance] = None,
+                 position: Optional[LanePosition] = None):
+        self.source = source
+        self.source_index = source_index
+        self.reader = reader
+        self.num_readers = num_readers
+        self.seed = seed
+        self.context = context
+        self.acceptance = acceptance
+        self.position = position or LanePosition()
+        self._stream: Optional[Iterator[RawSample]] = None
+
+    def next_sample(self, process: Callable[[bytes], T]) -> Tuple[RawSample, T]:
+        """The next sample that has an image, passes weighting, and that ``process`` (decode, filter,
+        crop) accepts; every other sample is counted by reason and skipped."""
+        if self._stream is None:
+            self._stream = self._raw_samples()
+        position = self.position
+        while True:
+            raw = next(self._stream)
+            if raw.image is None:
+                self.context.report("skipped/no_image", raw.path, raw.sample)
+                self._unusable(raw)
+                continue
+            if self.acceptance is not None and not self.acceptance.accept(
+                    dedup_key(raw.meta, raw.image), raw.identity):
+                self.context.counters["skipped/weighting"] += 1
+                continue
+            try:
+                result = process(raw.image)
+            except SampleDropped as dropped:
+                self.context.report(dropped.reason, raw.path, raw.sample, str(dropped))
+                if dropped.reason.startswith("error/"):
+                    self.context.record_error(self.source.name)
+                self._unusable(raw)
+                continue
+            position.unusable_in_a_row = 0
+            return raw, result
+
+    def _unusable(self, raw: RawSample) -> None:
+        self.position.unusable_in_a_row += 1
+        if self.position.unusable_in_a_row >= MAX_UNUSABLE_IN_A_ROW:
+            self._yields_nothing(f"the last {self.position.unusable_in_a_row} samples read were all unusable")
+
+    def _yields_nothing(self, why: str) -> None:
+        reasons = {k: v for k, v in sorted(self.context.counters.items()) if not k.startswith("read/")}
+        raise DataError(
+            f"source {self.source.name!r} ({self.source.root}) yields no usable samples: {why}; "
+            f"counters so far: {reasons}. Check dataset.train_dataset.native_resolution_filter and the shards"
+        )
+
+    def _raw_samples(self) -> Iterator[RawSample]:
+        position = self.position
+        while True:
+            units = reader_units(len(self.source.files), self.num_readers, self.reader, self.seed,
+                                 self.source_index, position.pass_index, split_files=self.source.kind == "tar")
+            while position.unit < len(units):
+                file_index, residue, modulus = units[position.unit]
+                if self.source.kind == "tar":
+                    yield from self._read_shard(file_index, residue, modulus)
+                else:
+                    yield from self._read_image_file(file_index)
+                position.unit, position.offset, position.index = position.unit + 1, 0, 0
+            position.empty_passes_in_a_row = 0 if position.read_in_pass else position.empty_passes_in_a_row + 1
+            if position.empty_passes_in_a_row >= MAX_EMPTY_PASSES_IN_A_ROW:
+                self._yields_nothing(f"{position.empty_passes_in_a_row} passes in a row found no sample")
+            position.pass_index, position.unit, position.read_in_pass = position.pass_index + 1, 0, 0
+
+    def _read_image_file(self, file_index: int) -> Iterator[RawSample]:
+        relative = self.source.files[file_index]
+        path = os.path.join(self.source.root, relative)
+        identity = (self.source_index, relative, "", self.position.pass_index)
+        self.position.read_in_pass += 1
+        self.context.counters["read/samples"] += 1
+        self.context.reads[self.source.name] += 1
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read()
+        except OSError as error:
+            self.context.report("error/unreadable_file", path, "", str(error))
+            self.context.record_error(self.source.name)
+            return
+        yield RawSample(relative, path, "", data, None, self.source.labels[file_index], identity)
+
+    def _read_shard(self, file_index: int, residue: int, modulus: int) -> Iterator[RawSample]:
+        relative = self.source.files[file_index]
+        path = os.path.join(self.source.root, relative)
+        position = self.position
+        # Every reader sharing the shard meets its damage; only the owner of residue 0 counts it.
+        counts_file_events = residue == 0
+        try:
+            stream, file_size = open_shard(path)
+        except OSError as error:
+            if counts_file_events:
+                self.context.report("error/unreadable_tar", path, "", str(error))
+                self.context.record_error(self.source.name, whole_file=True)
+            return
+        keys_seen: Set[str] = set()
+        with stream:
+            try:
+                for entry in iter_samples(stream, file_size, position.offset, position.index):
+                    position.offset, position.index = entry.end_offset, entry.index + 1
+                    if entry.key in keys_seen:
+                        self.context.report("format/repeated_key", path, entry.key,
+                                            "key reappears non-consecutively; read as a separate sample")
+                    keys_seen.add(entry.key)
+                    if entry.index % modulus != residue:
+                        continue
+                    position.read_in_pass += 1
+                    self.context.counters["read/samples"] += 1
+                    self.context.reads[self.source.name] += 1
+                    yield self._raw_from_entry(stream, path, relative, entry)
+            except TarFormatError as error:
+                if counts_file_events:
+                    self.context.report(error.reason, path, "", f"{error}; the rest of the shard is skipped")
+                    self.context.record_error(self.source.name, whole_file=True)
+                return
+        hint = self.source.samples_per_file
+        if counts_file_events and hint and position.index != hint and (path, "", "hint") not in self.context.logged:
+            self.context.logged.add((path, "", "hint"))
+            self.context.counters["format/samples_per_file_mismatch"] += 1
+            LOG.warning("%s holds %d samples; samples_per_file of source %r says %d", path, position.index,
+                        self.source.name, hint)
+
+    def _raw_from_entry(self, stream, path: str, relative: str, entry) -> RawSample:
+        key = f"{relative}:{entry.key}"
+        image_ext = image_extension(list(entry.members))
+        image = read_member(stream, entry.members[image_ext]) if image_ext else None
+        meta = None
+        if "json" in entry.members:
+            data = read_member(stream, entry.members["json"])
+            try:
+                meta = parse_sidecar(data)
+            except (ValueError, UnicodeDecodeError) as error:
+                reason = "error/empty_member" if not data else "error/bad_json"
+                self.context.report(reason, path, entry.key, f"json sidecar ignored: {error}")
+        label = -1
+        if "cls" in entry.members:
+            text = read_member(stream, entry.members["cls"])
+            try:
+                label = int(text.strip())
+            except ValueError:
+                self.context.report("error/bad_cls", path, entry.key, f"not an integer: {text[:20]!r}")
+        identity = (self.source_index, relative, entry.key, self.position.pass_index)
+        return RawSample(key, path, entry.key, image, meta, label, identity)

@@ -1,0 +1,312 @@
+"""The training loader: mixture emitter + lane readers + crops, as a stream of per-step batches.
+
+Global sample slot ``g`` belongs to step ``g // (B*W)`` and rank ``(g % (B*W)) // B`` (B: per-rank batch,
+W: world size). The emitter decides each slot's source. The n-th slot a rank gives to a source is filled by
+lane ``n % LANES_PER_RANK`` of that source, which reads its own disjoint part of the source (see
+``sources.reader_units``). DataLoader workers host lanes (lane ``l`` on worker ``l % workers``); every
+worker yields one *chunk* per step (the slots its lanes fill, possibly none), and the main process
+assembles the chunks of a step into its ``Batch``. So each step's content is a pure function of (seed,
+world size, rank, step), whatever the worker count, and every rank yields one batch per step.
+"""
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from radio.config.schema import DatasetConfig
+from radio.data.crops import CropSettings, decode_crop
+from radio.data.dedup import KeyCounts, WeightedAcceptance, counts_path
+from radio.data.lanes import LANES_PER_RANK, LOG, LanePosition, LaneReader, ReaderContext
+from radio.data.mixture import MixtureEmitter
+from radio.data.sources import Source, build_sources
+from radio.data.tar_reader import TarFormatError, iter_samples, open_shard
+from radio.data.views import ViewPlan
+from radio.errors import DataError
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Batch:
+    """One rank's batch of one global step.
+
+    ``images``: uint8 [B,3,S,S], S = ``plan.max_size(step)`` (channels-last memory; one crop region per
+    sample, views are made from it on the device by ``views.make_view``). ``keys``: "{shard}:{key}" per
+    sample; ``sources``: int64 [B] index into ``TrainLoader.source_names``; ``labels``: int64 [B] (-1: none);
+    ``sizes``: ``plan.sizes_for_step(step)``; ``counters``: cumulative counters of this rank's readers
+    (``read/samples``, ``dropped/<reason>``, ``skipped/<reason>``, ``error/<reason>``, ``format/<warning>``);
+    sum them over ranks for run totals.
+    ``captions``: the ``.json`` sidecar's ``caption`` per sample ("" when absent).
+    """
+
+    images: torch.Tensor
+    keys: List[str]
+    sources: torch.Tensor
+    labels: torch.Tensor
+    step: int
+    sizes: Dict[str, int]
+    counters: Dict[str, int]
+    captions: List[str] = field(default_factory=list)
+
+
+@dataclass
+class _Chunk:
+    """What one worker produced for one step: the slots (batch positions) its lanes filled."""
+
+    step: int
+    worker: int
+    positions: List[int]
+    images: Optional[torch.Tensor]  # uint8 [n,S,S,3]
+    keys: List[str]
+    sources: List[int]
+    labels: List[int]
+    captions: List[str]
+    lanes: Dict[str, List[int]]  # "source/lane" -> LanePosition list, after this step
+    counters: Dict[str, int]  # this worker's cumulative counters
+    emitter: Dict[str, object]  # emitter state after this step
+    rank_counts: List[int]  # per source: slots this rank has given it, after this step
+    error: Optional[str] = None
+
+
+def crop_settings(dataset_cfg: DatasetConfig) -> CropSettings:
+    augmentation, train = dataset_cfg.augmentation, dataset_cfg.train_dataset
+    return CropSettings(
+        scale=tuple(augmentation.crop_scale),
+        ratio=tuple(augmentation.crop_ratio),
+        hflip_probability=float(augmentation.hflip_probability),
+        native_filter=train.native_resolution_filter,
+        near_constant_std=float(train.near_constant_std) if train.drop_near_constant else None,
+    )
+
+
+class _StepStream(IterableDataset):
+    """Chunks for consecutive steps from a loader state; runs in each DataLoader worker (or inline)."""
+
+    def __init__(self, sources: List[Source], plan: ViewPlan, settings: CropSettings, state: dict, *,
+                 seed: int, rank: int, world_size: int, batch_size: int, max_error_rate: float,
+                 acceptance: List[Optional[WeightedAcceptance]]):
+        super().__init__()
+        self.sources, self.plan, self.settings, self.state = sources, plan, settings, state
+        self.seed, self.rank, self.world_size, self.batch_size = seed, rank, world_size, batch_size
+        self.max_error_rate, self.acceptance = max_error_rate, acceptance
+
+    def __iter__(self) -> Iterator[_Chunk]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.chunks(worker, num_workers)
+
+    def chunks(self, worker: int, num_workers: int) -> Iterator[_Chunk]:
+        emitter = MixtureEmitter([s.scale_factor for s in self.sources])
+        emitter.load_state_dict(self.state["emitter"])
+        rank_counts = list(self.state["rank_counts"])
+        context = ReaderContext(max_error_rate=self.max_error_rate)
+        num_readers = self.world_size * LANES_PER_RANK
+        lanes: Dict[Tuple[int, int], LaneReader] = {}
+        for source_index, source in enumerate(self.sources):
+            for lane in range(worker, LANES_PER_RANK, num_workers):
+                saved = self.state["lanes"].get(f"{source_index}/{lane}")
+                lanes[source_index, lane] = LaneReader(
+                    source, source_index, self.rank * LANES_PER_RANK + lane, num_readers, self.seed, context,
+                    self.acceptance[source_index], LanePosition.from_list(saved) if saved else None)
+        step = int(self.state["step"])
+        slots_per_step = self.batch_size * self.world_size
+        while True:
+            out_size = self.plan.max_size(step)
+            step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            chunk = _Chunk(step, worker, [], None, [], [], [], [], {}, {}, {}, [])
+            crops = []
+            try:
+                for position, source_index in enumerate(step_sources):
+                    lane = rank_counts[source_index] % LANES_PER_RANK
+                    rank_counts[source_index] += 1
+                    if lane % num_workers != worker:
+                        continue
+                    slot = step * slots_per_step + self.rank * self.batch_size + position
+                    rng = random.Random(f"radio-crop/{self.seed}/{slot}")
+                    raw, crop = lanes[source_index, lane].next_sample(
+                        lambda data: decode_crop(data, random.Random(rng.random()), out_size, self.settings))
+                    chunk.positions.append(position)
+                    crops.append(crop)
+                    chunk.keys.append(raw.key)
+                    chunk.sources.append(source_index)
+                    chunk.labels.append(raw.label)
+                    caption = (raw.meta or {}).get("caption")
+                    chunk.captions.append(caption if isinstance(caption, str) else "")
+            except DataError as error:
+                chunk.error = str(error)
+                yield chunk
+                return
+            if crops:
+                chunk.images = torch.from_numpy(np.stack(crops))
+            chunk.lanes = {f"{s}/{l}": reader.position.to_list() for (s, l), reader in lanes.items()}
+            chunk.counters = dict(context.counters)
+            chunk.emitter = emitter.state_dict()
+            chunk.rank_counts = list(rank_counts)
+            yield chunk
+            step += 1
+
+
+class TrainLoader:
+    """Iterable of ``Batch`` for consecutive global steps from its current step (endless; the caller stops).
+
+    ``dataset_cfg.batch_size`` samples per rank per step, ``dataset_cfg.workers`` DataLoader workers (0: in
+    this process). ``state_dict()`` after consuming step k resumes at step k+1 with exactly the samples an
+    uninterrupted run would use, seeking straight to each lane's position.
+    """
+
+    def __init__(self, dataset_cfg: DatasetConfig, plan: ViewPlan, *, seed: int, rank: int, world_size: int):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if dataset_cfg.batch_size < 1:
+            raise DataError(f"dataset.batch_size: must be >= 1, got {dataset_cfg.batch_size}")
+        if dataset_cfg.workers < 0:
+            raise DataError(f"dataset.workers: must be >= 0, got {dataset_cfg.workers}")
+        self.sources = build_sources(dataset_cfg.train_dataset)
+        self.source_names = [source.name for source in self.sources]
+        self.plan = plan
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.batch_size = int(dataset_cfg.batch_size)
+        self.workers = int(dataset_cfg.workers)
+        self.max_error_rate = float(dataset_cfg.max_error_rate)
+        self.settings = crop_settings(dataset_cfg)
+        self.acceptance = self._weighting(dataset_cfg)
+        self.steps_per_epoch = self._steps_per_epoch()
+        emitter = MixtureEmitter([s.scale_factor for s in self.sources])
+        self._state = {
+            "version": STATE_VERSION, "step": 0, "seed": self.seed, "rank": self.rank,
+            "world_size": self.world_size, "batch_size": self.batch_size, "lanes_per_rank": LANES_PER_RANK,
+            "sources": list(self.source_names), "emitter": emitter.state_dict(),
+            "rank_counts": [0] * len(self.sources), "lanes": {}, "counters": {},
+        }
+
+    @property
+    def step(self) -> int:
+        """The global step of the next batch."""
+        return int(self._state["step"])
+
+    def _weighting(self, dataset_cfg: DatasetConfig) -> List[Optional[WeightedAcceptance]]:
+        mode = str(dataset_cfg.train_dataset.data_weight_mode).lower()
+        if mode == "none":
+            return [None] * len(self.sources)
+        return [WeightedAcceptance(mode, KeyCounts(counts_path(source.root)), self.seed)
+                for source in self.sources]
+
+    def _steps_per_epoch(self) -> int:
+        """The largest ``steps_per_epoch``; a source without one counts one pass at the global batch size."""
+        steps = []
+        for source in self.sources:
+            if source.steps_per_epoch:
+                steps.append(int(source.steps_per_epoch))
+                continue
+            samples = _estimate_samples(source)
+            steps.append(max(1, math.ceil(samples / (self.batch_size * self.world_size))))
+        return max(steps)
+
+    def state_dict(self) -> dict:
+        """Small JSON-serialisable state: next step, emitter, per-lane positions, cumulative counters."""
+        return _copy_state(self._state)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by the same rank of a run with the same sources, seed and batch layout."""
+        expected = {"version": STATE_VERSION, "seed": self.seed, "rank": self.rank,
+                    "world_size": self.world_size, "batch_size": self.batch_size,
+                    "lanes_per_rank": LANES_PER_RANK, "sources": list(self.source_names)}
+        for name, value in expected.items():
+            if state.get(name) != value:
+                raise DataError(
+                    f"data-loader state does not match this run: {name} is {state.get(name)!r} in the "
+                    f"checkpoint and {value!r} now (resume with the same dataset sources, seed, batch size "
+                    f"and world size, and give each rank its own saved state)"
+                )
+        self._state = _copy_state(state)
+
+    def __iter__(self) -> Iterator[Batch]:
+        state = _copy_state(self._state)
+        stream = _StepStream(self.sources, self.plan, self.settings, state, seed=self.seed, rank=self.rank,
+                             world_size=self.world_size, batch_size=self.batch_size,
+                             max_error_rate=self.max_error_rate, acceptance=self.acceptance)
+        if self.workers == 0:
+            chunks, num_workers = stream.chunks(0, 1), 1
+        else:
+            num_workers = min(self.workers, LANES_PER_RANK)
+            chunks = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4,
+                                     persistent_workers=False))
+        base_counters = dict(state["counters"])
+        latest_counters: Dict[int, Dict[str, int]] = {}
+        while True:
+            step_chunks = [next(chunks) for _ in range(num_workers)]
+            for chunk in step_chunks:
+                if chunk.error:
+                    raise DataError(chunk.error)
+                latest_counters[chunk.worker] = chunk.counters
+            batch = self._assemble(step_chunks, base_counters, latest_counters)
+            yield batch
+
+    def _assemble(self, chunks: List[_Chunk], base_counters: Dict[str, int],
+                  latest_counters: Dict[int, Dict[str, int]]) -> Batch:
+        step = chunks[0].step
+        if any(chunk.step != step for chunk in chunks):
+            raise RuntimeError(f"data workers out of step: {[chunk.step for chunk in chunks]}")
+        size = self.plan.max_size(step)
+        pixels = torch.empty((self.batch_size, size, size, 3), dtype=torch.uint8)
+        keys = [""] * self.batch_size
+        captions = [""] * self.batch_size
+        sources = torch.empty(self.batch_size, dtype=torch.int64)
+        labels = torch.empty(self.batch_size, dtype=torch.int64)
+        for chunk in chunks:
+            if not chunk.positions:
+                continue
+            index = torch.tensor(chunk.positions, dtype=torch.int64)
+            pixels[index] = chunk.images
+            sources[index] = torch.tensor(chunk.sources, dtype=torch.int64)
+            labels[index] = torch.tensor(chunk.labels, dtype=torch.int64)
+            for position, key, caption in zip(chunk.positions, chunk.keys, chunk.captions):
+                keys[position], captions[position] = key, caption
+        counters = dict(base_counters)
+        for worker_counters in latest_counters.values():
+            for name, value in worker_counters.items():
+                counters[name] = counters.get(name, 0) + value
+        state = self._state
+        state["step"] = step + 1
+        state["emitter"] = chunks[0].emitter
+        state["rank_counts"] = chunks[0].rank_counts
+        for chunk in chunks:
+            state["lanes"].update(chunk.lanes)
+        state["counters"] = counters
+        return Batch(pixels.permute(0, 3, 1, 2), keys, sources, labels, step, self.plan.sizes_for_step(step),
+                     dict(counters), captions)
+
+
+def _copy_state(state: dict) -> dict:
+    copied = dict(state)
+    copied["emitter"] = {k: (list(v) if isinstance(v, list) else v) for k, v in state["emitter"].items()}
+    copied["rank_counts"] = list(state["rank_counts"])
+    copied["lanes"] = {k: list(v) for k, v in state["lanes"].items()}
+    copied["counters"] = dict(state["counters"])
+    copied["sources"] = list(state["sources"])
+    return copied
+
+
+def _estimate_samples(source: Source) -> int:
+    """Samples in a source: file count for folders, ``samples_per_file`` x shards when given, else counted
+    from tar headers (data is not read)."""
+    if source.kind == "folder":
+        return len(source.files)
+    if source.samples_per_file:
+        return int(source.samples_per_file) * len(source.files)
+    LOG.info("source %r sets neither steps_per_epoch nor samples_per_file: counting samples from tar headers",
+             source.name)
+    total = 0
+    for relative in source.files:
+        try:
+            stream, size = open_shard(f"{source.root}/{relative}")
+            with stream:
+                for _ in iter_samples(stream, size):
+                    total += 1
+        except (OSError, TarFormatError):  # damaged shards are reported when read; here they count what they hold
+            continue
+    return max(total, 1)

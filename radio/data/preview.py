@@ -1,0 +1,76 @@
+"""``radio data preview``: what the training loader would feed, step by step, before a long run."""
+import json
+from collections import Counter
+from typing import Dict, List, Optional, TextIO
+
+from radio.data.loader import TrainLoader
+from radio.data.mixture import MixtureEmitter
+from radio.data.views import ViewPlan, build_view_plan
+
+
+def run_plan(cfg) -> ViewPlan:
+    """The view plan ``radio distill`` uses for this config (sizes decide how crops are decoded)."""
+    from radio.config.resolve import resolve_teachers
+    from radio.models.registry import get_model_info
+
+    student_patch = get_model_info(cfg.model.backbone.type).patch_size
+    return build_view_plan(cfg, resolve_teachers(cfg), student_patch)
+
+
+def preview(cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: int = 0,
+            workers: Optional[int] = None) -> Dict[str, object]:
+    """Steps ``start_step .. start_step+steps-1`` of rank ``rank``: per step the sizes and each sample's
+    key and source; then the realised mixture over those steps and the reader counters.
+
+    Steps before ``start_step`` are read (the filters must see them to know what is used) but not reported.
+    """
+    if workers is not None:
+        cfg.dataset.workers = workers
+    loader = TrainLoader(cfg.dataset, run_plan(cfg), seed=cfg.train.seed, rank=rank, world_size=world_size)
+    names = loader.source_names
+    report_steps: List[dict] = []
+    realised: Counter = Counter()
+    counters: Dict[str, int] = {}
+    for batch in loader:
+        if batch.step >= start_step + steps:
+            break
+        counters = batch.counters
+        if batch.step < start_step:
+            continue
+        sources = [names[i] for i in batch.sources.tolist()]
+        realised.update(sources)
+        report_steps.append({
+            "step": batch.step,
+            "sizes": batch.sizes,
+            "samples": [{"key": key, "source": source} for key, source in zip(batch.keys, sources)],
+        })
+    shares = MixtureEmitter([s.scale_factor for s in loader.sources]).shares
+    total = max(sum(realised.values()), 1)
+    return {
+        "rank": rank,
+        "world_size": world_size,
+        "steps_per_epoch": loader.steps_per_epoch,
+        "steps": report_steps,
+        "mixture": {name: {"requested": share, "samples": realised[name], "realised": realised[name] / total}
+                    for name, share in zip(names, shares)},
+        "counters": dict(sorted(counters.items())),
+    }
+
+
+def print_preview(report: Dict[str, object], out: TextIO, as_json: bool = False) -> None:
+    if as_json:
+        json.dump(report, out, indent=1)
+        out.write("\n")
+        return
+    out.write(f"rank {report['rank']} of {report['world_size']}, {report['steps_per_epoch']} steps per epoch\n")
+    for step in report["steps"]:
+        sizes = " ".join(f"{name}={size}" for name, size in step["sizes"].items())
+        out.write(f"step {step['step']}  ({sizes})\n")
+        for index, sample in enumerate(step["samples"]):
+            out.write(f"  {index:4d}  {sample['source']:<20s} {sample['key']}\n")
+    out.write("mixture over these steps (source: samples, realised share / requested share):\n")
+    for name, row in report["mixture"].items():
+        out.write(f"  {name:<20s} {row['samples']:8d}  {row['realised']:.4f} / {row['requested']:.4f}\n")
+    out.write("reader counters (cumulative from step 0):\n")
+    for name, value in report["counters"].items():
+        out.write(f"  {name:<40s} {value}\n")

@@ -1,0 +1,14 @@
+"""Fixtures for the data-pipeline tests."""
+import pytest
+
+from radio.data.synthetic import write_synthetic_shards
+
+
+@pytest.fixture(scope="session")
+def two_sources(tmp_path_factory):
+    """Source ``a``: 60 images in 3 shards (with json + cls); source ``b``: 30 images in 3 shards."""
+    root = tmp_path_factory.mktemp("sources")
+    write_synthetic_shards(str(root / "a"), 60, 20, seed=1, prefix="a", with_json=True, with_cls=True)
+    write_synthetic_shards(str(root / "b"), 30, 10, seed=2, prefix="b")
+    return str(root / "a"), str(root / "b")
+

@@ -1,0 +1,277 @@
+"""PHI-S properties on random anisotropic data, the online schedule, checkpoints, folding."""
+import numpy as np
+import pytest
+import torch
+
+from radio.losses.normalizers import (
+    ChannelStandardizer,
+    IdentityNormalizer,
+    build_feature_normalizer,
+    fold_inverse_into_head,
+    fold_inverse_into_linear,
+)
+from radio.losses.phi_s import PhiStandardizer, phi_s_transform
+
+
+def anisotropic(n, c, seed, rank=None):
+    """[n, c] float64 features: non-zero mean, eigenvalues spread over 4 decades, random orientation."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(c, c, generator=g, dtype=torch.float64))
+    scales = torch.logspace(-2, 2, c, dtype=torch.float64)
+    if rank is not None:
+        scales[: c - rank] = 0.0
+    z = torch.randn(n, c, generator=g, dtype=torch.float64) * scales
+    return z @ q.T + torch.linspace(-5, 5, c, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x = anisotropic(4000, 64, seed=0)
+    norm = PhiStandardizer(64)
+    norm.update(x)
+    return norm, x
+
+
+def test_output_is_zero_mean_with_unit_variance_in_every_channel(fitted):
+    norm, x = fitted
+    y = norm(x)
+    assert y.dtype == torch.float64
+    assert y.mean(0).abs().max() < 1e-10
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(64, dtype=torch.float64), atol=1e-10)
+    # The input was far from isotropic (eigenvalues over 8 decades, unequal channel variances), and PCA
+    # scaling by α alone would leave the channels unequal: the Hadamard rotation is what equalises them.
+    eig = torch.linalg.eigvalsh(torch.cov(x.T))
+    assert eig.max() / eig.min() > 1e6 and x.var(0).max() / x.var(0).min() > 5
+    _, u = torch.linalg.eigh(torch.cov(x.T, correction=0))
+    pca_only = norm.alpha * (x - x.mean(0)) @ u
+    assert pca_only.var(0).max() / pca_only.var(0).min() > 1e6
+
+
+def test_alpha_matches_an_independent_numpy_eigendecomposition(fitted):
+    norm, x = fitted
+    xn = x.numpy()
+    cov = np.cov(xn, rowvar=False, bias=True)
+    expected = np.clip(np.linalg.eigvalsh(cov), 0, None).mean() ** -0.5
+    assert norm.log_values()["alpha"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_transform_is_alpha_times_an_orthogonal_matrix(fitted):
+    norm, _ = fitted
+    w = norm.transform / norm.alpha
+    assert torch.allclose(w @ w.T, torch.eye(64, dtype=torch.float64), atol=1e-12)
+
+
+def test_inverse_is_exact(fitted):
+    norm, x = fitted
+    assert torch.allclose(norm.inverse(norm(x)), x, atol=1e-11, rtol=0)
+    spatial = x[:48].reshape(2, 4, 6, 64).permute(0, 3, 1, 2)  # [B, C, h, w]
+    assert torch.allclose(norm.inverse(norm(spatial)), spatial, atol=1e-11, rtol=0)
+
+
+def test_float32_input_gives_float32_output(fitted):
+    norm, x = fitted
+    y = norm(x.float())
+    assert y.dtype == torch.float32
+    assert torch.allclose(y.double(), norm(x), atol=1e-3)
+
+
+def test_alpha_is_invariant_to_rotating_the_data():
+    x = anisotropic(3000, 32, seed=1)
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+    a, b = PhiStandardizer(32), PhiStandardizer(32)
+    a.update(x)
+    b.update(x @ q.T)
+    assert b.alpha.item() == pytest.approx(a.alpha.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("rows", [10, 2000])
+def test_rank_deficient_covariance_keeps_alpha_finite(rows):
+    x = anisotropic(rows, 64, seed=2, rank=5)  # rank ≤ 5 (and < 10 rows for the first case)
+    norm = PhiStandardizer(64)
+    norm.update(x)
+    assert torch.isfinite(norm.alpha) and norm.alpha > 0
+    y = norm(x)
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(64, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(norm.inverse(y), x, atol=1e-10, rtol=0)
+
+
+def test_constant_features_do_not_divide_by_zero():
+    norm = PhiStandardizer(16)
+    norm.update(torch.ones(5, 16))
+    assert norm.alpha.item() == 1.0 and torch.equal(norm(torch.ones(2, 16)), torch.zeros(2, 16))
+
+
+def test_online_estimate_equals_the_batch_estimate():
+    x = anisotropic(3000, 48, seed=3)
+    online = PhiStandardizer(48, refresh_every_n_steps=7)
+    for chunk in x.split(100):  # 30 updates; the last refresh is at step 28
+        online.update(chunk)
+    online.refresh()
+    batch = PhiStandardizer(48)
+    batch.update(x)
+    mean, cov = online.statistics()
+    assert torch.allclose(mean, x.mean(0), atol=1e-12)
+    assert torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-9)
+    assert online.alpha.item() == pytest.approx(batch.alpha.item(), rel=1e-10)
+    assert torch.allclose(online(x), batch(x), atol=1e-9)
+
+
+def test_online_estimate_converges_as_data_accumulates():
+    x = anisotropic(20000, 16, seed=4)
+    truth = PhiStandardizer(16)
+    truth.update(x)
+    norm = PhiStandardizer(16, refresh_every_n_steps=1)
+    errors = []
+    for chunk in x.split(2000):
+        norm.update(chunk)
+        errors.append(abs(norm.alpha.item() / truth.alpha.item() - 1))
+    assert errors[-1] < 1e-12 and errors[0] > errors[-1]
+
+
+def test_refresh_schedule_and_freeze():
+    norm = PhiStandardizer(8, refresh_every_n_steps=100, freeze_after_steps=250)
+    data = anisotropic(300 * 4, 8, seed=5).split(4)
+    refreshed = [step for step, chunk in enumerate(data, start=1) if norm.update(chunk)]
+    assert refreshed == [1, 100, 200, 250]
+    assert norm.frozen and int(norm.steps) == 250
+    assert norm.total_count.item() == 250 * 4  # nothing after the freeze was counted
+    assert norm.log_values()["refreshes"] == 4
+
+
+def test_first_update_standardises_immediately_and_forward_before_update_fails():
+    norm = PhiStandardizer(8)
+    with pytest.raises(RuntimeError, match="update"):
+        norm(torch.zeros(2, 8))
+    x = anisotropic(50, 8, seed=6)
+    norm.update(x)
+    assert torch.allclose(norm(x).var(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-10)
+
+
+def test_spatial_update_uses_valid_tokens_only():
+    x = anisotropic(2 * 3 * 3, 8, seed=7)
+    spatial = x.reshape(2, 3, 3, 8).permute(0, 3, 1, 2).clone()
+    mask = torch.zeros(2, 3, 3, dtype=torch.bool)
+    mask[0, :2] = True
+    spatial[~mask.unsqueeze(1).expand_as(spatial)] = 1e9
+    norm = PhiStandardizer(8)
+    norm.update(spatial, valid_mask=mask)
+    assert norm.total_count.item() == 6
+    assert torch.allclose(norm.statistics()[0], x.reshape(2, 3, 3, 8)[0, :2].reshape(-1, 8).mean(0))
+
+
+def test_spatial_update_resizes_a_mask_from_another_grid():
+    spatial = anisotropic(2 * 4 * 4, 8, seed=12).reshape(2, 4, 4, 8).permute(0, 3, 1, 2).contiguous()
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    mask[..., 4:] = False  # right half invalid on a grid twice as fine
+    norm = PhiStandardizer(8)
+    norm.update(spatial, valid_mask=mask)
+    # Token column 1 of the 4-grid reaches fine columns 1..4 and so touches the invalid half.
+    assert norm.total_count.item() == 2 * 4 * 1
+
+
+def test_autocast_does_not_round_the_targets(fitted):
+    norm, x = fitted
+    y32 = x[:10].float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(y32)
+    assert out.dtype == torch.float32 and torch.equal(out, norm(y32))
+
+
+def test_state_dict_round_trip_continues_identically():
+    x = anisotropic(2000, 24, seed=8).split(100)
+    a = PhiStandardizer(24, refresh_every_n_steps=5)
+    for chunk in x[:7]:
+        a.update(chunk)
+    b = PhiStandardizer(24, refresh_every_n_steps=5)
+    b.load_state_dict(a.state_dict())
+    for chunk in x[7:]:
+        a.update(chunk)
+        b.update(chunk)
+    assert torch.equal(a(x[0]), b(x[0]))
+    assert {"total_outer", "pending_outer", "transform", "alpha", "steps"} <= set(a.state_dict())
+
+
+@pytest.mark.parametrize("c", [10, 50])
+def test_width_without_hadamard_warns_and_stays_isotropic(c):
+    with pytest.warns(UserWarning, match=f"width {c}"):
+        norm = PhiStandardizer(c)
+    x = anisotropic(1000, c, seed=9)
+    norm.update(x)
+    assert torch.allclose(norm(x).var(0, unbiased=False), torch.ones(c, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(norm.inverse(norm(x)), x, atol=1e-10, rtol=0)
+
+
+def test_phi_s_transform_on_a_hand_sized_example():
+    # Σ = diag(4, 0): mean eigenvalue 2, α = 1/√2; H = [[1, 1], [1, -1]]/√2 spreads the variance 4 over
+    # both channels as 2 each, times α² = 1/2 -> 1 each.
+    zero = torch.zeros(2, dtype=torch.float64)
+    w, a, alpha, eig = phi_s_transform(zero, torch.diag(torch.tensor([4.0, 0.0], dtype=torch.float64)))
+    assert alpha.item() == pytest.approx(2**-0.5)
+    assert torch.allclose(torch.diagonal(w @ torch.diag(eig) @ w.T), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(a @ w, torch.eye(2, dtype=torch.float64))
+    # A negative eigenvalue (round-off of a rank-deficient Σ, exaggerated here) is clamped to 0.
+    _, _, alpha, eig = phi_s_transform(zero, torch.diag(torch.tensor([4.0, -0.5], dtype=torch.float64)))
+    assert eig.tolist() == [0.0, 4.0] and alpha.item() == pytest.approx(2**-0.5)
+
+
+def test_standardize_and_none():
+    x = anisotropic(1000, 12, seed=10)
+    std = build_feature_normalizer("Standardize", 12)
+    assert isinstance(std, ChannelStandardizer)
+    std.update(x)
+    y = std(x)
+    assert torch.allclose(y.mean(0), torch.zeros(12, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(12, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(std.inverse(y), x, atol=1e-10)
+    none = build_feature_normalizer("none", 12)
+    assert isinstance(none, IdentityNormalizer) and none(x) is x and none.update(x) is False
+    assert isinstance(build_feature_normalizer("PHI_S", 12, refresh_every_n_steps=3), PhiStandardizer)
+
+
+@pytest.mark.parametrize("kind", ["phi_s", "standardize", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_folded_head_predicts_teacher_space(kind, bias):
+    torch.manual_seed(0)
+    norm = build_feature_normalizer(kind, 16)
+    norm.update(anisotropic(500, 16, seed=11).float())
+    head = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 16, bias=bias))
+    x = torch.randn(20, 8)
+    expected = norm.inverse(head(x))
+    head[-1] = fold_inverse_into_linear(head[-1], norm)
+    assert torch.allclose(head(x), expected, rtol=1e-5, atol=1e-4)
+    assert head[-1].weight.dtype == torch.float32
+
+
+def test_fold_rejects_a_width_mismatch(fitted):
+    with pytest.raises(ValueError, match="64-channel"):
+        fold_inverse_into_linear(torch.nn.Linear(4, 10), fitted[0])
+
+
+class _NestedHead(torch.nn.Module):
+    """Stand-in for a v2 MLP head: pre-norm, an inner block, LayerNorm-GELU-Linear out."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(8, 32)
+        self.block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 32), torch.nn.GELU())
+        self.final = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.GELU(), torch.nn.Linear(32, 16))
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.final(h + self.block(h))
+
+
+def test_fold_into_head_replaces_the_output_linear_of_a_copy():
+    norm = build_feature_normalizer("phi_s", 16)
+    norm.update(anisotropic(500, 16, seed=13).float())
+    head = _NestedHead()
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(14))
+    expected = norm.inverse(head(x))
+    folded = fold_inverse_into_head(head, norm)
+    assert torch.allclose(folded(x), expected, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(norm.inverse(head(x)), expected)  # the trained head is untouched
+    linear = torch.nn.Linear(8, 16)
+    assert torch.allclose(fold_inverse_into_head(linear, norm)(x), norm.inverse(linear(x)), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        fold_inverse_into_head(torch.nn.GELU(), norm)

@@ -1,0 +1,203 @@
+"""Every supported public layout loads strictly into the right model and computes what native weights do."""
+import pickle
+
+import pytest
+import torch
+from models_helpers import distinct_weights
+from public_layouts import (
+    cradio_hf,
+    dinov2_original,
+    hf_clip,
+    hf_dinov2,
+    hf_siglip,
+    open_clip_timm,
+    openai_clip,
+)
+
+from radio.errors import CheckpointError
+from radio.models.checkpoint_io import read_state_dict
+from radio.models.registry import get_model_info
+from radio.models.teacher import FrozenTeacher
+
+# (case id, registry model, writer, file name, detected layout, native tensors the public layout lacks)
+CASES = [
+    ("timm", "demo_vit_tiny_patch16", lambda sd: sd, "w.safetensors", "timm", []),
+    ("openai_clip", "tiny_clip_vit_patch16", openai_clip, "w.pt", "openai_clip", []),
+    ("open_clip_timm", "tiny_siglip_vit_patch16", open_clip_timm, "w.safetensors", "open_clip_timm", []),
+    ("nv_clip_open_clip", "tiny_clipa_vit_patch14",
+     lambda sd: openai_clip(sd, final_norm="fc_norm"), "w.pth", "openai_clip", ["patch_embed.proj.bias"]),
+    ("dinov2", "tiny_dinov2_vit_patch14", lambda sd: dinov2_original(sd, registers=False), "w.pth", "dinov2", []),
+    ("dinov2_reg", "tiny_dinov2_vit_patch14_reg4", lambda sd: dinov2_original(sd, registers=True), "w.pth",
+     "dinov2", []),
+    ("hf_clip", "tiny_clip_vit_patch16", hf_clip, "w.safetensors", "hf_clip", []),
+    ("hf_siglip", "tiny_siglip_vit_patch16", hf_siglip, "w.safetensors", "hf_siglip", []),
+    ("hf_dinov2", "tiny_dinov2_vit_patch14", lambda sd: hf_dinov2(sd, registers=False), "w.safetensors",
+     "hf_dinov2", []),
+    ("hf_dinov2_reg", "tiny_dinov2_vit_patch14_reg4", lambda sd: hf_dinov2(sd, registers=True), "w.safetensors",
+     "hf_dinov2", []),
+    ("c_radio_hf", "c_radio_tiny_patch16", lambda sd: cradio_hf(sd, stale_registers=2), "w.safetensors",
+     "c_radio_hf", []),
+    ("c_radio_export", "c_radio_tiny_patch16", lambda sd: sd, "w.safetensors", "c_radio", []),
+]
+
+
+def _native_and_public(name, writer, zero, save, fname):
+    model = distinct_weights(name)
+    with torch.no_grad():
+        for key in zero:
+            model.state_dict()[key].zero_()
+    native = save(model.state_dict(), "native.safetensors")
+    public = save(writer(model.state_dict()), fname)
+    return native, public
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_public_layout_matches_native(case, save):
+    _, name, writer, fname, fmt, zero = case
+    native_path, public_path = _native_and_public(name, writer, zero, save, fname)
+    info = get_model_info(name)
+    # A non-square input at a size other than the checkpoint's: position embeddings must follow.
+    x = torch.randn(2, 3, info.img_size, info.img_size + 2 * info.patch_size)
+    kw = dict(input_size=info.img_size, dtype=torch.float32)
+    ref = FrozenTeacher(name, native_path, **kw)(x)
+    teacher = FrozenTeacher(name, public_path, **kw)
+    got = teacher(x)
+    assert teacher.load_report.ok and teacher.load_report.fmt == fmt
+    assert torch.allclose(got.summary, ref.summary, atol=1e-5)
+    assert torch.allclose(got.spatial, ref.spatial, atol=1e-5)
+    grid = (info.img_size // info.patch_size, info.img_size // info.patch_size + 2)
+    assert got.spatial.shape == (2, teacher.embed_dim, *grid)
+    assert got.summary.shape == (2, teacher.summary_dim)
+
+
+def test_text_towers_and_tokens_are_reported_as_ignored(save):
+    _, public = _native_and_public("tiny_clip_vit_patch16", hf_clip, [], save, "w.safetensors")
+    report = FrozenTeacher("tiny_clip_vit_patch16", public, input_size=64).load_report
+    assert "text_model.embeddings.token_embedding.weight" in report.dropped
+    assert "logit_scale" in report.dropped
+    _, public = _native_and_public("tiny_dinov2_vit_patch14_reg4", lambda sd: dinov2_original(sd, registers=True),
+                                   [], save, "d.pth")
+    assert "mask_token" in FrozenTeacher("tiny_dinov2_vit_patch14_reg4", public, input_size=56).load_report.dropped
+
+
+def test_position_embeddings_resampled_to_input_size(save):
+    native, _ = _native_and_public("tiny_dinov2_vit_patch14_reg4", lambda sd: sd, [], save, "unused.safetensors")
+    teacher = FrozenTeacher("tiny_dinov2_vit_patch14_reg4", native, input_size=98, dtype=torch.float32)
+    assert teacher.model.pos_embed.shape[1] == (98 // 14) ** 2  # 4x4 grid in the file -> 7x7
+    assert any("resampled" in note for note in teacher.load_report.notes)
+    out = teacher(torch.randn(1, 3, 98, 70))
+    assert out.spatial.shape == (1, 48, 7, 5)
+
+
+def test_wrong_architecture_is_refused_with_key_lists(save):
+    path = save(distinct_weights("tiny_dinov2_vit_patch14").state_dict(), "dino.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        FrozenTeacher("tiny_clip_vit_patch16", path, input_size=64)
+    msg = str(err.value)
+    assert path in msg
+    assert "missing keys" in msg and "norm_pre.weight" in msg
+    assert "unexpected keys" in msg and "blocks.0.ls1.gamma" in msg
+    assert "wrong-shape keys: 29 (+24 more)" in msg  # counts beyond the listed few
+    # timm would resample a 14-pixel patch kernel to 16; a teacher must not be changed that way.
+    assert ("patch_embed.proj.weight", (48, 3, 14, 14), (64, 3, 16, 16)) in err.value.report.mismatched
+
+
+def test_wrong_size_is_refused_before_allocating_the_big_model(save):
+    path = save(distinct_weights("c_radio_tiny_patch16").state_dict(), "tiny.safetensors")
+    with pytest.raises(CheckpointError, match=r"wrong-shape keys: \d+"):
+        FrozenTeacher("c_radio_v3_vit_base_patch16_reg4_dinov2", path, input_size=224)
+
+
+def test_non_strict_loads_matching_tensors_and_reports_the_rest(save):
+    model = distinct_weights("demo_vit_tiny_patch16")
+    state = dict(model.state_dict())
+    state.pop("blocks.1.mlp.fc2.bias")
+    state["extra.weight"] = torch.zeros(3)
+    path = save(state, "partial.safetensors")
+    with pytest.raises(CheckpointError, match="blocks.1.mlp.fc2.bias"):
+        FrozenTeacher("demo_vit_tiny_patch16", path, input_size=64)
+    teacher = FrozenTeacher("demo_vit_tiny_patch16", path, input_size=64, strict=False, dtype=torch.float32)
+    assert teacher.load_report.missing == ["blocks.1.mlp.fc2.bias"]
+    assert teacher.load_report.unexpected == ["extra.weight"]
+    assert torch.equal(teacher.model.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_wrappers_prefixes_and_ema_are_unwrapped(save):
+    model = distinct_weights("demo_vit_tiny_patch16")
+    real = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    stale = {k: torch.zeros_like(v) for k, v in real.items()}
+    path = save({"epoch": 3, "state_dict": stale, "state_dict_ema": real}, "ckpt.pth")
+    state = read_state_dict(path)
+    assert set(state) == set(model.state_dict())
+    assert torch.equal(state["cls_token"], model.cls_token)
+
+
+def test_downstream_classifier_as_feature_teacher(save):
+    model = distinct_weights("demo_vit_tiny_patch16", num_classes=10)
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    state["neck.conv.weight"] = torch.zeros(4, 96, 1, 1)
+    path = save({"model": state}, "detector.pth")
+    teacher = FrozenTeacher("demo_vit_tiny_patch16", path, input_size=64, num_classes=0)
+    assert "neck.conv.weight" in teacher.load_report.dropped
+    assert "head.weight" in teacher.load_report.dropped  # the classifier is not built with num_classes: 0
+    out = teacher(torch.randn(1, 3, 64, 64))
+    assert out.logits is None and out.spatial.shape == (1, 96, 4, 4)
+
+
+def test_classifier_teacher_returns_its_logits(save):
+    model = distinct_weights("demo_vit_tiny_patch16", num_classes=10)
+    path = save(model.state_dict(), "cls.safetensors")
+    teacher = FrozenTeacher("demo_vit_tiny_patch16", path, input_size=64, num_classes=10, dtype=torch.float32)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(teacher(x).logits, expected, atol=1e-5)
+
+
+def test_truncated_safetensors_is_refused(save):
+    path = save(distinct_weights("demo_vit_tiny_patch16").state_dict(), "w.safetensors")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        FrozenTeacher("demo_vit_tiny_patch16", path, input_size=64)
+
+
+def test_truncated_torch_file_is_refused(save):
+    path = save(distinct_weights("demo_vit_tiny_patch16").state_dict(), "w.pth")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_state_dict(path)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_state_dict(str(tmp_path / "nope.pth"))
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch_zip", "raw_pickle"])
+def test_pickle_that_would_run_code_is_refused(tmp_path, writer):
+    target = tmp_path / "pwned"
+    path = str(tmp_path / "evil.pth")
+    obj = {"w": torch.zeros(2), "x": _Payload(str(target))}
+    if writer == "torch_zip":
+        torch.save(obj, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(path)
+    assert "refusing to unpickle" in str(err.value) and "--trust-pickle" in str(err.value)
+    assert not target.exists()
