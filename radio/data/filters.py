@@ -25,7 +25,11 @@ def native_resolution_drop(width: int, height: int, limits: NativeResolutionFilt
 
 
 def is_near_constant(image: Image.Image, max_std: float) -> bool:
-    """True when every channel's pixel standard deviation (0-255 scale, measured on a 64x64
+    """True when every channel's pixel standard deviation (0-255 scale, measured on a 32x32
     nearest-neighbour sample so the cost does not grow with the image) is below ``max_std``."""
-    sample = np.asarray(image.resize((64, 64), Image.NEAREST), dtype=np.float32).reshape(-1, 3)
-    return float(sample.std(axis=0).max()) < max_std
+    pixels = np.asarray(image.resize((32, 32), Image.NEAREST)).reshape(-1, 3).astype(np.int64)
+    count = pixels.shape[0]
+    sums = pixels.sum(axis=0)
+    # Integer sums: several times faster than ndarray.std on this hot path, and exact.
+    variance = (np.einsum("ij,ij->j", pixels, pixels) - sums * sums / count) / count
+    return float(variance.max()) < max_std * max_std

@@ -252,7 +252,10 @@ class TrainLoader:
         if any(chunk.step != step for chunk in chunks):
             raise RuntimeError(f"data workers out of step: {[chunk.step for chunk in chunks]}")
         size = self.plan.max_size(step)
-        pixels = torch.empty((self.batch_size, size, size, 3), dtype=torch.uint8)
+        if len(chunks) == 1:  # one worker filled every slot in order: its tensor is the batch
+            pixels = chunks[0].images
+        else:
+            pixels = torch.empty((self.batch_size, size, size, 3), dtype=torch.uint8)
         keys = [""] * self.batch_size
         captions = [""] * self.batch_size
         sources = torch.empty(self.batch_size, dtype=torch.int64)
@@ -261,7 +264,8 @@ class TrainLoader:
             if not chunk.positions:
                 continue
             index = torch.tensor(chunk.positions, dtype=torch.int64)
-            pixels[index] = chunk.images
+            if len(chunks) > 1:
+                pixels.index_copy_(0, index, chunk.images)
             sources[index] = torch.tensor(chunk.sources, dtype=torch.int64)
             labels[index] = torch.tensor(chunk.labels, dtype=torch.int64)
             for position, key, caption in zip(chunk.positions, chunk.keys, chunk.captions):

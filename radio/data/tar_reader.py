@@ -137,19 +137,24 @@ def iter_samples(
     (after yielding every complete sample before the damage)."""
     current: Optional[SampleEntry] = None
     index = start_index
-    for member in iter_members(stream, file_size, start_offset):
-        key, extension = split_member_path(member.path)
-        if current is not None and key == current.key:
-            if extension in current.members:
-                current.duplicate_extensions += 1
-            else:
-                current.members[extension] = member
-            current.end_offset = member.end_offset
-            continue
+    try:
+        for member in iter_members(stream, file_size, start_offset):
+            key, extension = split_member_path(member.path)
+            if current is not None and key == current.key:
+                if extension in current.members:
+                    current.duplicate_extensions += 1
+                else:
+                    current.members[extension] = member
+                current.end_offset = member.end_offset
+                continue
+            if current is not None:
+                yield current
+                index += 1
+            current = SampleEntry(key, index, {extension: member}, member.entry_offset, member.end_offset)
+    except TarFormatError:
         if current is not None:
-            yield current
-            index += 1
-        current = SampleEntry(key, index, {extension: member}, member.entry_offset, member.end_offset)
+            yield current  # its members are all readable; only what follows is damaged
+        raise
     if current is not None:
         yield current
 

@@ -20,6 +20,7 @@ from radio.engine.metrics import MetricsLogger
 from radio.engine.optim import build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs, write_resolved_config
 from radio.engine.stop import StopRequest
+from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
 from radio.losses.aggregate import aggregate_teacher_losses, classification_loss
 from radio.losses.criterion import TeacherCriterion
@@ -70,8 +71,11 @@ def run(cfg) -> RunResult:
             t.name: build_feature_normalizer(
                 t.feature_normalizer,
                 teachers[t.name].embed_dim,
-                refresh_every_n_steps=phi_s.refresh_every_n_steps,
-                freeze_after_steps=phi_s.freeze_after_steps,
+                # The normaliser counts update() calls, one per micro-batch; the spec counts optimizer steps.
+                refresh_every_n_steps=phi_s.refresh_every_n_steps * cfg.train.grad_accumulation_steps,
+                freeze_after_steps=(
+                    phi_s.freeze_after_steps * cfg.train.grad_accumulation_steps if phi_s.freeze_after_steps else None
+                ),
             )
             for t in teachers_cfg
             if t.uses_spatial
@@ -91,6 +95,8 @@ def run(cfg) -> RunResult:
         }
     ).to(device)
     lambdas = {t.name: t.loss_lambda for t in teachers_cfg}
+    # Non-trained state that must survive a resume: normaliser statistics and the losses' running state.
+    loss_state = nn.ModuleDict({"normalizers": normalizers, "criteria": criteria})
 
     plan = build_view_plan(cfg, teachers_cfg, student.patch_size)
     loader = TrainLoader(
@@ -106,13 +112,14 @@ def run(cfg) -> RunResult:
     scheduler = build_scheduler(optimizer, cfg.train.optim, total_steps, steps_per_epoch)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = accelerator.unwrap_model(model)
+    spatial_targets = SpatialTargets(normalizers, trainable.spatial_heads)
 
     step, nonfinite_streak, nonfinite_total = 0, 0, 0
     resume_path = ckpt.find_resume_checkpoint(results_dir, cfg.train.resume_training_checkpoint_path)
     if resume_path:
         payload = ckpt.load_checkpoint(resume_path, accelerator.process_index)
         _load_strict(trainable, payload.model_state, resume_path, "model.safetensors")
-        _load_strict(normalizers, payload.normalizer_state, resume_path, "normalizers.safetensors")
+        _load_strict(loss_state, payload.normalizer_state, resume_path, "normalizers.safetensors")
         optimizer.load_state_dict(payload.optimizer_state)
         scheduler.load_state_dict(payload.trainer_state["scheduler"])
         loader.load_state_dict(payload.loader_state)
@@ -123,9 +130,11 @@ def run(cfg) -> RunResult:
         accelerator.print(f"resumed from {resume_path} at step {step}")
 
     def save(at_step: int) -> str:
+        for norm in normalizers.values():
+            norm.sync_statistics()  # a collective: merge every rank's pending statistics first
         payload = ckpt.CheckpointPayload(
             model_state=accelerator.get_state_dict(model),
-            normalizer_state=normalizers.state_dict(),
+            normalizer_state=loss_state.state_dict(),
             optimizer_state=optimizer.state_dict(),
             trainer_state={
                 "step": at_step,
@@ -160,16 +169,17 @@ def run(cfg) -> RunResult:
                 batch = next(data)
                 micro_step = step * accum + micro
                 images = batch.images.to(device, non_blocking=True)
-                targets = _teacher_targets(images, batch.sizes, teachers_cfg, teachers, normalizers)
+                targets = _teacher_targets(images, batch.sizes, teachers_cfg, teachers, spatial_targets)
                 student_x = make_view(images, batch.sizes["student"], plan.student.mean, plan.student.std)
                 vitdet_window = choose_window(cfg.distill.vitdet, micro_step, cfg.train.seed)
                 with accelerator.autocast():
                     preds = model(student_x, vitdet_window=vitdet_window)
                 terms = {t.name: criteria[t.name](preds[t.name], targets[t.name]) for t in teachers_cfg}
                 loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, lambdas)
-                labels = batch.labels.to(device)
-                if "_logits" in preds and bool((labels >= 0).all()):
-                    loss = classification_loss(preds["_logits"]["logits"].float(), labels, loss, cfg.distill.loss_lambda)
+                if "_logits" in preds:  # labels of -1 (unlabelled samples) are ignored
+                    loss = classification_loss(
+                        preds["_logits"]["logits"].float(), batch.labels.to(device), loss, cfg.distill.loss_lambda
+                    )
                 # Every rank must agree to skip, or DDP would wait forever for the missing gradients.
                 finite = reduce_sum(accelerator, torch.tensor(float(torch.isfinite(loss) and len(skipped) < len(terms)), device=device))
                 if finite.item() < accelerator.num_processes:
@@ -230,7 +240,7 @@ def run(cfg) -> RunResult:
     return RunResult(results_dir, step, resume_path, False, [t.name for t in teachers_cfg])
 
 
-def _teacher_targets(images, sizes, teachers_cfg, teachers, normalizers) -> Dict[str, Dict[str, torch.Tensor]]:
+def _teacher_targets(images, sizes, teachers_cfg, teachers, spatial_targets) -> Dict[str, Dict[str, torch.Tensor]]:
     """Each teacher sees the shared crop at its own resolution and normalisation."""
     targets = {}
     for t in teachers_cfg:
@@ -240,8 +250,7 @@ def _teacher_targets(images, sizes, teachers_cfg, teachers, normalizers) -> Dict
         if t.uses_summary:
             target["summary"] = out.summary
         if t.uses_spatial:
-            normalizers[t.name].update(out.spatial)
-            target["spatial"] = normalizers[t.name](out.spatial)
+            target["spatial"] = spatial_targets(t.name, out.spatial)
         if t.mode == "logits":
             target["logits"] = out.logits
         targets[t.name] = target

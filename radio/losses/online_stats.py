@@ -3,7 +3,8 @@
 Statistics are float64 running sums. Each rank accumulates the sums of its own batches as *pending*
 sums; at every refresh the pending sums of all ranks are all-reduced (one collective) and added to the
 *total* sums, from which the transform is recomputed, so every rank holds the same transform. Refresh
-schedule, in ``update`` calls: on the first call (targets are normalised from the very first step), then
+schedule, in ``update`` calls: on the first call that brings data (targets are normalised from the very
+first step), then
 every ``refresh_every_n_steps`` calls, and a last time on call ``freeze_after_steps``, after which the
 statistics and the transform stay fixed. All sums, counters and the transform are buffers, so
 ``state_dict()`` carries them into checkpoints.
@@ -102,7 +103,7 @@ class OnlineFeatureNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> bool:
-        """Observe one step's teacher features ([N, C] or [B, C, h, w]); returns True if it refreshed.
+        """Observe one step's teacher features ([N, C] or [B, C, h, w]); True if the transform was recomputed.
 
         Must be called on every rank at every step (the refresh is a collective).
         """
@@ -113,10 +114,10 @@ class OnlineFeatureNormalizer(nn.Module):
             getattr(self, f"pending_{name}").add_(value)
         self.steps += 1
         step = int(self.steps)
-        due = step == 1 or step % self.refresh_every_n_steps == 0 or step == self.freeze_after_steps
-        if due:
-            self.refresh()
-        return due
+        # Until a refresh has seen data (the first step, unless everything was masked out) every step is
+        # due; `initialized` is the same on every rank, so all ranks join the same collectives.
+        due = not self.initialized or step % self.refresh_every_n_steps == 0 or step == self.freeze_after_steps
+        return self.refresh() if due else False
 
     @torch.no_grad()
     def sync_statistics(self) -> None:
@@ -133,12 +134,14 @@ class OnlineFeatureNormalizer(nn.Module):
             p.zero_()
 
     @torch.no_grad()
-    def refresh(self) -> None:
-        """Merge all ranks' pending statistics and recompute the transform."""
+    def refresh(self) -> bool:
+        """Merge all ranks' pending statistics and recompute the transform (False: no data seen yet)."""
         self.sync_statistics()
-        if float(self.total_count) > 0:
-            self._recompute()
-            self.refreshes += 1
+        if float(self.total_count) == 0:
+            return False
+        self._recompute()
+        self.refreshes += 1
+        return True
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """Normalise y [N, C] or [B, C, h, w] (computed in float64 for float64 input, else float32)."""

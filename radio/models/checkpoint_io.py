@@ -98,15 +98,12 @@ def _read_raw(path: str):
         ) from None
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read ``path`` (.safetensors, or .pth/.pt/.bin via weights_only torch.load) into a flat tensor dict.
+def unwrap_state_dict(obj, path: str) -> Dict[str, torch.Tensor]:
+    """A loaded checkpoint object -> flat tensor dict.
 
     Training containers (``state_dict_ema``, ``state_dict``, ``model``, ...) are unwrapped, EMA first, and
     wrapper prefixes shared by every key (``module.``, ``_orig_mod.``, ...) are stripped.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    obj = _read_raw(path)
     while not _is_tensor_dict(obj):
         inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None)
         if inner is None:
@@ -125,6 +122,13 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
                 stripped = True
     return state_dict
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read ``path`` (.safetensors, or .pth/.pt/.bin via weights_only torch.load) into a flat tensor dict."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return unwrap_state_dict(_read_raw(path), path)
 
 
 def compare(state_dict: Dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> None:

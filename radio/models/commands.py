@@ -10,8 +10,8 @@ def list_command(args: argparse.Namespace) -> int:
     if not names:
         print(f"no registered model matches {args.pattern!r} (any timm model also works as timm/<name>)")
         return 1
-    header = f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} spatial student"
-    print(header)
+    print(f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
+          "spatial student")
     for name in names:
         i = get_model_info(name)
         print(

@@ -1,5 +1,6 @@
-"""Convert a teacher checkpoint (timm / OpenAI CLIP / open_clip / HF / DINOv2 / C-RADIO / big_vision .npz)
-into the plain safetensors state_dict that ``pretrained_teacher_model_path`` expects.
+"""Convert a teacher checkpoint (timm, OpenAI CLIP, open_clip, HF, DINOv2, C-RADIO) to plain safetensors.
+
+The output is the state_dict that ``pretrained_teacher_model_path`` expects.
 
 With ``--model``, the weights are mapped onto that registry model, checked strictly (the same check as
 training), and saved in its own naming; without it, the file is only unwrapped and re-saved. C-RADIO's
@@ -8,6 +9,7 @@ allows that one class (and, failing that, full unpickling, for files the user vo
 """
 import argparse
 import os
+import pickle
 import sys
 from typing import Dict, List, Optional
 
@@ -15,9 +17,10 @@ import torch
 from safetensors.torch import save_file
 
 from radio.errors import CheckpointError, RadioError
-from radio.models import checkpoint_io
-from radio.models.checkpoint_io import LoadReport, compare, read_state_dict
+from radio.models.checkpoint_io import LoadReport, compare, read_state_dict, unwrap_state_dict
 from radio.models.cradio import RadioViT
+from radio.models.formats import detect_format, to_model_layout
+from radio.models.registry import create_model, get_model_info
 
 
 def _read_trusted(path: str) -> Dict[str, torch.Tensor]:
@@ -25,49 +28,33 @@ def _read_trusted(path: str) -> Dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any refusal falls through to the user-vouched full load
-        print(f"restricted unpickling failed ({str(e).splitlines()[0]}); --trust-pickle: loading fully", file=sys.stderr)
+    except pickle.UnpicklingError as e:
+        print(f"restricted unpickling refused ({str(e).splitlines()[0]}); --trust-pickle: loading fully",
+              file=sys.stderr)
         obj = torch.load(path, map_location="cpu", weights_only=False)
-    tmp = path + ".radio-convert-tmp.safetensors"
-    try:
-        for key in checkpoint_io.CONTAINER_KEYS:
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-        save_file({k: v.contiguous().clone() for k, v in obj.items() if isinstance(v, torch.Tensor)}, tmp)
-        return read_state_dict(tmp)  # the same unwrapping and prefix stripping as every other file
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if isinstance(obj, dict):  # the tensors only: the pickled objects go no further
+        obj = {k: v for k, v in obj.items() if isinstance(v, (dict, torch.Tensor))}
+    return unwrap_state_dict(obj, path)
 
 
 def convert(src: str, dst: str, model_name: Optional[str] = None, *, trust_pickle: bool = False,
             input_size: Optional[int] = None) -> LoadReport:
     """Convert ``src`` to ``dst`` (.safetensors); with ``model_name`` map and check it strictly."""
-    from radio.models.formats import detect_format, to_model_layout
-    from radio.models.registry import create_model, get_model_info
-
     if not dst.endswith(".safetensors"):
         raise CheckpointError(f"output must be a .safetensors file: {dst}")
     model = None
     if model_name is not None:
         info = get_model_info(model_name)
         model = create_model(model_name, img_size=input_size or info.img_size)
-    if src.endswith(".npz"):
-        if model is None or not hasattr(model, "load_pretrained"):
-            raise CheckpointError(f"{src}: a big_vision .npz needs --model naming a timm ViT (e.g. a SigLIP entry)")
-        model.load_pretrained(src)  # numpy arrays only; np.load refuses pickled objects
-        state, report = model.state_dict(), LoadReport(path=src, fmt="big_vision")
-    else:
-        state = _read_trusted(src) if trust_pickle else read_state_dict(src)
-        report = LoadReport(path=src, fmt=detect_format(state))
-        if model is not None:
-            state, report = to_model_layout(state, model, path=src, role="teacher")
-            compare(state, model, report)
-            if not report.ok:
-                raise CheckpointError(f"{report.describe()}\nThe checkpoint does not match {model_name}.")
-            if isinstance(model, RadioViT):
-                state["summary_idxs"] = torch.tensor(model.summary_idxs)
+    state = _read_trusted(src) if trust_pickle else read_state_dict(src)
+    report = LoadReport(path=src, fmt=detect_format(state))
+    if model is not None:
+        state, report = to_model_layout(state, model, path=src, role="teacher")
+        compare(state, model, report)
+        if not report.ok:
+            raise CheckpointError(f"{report.describe()}\nThe checkpoint does not match {model_name}.")
+        if isinstance(model, RadioViT):
+            state["summary_idxs"] = torch.tensor(model.summary_idxs)
     save_file({k: v.contiguous().clone() for k, v in state.items()}, dst,
               metadata={"source": os.path.basename(src), "layout": report.fmt, "model": model_name or ""})
     return report
@@ -75,7 +62,7 @@ def convert(src: str, dst: str, model_name: Optional[str] = None, *, trust_pickl
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="input checkpoint (.safetensors, .pth, .pt, .pth.tar, .bin, .npz)")
+    parser.add_argument("src", help="input checkpoint (.safetensors, .pth, .pt, .pth.tar, .bin)")
     parser.add_argument("dst", help="output .safetensors")
     parser.add_argument("--model", help="registry name to map onto and check against (see `radio models`)")
     parser.add_argument("--input-size", type=int, help="resolution to resample position embeddings to")

@@ -245,6 +245,3 @@ class RadioViT(nn.Module):
     def summary(self, cls_tokens: torch.Tensor) -> torch.Tensor:
         """cls_tokens [B, K, C] -> [B, len(summary_idxs) * C], C-RADIO's published summary vector."""
         return cls_tokens[:, self.summary_idxs].flatten(1)
-
-    def no_weight_decay(self) -> set:
-        return {"patch_generator.pos_embed", "patch_generator.cls_token.token"}

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filter
 
-from radio.errors import CheckpointError
 from radio.models.checkpoint_io import LoadReport
 from radio.models.cradio import RadioViT
 
@@ -60,10 +59,8 @@ def _split_cradio(sd: StateDict, fmt: str, report: LoadReport) -> Tuple[StateDic
             k = k[len("radio_model.") :] if k.startswith("radio_model.") else k
             if k.startswith("model."):
                 backbone[k[len("model.") :]] = v
-            elif k.startswith(("feature_normalizer.", "adaptors.")):
+            else:  # feature_normalizer.*, adaptors.*, input_conditioner.*, summary_idxs
                 extras[k] = v
-            else:
-                extras[k] = v  # input_conditioner.*, summary_idxs: interpreted in _cradio_to_model
     elif fmt == "c_radio_hub":
         for k, v in sd.items():
             if k.startswith("base_model."):
@@ -83,6 +80,41 @@ def _split_cradio(sd: StateDict, fmt: str, report: LoadReport) -> Tuple[StateDic
             (extras if k.startswith(("feature_normalizer.", "adaptors.", "input_conditioner.", "summary_idxs"))
              else backbone)[k] = v
     return backbone, extras
+
+
+SN_ORIGINAL = ".parametrizations.weight.original"
+SN_ALPHA, SN_EPS = 0.0, 1e-6  # C-RADIO's spectral reparametrisation constants (eps is not stored)
+
+
+def _spectral_weight(original: torch.Tensor, params: StateDict, prefix: str) -> torch.Tensor:
+    """W = original · s / σ, σ = u·(original v) + eps; s = scale (version 1) or softplus(scale) + 0.05 (v2)."""
+    u, v, scale = params[prefix + "_u"], params[prefix + "_v"], params[prefix + "scale"].reshape(())
+    version = int(params.get(prefix + "_sn_version", torch.tensor(1)))
+    mat = original.flatten(1).double()
+    sigma = torch.dot(u.double(), mat @ v.double()) + SN_EPS
+    s = scale.double() if version == 1 else F.softplus(scale.double()) + SN_ALPHA
+    return (mat * (s / sigma)).reshape(original.shape).to(original.dtype)
+
+
+def _fold_spectral_reparam(sd: StateDict, report: LoadReport) -> StateDict:
+    """Spectral-reparametrised linears (``<lin>.parametrizations.weight.original`` + ``.0._u/_v/scale``;
+    qkv per third under ``.0.parts.<i>.``, an un-normalised third having none) -> plain ``<lin>.weight``."""
+    out = {k: v for k, v in sd.items() if ".parametrizations.weight." not in k}
+    for key in [k for k in sd if k.endswith(SN_ORIGINAL)]:
+        base = key[: -len(SN_ORIGINAL)]
+        params_prefix = f"{base}.parametrizations.weight.0."
+        params = {k: v for k, v in sd.items() if k.startswith(params_prefix)}
+        original = sd[key]
+        if any(k.startswith(params_prefix + "parts.") for k in params):
+            parts = []
+            for i, part in enumerate(original.chunk(3)):
+                pre = f"{params_prefix}parts.{i}."
+                parts.append(_spectral_weight(part, params, pre) if pre + "_u" in params else part)
+            out[base + ".weight"] = torch.cat(parts)
+        else:
+            out[base + ".weight"] = _spectral_weight(original, params, params_prefix)
+    report.notes.append(f"spectral reparametrisation folded into {sum(k.endswith(SN_ORIGINAL) for k in sd)} weights")
+    return out
 
 
 def _resize_grid(pos: torch.Tensor, side: int) -> torch.Tensor:
@@ -121,12 +153,8 @@ def _cradio_to_model(sd: StateDict, fmt: str, model: RadioViT, role: str, source
     from radio.models.cradio import FeatureNormalizer, RadioAdaptor
     from radio.models.heads import mlp2_from_state_dict
 
-    if any(".parametrizations." in k for k in sd):
-        raise CheckpointError(
-            f"{report.path}: spectral-reparametrised weights (`*.parametrizations.weight.original`) cannot be "
-            "read directly; export the model with its reparametrisation removed (C-RADIO's "
-            "`disable_spectral_reparam`) and save its state_dict"
-        )
+    if any(k.endswith(SN_ORIGINAL) for k in sd):
+        sd = _fold_spectral_reparam(sd, report)
     backbone, extras = _split_cradio(sd, fmt, report)
     if "reg_token" in backbone:
         backbone.pop("reg_token")

@@ -133,3 +133,13 @@ def test_missing_or_empty_roots_name_the_field(tmp_path):
         TrainLoader(make_cfg([str(tmp_path / "nope")]), small_plan(), seed=0, rank=0, world_size=1)
     with pytest.raises(DataError, match=r"tar_data_sources\[0\]\.root_dir: no \*\.tar shards"):
         TrainLoader(make_cfg([str(tmp_path)]), small_plan(), seed=0, rank=0, world_size=1)
+
+
+def test_samples_per_file_is_checked_against_what_is_read(two_sources, caplog):
+    cfg = make_cfg([two_sources[1]], samples_per_file=7)  # the shards hold 10 samples each
+    loader = TrainLoader(cfg, small_plan(), seed=0, rank=0, world_size=1)
+    assert loader.steps_per_epoch == 6  # the hint sizes the epoch: ceil(3 shards x 7 / 4)
+    with caplog.at_level(logging.WARNING, logger="radio.data"):
+        counters = take(loader, 12)[-1].counters
+    assert counters["format/samples_per_file_mismatch"] == 3
+    assert any("holds 10 samples; samples_per_file" in r.getMessage() for r in caplog.records)

@@ -105,3 +105,12 @@ def test_synthetic_shards_are_varied_webdataset_shards(tmp_path):
     other = write_synthetic_shards(str(tmp_path / "other"), 2, 5, seed=4)
     first = list(wds.WebDataset(other, shardshuffle=False).decode("rgb"))[0]["jpg"]
     assert not np.array_equal(np.asarray(first), np.asarray(samples[0]["jpg"]))
+
+
+def test_make_shards_tool_is_the_shards_write_command(tmp_path, image_folder):
+    import runpy
+
+    tool = runpy.run_path(os.path.join(REPO, "tools", "make_shards.py"))
+    assert tool["main"]([image_folder, str(tmp_path / "out"), "--maxcount", "6", "--no-labels"]) == 0
+    samples = list(wds.WebDataset(sorted(str(p) for p in (tmp_path / "out").iterdir()), shardshuffle=False))
+    assert len(samples) == 10 and not any("cls" in s for s in samples)

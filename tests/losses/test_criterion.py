@@ -34,10 +34,13 @@ def test_downsampling_is_antialiased():
 
 def test_constant_maps_survive_resizing():
     # Bilinear resizing preserves constants, so the loss between constant maps of different grids is exact.
-    student = torch.full((1, 4, 7, 7), 1.5)
-    teacher = torch.full((1, 4, 16, 16), -0.5)
+    student = torch.full((1, 4, 16, 16), 1.5, requires_grad=True)  # the student's grid is the larger one
+    teacher = torch.full((1, 4, 7, 7), -0.5)
     out = TeacherCriterion("spatial", "L2")({"spatial": student}, {"spatial": teacher})
     assert out["total"].item() == pytest.approx(4.0, rel=1e-6)
+    out["total"].backward()  # through the antialiased downsampling
+    # dL/d(resized) = 2·2/(4·49) per element, 4·49 elements; the resize weights sum to 1 per output.
+    assert student.grad.sum().item() == pytest.approx(4.0, rel=1e-5)
 
 
 def test_downsampled_mask_keeps_only_fully_valid_tokens():

@@ -178,6 +178,15 @@ def test_autocast_does_not_round_the_targets(fitted):
     assert out.dtype == torch.float32 and torch.equal(out, norm(y32))
 
 
+def test_first_refresh_waits_for_a_step_with_valid_tokens():
+    norm = PhiStandardizer(8, refresh_every_n_steps=100)
+    spatial = anisotropic(2 * 9, 8, seed=15).reshape(2, 3, 3, 8).permute(0, 3, 1, 2)
+    assert not norm.update(spatial, valid_mask=torch.zeros(2, 3, 3, dtype=torch.bool))
+    assert not norm.initialized
+    assert norm.update(spatial) and norm.initialized and int(norm.refreshes) == 1
+    assert not norm.update(spatial)  # initialised: back to the every-100-steps schedule
+
+
 def test_state_dict_round_trip_continues_identically():
     x = anisotropic(2000, 24, seed=8).split(100)
     a = PhiStandardizer(24, refresh_every_n_steps=5)

@@ -136,11 +136,37 @@ def test_torchhub_release_needs_trust_pickle_and_converts_once(save, tmp_path):
     assert torch.allclose(teacher(x).summary, bare(x).summary, atol=1e-6)  # EMA weights, not the zeroed ones
 
 
-def test_spectral_reparametrised_checkpoint_is_refused_clearly(save):
-    state = dict(distinct_weights(TINY).state_dict())
-    state["blocks.0.attn.qkv.parametrizations.weight.original"] = state.pop("blocks.0.attn.qkv.weight")
-    with pytest.raises(CheckpointError, match="spectral"):
-        FrozenTeacher(TINY, save(state, "sn.safetensors"), input_size=64)
+def test_spectral_reparametrised_release_is_folded(save):
+    """C-RADIO hub checkpoints may store ``weight = original · s / σ`` parametrised linears. σ is computed
+    here by torch's own spectral-norm parametrisation (eval mode), s = softplus(scale) + 0.05."""
+    model = distinct_weights(TINY)
+    state = dict(cradio_hub(model.state_dict(), stale_registers=2, extras=False)["state_dict_ema"])
+    expected = dict(model.state_dict())
+    torch.manual_seed(1)
+    for i, (name, rows) in enumerate([("blocks.0.mlp.fc1", None), ("blocks.1.attn.qkv", 64)]):
+        weight = state.pop(f"base_model.{name}.weight")
+        thirds = [weight] if rows is None else list(weight.split(rows))
+        folded = []
+        for j, w in enumerate(thirds):
+            if rows is not None and j == 2:  # values third left un-normalised
+                folded.append(w)
+                continue
+            lin = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Linear(w.shape[1], w.shape[0]))
+            lin.parametrizations.weight.original.data.copy_(w)
+            lin.train()(torch.zeros(1, w.shape[1]))  # a few power iterations for realistic u, v
+            lin.eval()
+            scale = torch.tensor([[0.3 * (j + 1)]])
+            pre = f"base_model.{name}.parametrizations.weight.0." + ("" if rows is None else f"parts.{j}.")
+            state[pre + "_u"], state[pre + "_v"] = lin.parametrizations.weight[0]._u, lin.parametrizations.weight[0]._v
+            state[pre + "scale"], state[pre + "_sn_version"] = scale, torch.tensor(2)
+            with torch.no_grad():
+                folded.append(lin.weight * (torch.nn.functional.softplus(scale) + 0.05))
+        state[f"base_model.{name}.parametrizations.weight.original"] = weight
+        expected[f"{name}.weight"] = torch.cat(folded).detach()
+    teacher = FrozenTeacher(TINY, save(state, "sn.safetensors"), input_size=64, dtype=torch.float32)
+    assert any("spectral" in n for n in teacher.load_report.notes)
+    for name in ("blocks.0.mlp.fc1.weight", "blocks.1.attn.qkv.weight"):
+        assert torch.allclose(teacher.model.state_dict()[name], expected[name], rtol=1e-4, atol=1e-6)
 
 
 # Published sizes (checkpoints.md): total tensor count of the HF layout, which also holds the stale

@@ -69,7 +69,8 @@ def test_nv_clip_tower_matches_its_description():
     MLP 5120, GELU, eps 1e-5, projection 1280 -> 1024."""
     with torch.device("meta"):
         m = create_model("vit_h_14_siglip_clipa_224")
-    assert m.global_pool == "avg" and isinstance(m.norm, torch.nn.Identity) and isinstance(m.norm_pre, torch.nn.Identity)
+    assert m.global_pool == "avg"
+    assert isinstance(m.norm, torch.nn.Identity) and isinstance(m.norm_pre, torch.nn.Identity)
     assert m.fc_norm.eps == 1e-5 and m.blocks[0].mlp.fc1.out_features == 5120
     assert isinstance(m.blocks[0].mlp.act, torch.nn.GELU) and tuple(m.head.weight.shape) == (1024, 1280)
     assert m.pos_embed.shape[1] == 257

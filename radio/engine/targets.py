@@ -1,0 +1,62 @@
+"""Normalised spatial targets, kept continuous across normaliser refreshes.
+
+A PHI-S refresh changes the target basis (new mean, eigenvectors and scale), so without care the loss
+jumps every ``refresh_every_n_steps`` while the student catches up. Because both the old and the new map
+are affine, the head's last Linear layer can be re-expressed in the new basis at the moment of the refresh:
+its teacher-space prediction stays exactly what it was, and only the targets' coordinates change.
+"""
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+
+Affine = Tuple[torch.Tensor, torch.Tensor]  # (A [C,C], shift [C]): teacher = A @ normalised + shift
+
+
+def last_linear(head: nn.Module) -> nn.Linear:
+    """The layer that produces a head's output (MLP2 ``final.2``, AttnHead ``mlp.final.2``, or a Linear)."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(head).__name__} has no Linear layer")
+    return linears[-1]
+
+
+@torch.no_grad()
+def rebase_linear(linear: nn.Linear, old: Affine, new: Affine) -> None:
+    """Make ``linear``'s outputs mean in ``new`` normalised coordinates what they meant in ``old``'s.
+
+    y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so W ← A_n⁻¹ A_o W and b ← A_n⁻¹ (A_o b + s_o − s_n).
+    """
+    a_old, s_old = (t.to(torch.float64) for t in old)
+    a_new, s_new = (t.to(torch.float64) for t in new)
+    weight = linear.weight.to(torch.float64)
+    bias = linear.bias.to(torch.float64) if linear.bias is not None else torch.zeros_like(s_old)
+    mix = torch.linalg.solve(a_new, a_old)
+    linear.weight.copy_((mix @ weight).to(linear.weight.dtype))
+    if linear.bias is not None:
+        linear.bias.copy_(torch.linalg.solve(a_new, a_old @ bias + s_old - s_new).to(linear.bias.dtype))
+
+
+class SpatialTargets:
+    """Per teacher: observe features, refresh the normaliser when due, return normalised targets."""
+
+    def __init__(self, normalizers: nn.ModuleDict, spatial_heads: nn.ModuleDict):
+        self.normalizers = normalizers
+        self.heads = spatial_heads
+        self._affine: Dict[str, Affine] = {}
+
+    def __call__(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """features: teacher spatial map [B,C,h,w] (float32) -> normalised [B,C,h,w]."""
+        norm = self.normalizers[name]
+        if name not in self._affine and norm.initialized:  # e.g. right after a resume
+            self._affine[name] = _copy(norm.inverse_affine())
+        if norm.update(features):
+            new = _copy(norm.inverse_affine())
+            if name in self._affine:
+                rebase_linear(last_linear(self.heads[name]), self._affine[name], new)
+            self._affine[name] = new
+        return norm(features)
+
+
+def _copy(affine: Affine) -> Affine:
+    return affine[0].detach().clone(), affine[1].detach().clone()
