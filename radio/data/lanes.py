@@ -120,7 +120,7 @@ class LaneReader:
             raw = next(self._stream)
             if raw.image is None:
                 self.context.report("skipped/no_image", raw.path, raw.sample)
-                self._unusable(raw)
+                self._unusable()
                 continue
             if self.acceptance is not None and not self.acceptance.accept(
                     dedup_key(raw.meta, raw.image), raw.identity):
@@ -132,12 +132,12 @@ class LaneReader:
                 self.context.report(dropped.reason, raw.path, raw.sample, str(dropped))
                 if dropped.reason.startswith("error/"):
                     self.context.record_error(self.source.name)
-                self._unusable(raw)
+                self._unusable()
                 continue
             position.unusable_in_a_row = 0
             return raw, result
 
-    def _unusable(self, raw: RawSample) -> None:
+    def _unusable(self) -> None:
         self.position.unusable_in_a_row += 1
         if self.position.unusable_in_a_row >= MAX_UNUSABLE_IN_A_ROW:
             self._yields_nothing(f"the last {self.position.unusable_in_a_row} samples read were all unusable")
@@ -216,7 +216,7 @@ class LaneReader:
                     self.context.record_error(self.source.name, whole_file=True)
                 return
         hint = self.source.samples_per_file
-        if counts_file_events and hint and position.index != hint and (path, "", "hint") not in self.context.logged:
+        if hint and position.index != hint and (path, "", "hint") not in self.context.logged:
             self.context.logged.add((path, "", "hint"))
             self.context.counters["format/samples_per_file_mismatch"] += 1
             LOG.warning("%s holds %d samples; samples_per_file of source %r says %d", path, position.index,

@@ -95,6 +95,7 @@ def run(cfg) -> RunResult:
         }
     ).to(device)
     lambdas = {t.name: t.loss_lambda for t in teachers_cfg}
+    mean_lambda = sum(lambdas.values()) / len(lambdas)
     # Non-trained state that must survive a resume: normaliser statistics and the losses' running state.
     loss_state = nn.ModuleDict({"normalizers": normalizers, "criteria": criteria})
 
@@ -176,18 +177,25 @@ def run(cfg) -> RunResult:
                     preds = model(student_x, vitdet_window=vitdet_window)
                 terms = {t.name: criteria[t.name](preds[t.name], targets[t.name]) for t in teachers_cfg}
                 loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, lambdas)
-                if "_logits" in preds:  # labels of -1 (unlabelled samples) are ignored
-                    loss = classification_loss(
-                        preds["_logits"]["logits"].float(), batch.labels.to(device), loss, cfg.distill.loss_lambda
+                extra: Dict[str, torch.Tensor] = {}
+                if "_logits" in preds:
+                    # (1 − λ̄)·CE(labels) + Σ λ_i/N · L_i: for one teacher exactly (1 − λ)·CE + λ·L_distill.
+                    # Labels of -1 (unlabelled samples) are left out of the CE mean.
+                    label_ce = classification_loss(
+                        preds["_logits"]["logits"], batch.labels.to(device), torch.zeros((), device=device), 0.0
                     )
+                    loss = loss + (1.0 - mean_lambda) * label_ce
+                    extra["loss/label_ce"] = label_ce
                 # Every rank must agree to skip, or DDP would wait forever for the missing gradients.
-                finite = reduce_sum(accelerator, torch.tensor(float(torch.isfinite(loss) and len(skipped) < len(terms)), device=device))
+                finite = reduce_sum(
+                    accelerator, torch.tensor(float(torch.isfinite(loss) and len(skipped) < len(terms)), device=device)
+                )
                 if finite.item() < accelerator.num_processes:
                     finite_step = False
                     break
                 with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
                     accelerator.backward(loss / accum)
-                window.add(batch, terms, loss, skipped)
+                window.add(batch, terms, loss, skipped, extra)
             if finite_step:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip) if clip else None
                 optimizer.step()
@@ -291,10 +299,12 @@ class _Window:
         self.skipped_terms = 0
         self.started = time.perf_counter()
 
-    def add(self, batch, terms, loss, skipped) -> None:
+    def add(self, batch, terms, loss, skipped, extra) -> None:
         self.micro_steps += 1
         self.images += len(batch.keys)
         self.sums["loss/total"] += float(loss.detach())
+        for tag, value in extra.items():
+            self.sums[tag] += float(value.detach())
         for name, parts in terms.items():
             for key, value in parts.items():
                 tag = f"loss/{name}" if key == "total" else f"loss/{name}/{key}"

@@ -156,6 +156,12 @@ for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12)
     _register_vit(f"dinov2_vit_{_size}_patch14_reg4", timm_name=f"vit_{_size}_patch14_reg4_dinov2",
                   dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=5)
 
+# DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers).
+for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16),
+                                    ("huge_plus", 1280, 32, 20), ("7b", 4096, 40, 32)):
+    _register_vit(f"dinov3_vit_{_size}_patch16", timm_name=f"vit_{_size}_patch16_dinov3",
+                  dim=_dim, depth=_depth, heads=_heads, patch=16, img=256, prefix=5)
+
 # SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
 for _name, _timm, _dim, _depth, _heads, _patch, _img in (
     ("siglip_vit_base_patch16_224", "vit_base_patch16_siglip_224", 768, 12, 12, 16, 224),

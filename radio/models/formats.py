@@ -5,13 +5,14 @@
 - C-RADIO (HF ``radio_model.*``, TorchHub ``base_model.*`` / ``_heads`` / ``_feature_projections`` /
   ``_feature_normalizer``, or a bare backbone such as our own export) -> ``RadioViT``;
 - HF-transformers CLIP / SigLIP / DINOv2 vision towers -> timm names;
-- timm, OpenAI CLIP, open_clip (native and timm-trunk), original DINOv2 -> timm ``VisionTransformer``
-  through timm's own ``checkpoint_filter_fn`` (which also resamples patch and position embeddings to the
-  model's input size).
+- timm, OpenAI CLIP, open_clip (native and timm-trunk), original DINOv2 -> timm ``VisionTransformer``, and
+  other timm families (EVA: DINOv3, ...) through timm's own ``checkpoint_filter_fn`` of that family, which
+  also resamples position embeddings to the model's input size (patch kernels are never resampled).
 
 Key names are in ``shared/reference/checkpoints.md``.
 """
 import re
+import sys
 from typing import Dict, Tuple
 
 import torch
@@ -83,7 +84,7 @@ def _split_cradio(sd: StateDict, fmt: str, report: LoadReport) -> Tuple[StateDic
 
 
 SN_ORIGINAL = ".parametrizations.weight.original"
-SN_ALPHA, SN_EPS = 0.0, 1e-6  # C-RADIO's spectral reparametrisation constants (eps is not stored)
+SN_ALPHA, SN_EPS = 0.05, 1e-6  # C-RADIO's spectral reparametrisation constants (eps is not stored)
 
 
 def _spectral_weight(original: torch.Tensor, params: StateDict, prefix: str) -> torch.Tensor:
@@ -299,11 +300,18 @@ def _hf_dinov2(sd: StateDict, report: LoadReport) -> StateDict:
     return out
 
 
-# ------------------------------------------------------------------------------------------ timm ViT
-def _to_timm_vit(sd: StateDict, fmt: str, model: VisionTransformer, report: LoadReport) -> StateDict:
-    if fmt in ("hf_clip", "hf_siglip"):
+# ------------------------------------------------------------------------------------------ timm
+def _timm_filter(model: nn.Module):
+    """The ``checkpoint_filter_fn`` of the timm module defining ``model``'s class (None if it has none)."""
+    return getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+
+
+def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> StateDict:
+    """Map onto a timm model, through the timm model family's own converter (ViT: OpenAI CLIP, open_clip,
+    DINOv2; EVA: DINOv3, PE; ...), which also resamples position embeddings to the model's input size."""
+    if isinstance(model, VisionTransformer) and fmt in ("hf_clip", "hf_siglip"):
         sd = _hf_clip_like(sd, report)
-    elif fmt == "hf_dinov2":
+    elif isinstance(model, VisionTransformer) and fmt == "hf_dinov2":
         sd = _hf_dinov2(sd, report)
     elif fmt == "openai_clip":
         for k in sd:
@@ -317,9 +325,11 @@ def _to_timm_vit(sd: StateDict, fmt: str, model: VisionTransformer, report: Load
         report.dropped["mask_token"] = "DINOv2 masked-modelling token, unused"
     src_patch = next((v for k, v in sd.items() if v.dim() == 4 and re.search(
         r"(patch_embed\.proj|conv1|patch_embedding|patch_embeddings\.projection)\.weight$", k)), None)
-    out = timm_vit_filter(sd, model)
+    filter_fn = _timm_filter(model)
+    out = filter_fn(sd, model) if filter_fn is not None else dict(sd)
     expected = model.state_dict()
-    if src_patch is not None and src_patch.shape[-2:] != expected["patch_embed.proj.weight"].shape[-2:]:
+    model_patch = expected.get("patch_embed.proj.weight")
+    if src_patch is not None and model_patch is not None and src_patch.shape[-2:] != model_patch.shape[-2:]:
         # timm would resample the kernel to the model's patch size; for a teacher that silently changes
         # what it computes, so the original goes back in and the comparison reports it.
         out["patch_embed.proj.weight"] = src_patch
@@ -334,7 +344,7 @@ def _to_timm_vit(sd: StateDict, fmt: str, model: VisionTransformer, report: Load
         out["fc_norm.weight"], out["fc_norm.bias"] = out.pop("norm.weight"), out.pop("norm.bias")
     w = out.get("patch_embed.proj.weight")
     if "patch_embed.proj.bias" in expected and "patch_embed.proj.bias" not in out and w is not None:
-        out["patch_embed.proj.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+        out["patch_embed.proj.bias"] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         report.notes.append("bias-free patch embedding: zero bias added")
     return out
 
@@ -368,10 +378,7 @@ def to_model_layout(sd: StateDict, model: nn.Module, *, path: str, role: str = "
         if fmt.startswith("c_radio"):
             return _cradio_to_model(sd, fmt, model, role, source_split, report), report
         return sd, report  # another architecture: the comparison reports it
-    if isinstance(model, VisionTransformer):
-        out = _to_timm_vit(sd, fmt, model, report)
-    else:
-        out = dict(sd)
+    out = _to_timm(sd, fmt, model, report)
     expected = model.state_dict()
     for k in [k for k in out if k.startswith("head.") and k not in expected]:
         out.pop(k)

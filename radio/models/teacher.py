@@ -88,6 +88,9 @@ class FrozenTeacher(nn.Module):
         on_meta = checkpoint_path is not None and strict
         with torch.device("meta") if on_meta else contextlib.nullcontext():
             model = create_model(backbone_type, img_size=input_size, num_classes=num_classes)
+        if on_meta and set(dict(model.named_buffers())) - set(model.state_dict()):
+            # Non-persistent buffers (e.g. rotary tables) are computed at build, not loaded: build for real.
+            model = create_model(backbone_type, img_size=input_size, num_classes=num_classes)
         self.load_report: Optional[LoadReport] = None
         if checkpoint_path is not None:
             self.load_report = load_into(model, checkpoint_path, strict=strict, role="teacher")

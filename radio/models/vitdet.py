@@ -67,7 +67,7 @@ def window_attention_block(
         attn_mask = torch.zeros(valid.shape, dtype=tokens.dtype, device=tokens.device)
         attn_mask = attn_mask.masked_fill(~valid, float("-inf"))[:, None, None, :]
 
-    out = block(seq)
+    out = block(seq, attn_mask=attn_mask)
     prefix = out[:, :num_prefix].reshape(b, num_windows, num_prefix, c).mean(dim=1)
     patches = out[:, num_prefix:].reshape(b, nh, nw, window, window, c).permute(0, 1, 3, 2, 4, 5)
     patches = patches.reshape(b, nh * window, nw * window, c)[:, :h, :w].reshape(b, h * w, c)

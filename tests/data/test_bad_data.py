@@ -140,6 +140,6 @@ def test_samples_per_file_is_checked_against_what_is_read(two_sources, caplog):
     loader = TrainLoader(cfg, small_plan(), seed=0, rank=0, world_size=1)
     assert loader.steps_per_epoch == 6  # the hint sizes the epoch: ceil(3 shards x 7 / 4)
     with caplog.at_level(logging.WARNING, logger="radio.data"):
-        counters = take(loader, 12)[-1].counters
+        counters = take(loader, 40)[-1].counters
     assert counters["format/samples_per_file_mismatch"] == 3
     assert any("holds 10 samples; samples_per_file" in r.getMessage() for r in caplog.records)

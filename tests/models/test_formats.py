@@ -201,3 +201,18 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, writer):
         read_state_dict(path)
     assert "refusing to unpickle" in str(err.value) and "--trust-pickle" in str(err.value)
     assert not target.exists()
+
+
+def test_other_timm_family_with_computed_buffers(save):
+    """DINOv3 is timm's EVA class (its own converter, a non-persistent rotary table): strict loading still
+    reproduces the native model."""
+    model = distinct_weights("dinov3_vit_small_patch16")
+    path = save(model.state_dict(), "dinov3.safetensors")
+    teacher = FrozenTeacher("dinov3_vit_small_patch16", path, input_size=256, dtype=torch.float32)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+    out = teacher(x)
+    assert teacher.load_report.ok and out.spatial.shape == (1, 384, 4, 6)
+    assert torch.allclose(out.summary, tokens[:, 0], atol=1e-5)
+    assert torch.allclose(out.spatial.flatten(2).transpose(1, 2), tokens[:, 5:], atol=1e-5)

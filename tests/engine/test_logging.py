@@ -1,0 +1,41 @@
+"""Metrics reach metrics.jsonl, TensorBoard and W&B (offline, no network) with per-teacher losses."""
+import glob
+import json
+import os
+
+import pytest
+
+from radio.config.load import load_run_config
+from radio.engine.loop import run
+from tests.conftest import REPO, tiny_run_overrides
+
+QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
+
+
+@pytest.mark.slow
+def test_tensorboard_and_offline_wandb_receive_per_teacher_losses(demo_assets, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    results = str(tmp_path / "run")
+    cfg = load_run_config(
+        QUICKSTART_SPEC,
+        tiny_run_overrides(
+            demo_assets, results, "train.max_steps=2", "logging.tensorboard=true",
+            "logging.wandb.enable=true", "logging.wandb.mode=offline", "logging.wandb.project=radio-test",
+        ),
+    )
+    run(cfg)
+    with open(os.path.join(results, "metrics.jsonl")) as f:
+        row = json.loads(f.readline())
+    for key in ("loss/demo_a", "loss/demo_b", "loss/total", "lr", "grad_norm", "images_per_s",
+                "mixture/source_a", "mixture/source_b"):
+        assert key in row, key
+    events = glob.glob(os.path.join(results, "tensorboard", "events.out.tfevents.*"))
+    assert events and os.path.getsize(events[0]) > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.dirname(events[0]))
+    acc.Reload()
+    assert "loss/demo_a" in acc.Tags()["scalars"]
+    assert glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
+    assert os.path.exists(os.path.join(results, "loss_per_teacher.png"))
+    assert os.path.exists(os.path.join(results, "data_mixture.png"))
