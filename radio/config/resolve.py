@@ -4,10 +4,14 @@ TAO silently lets per-teacher defaults override global ones and feeds raw pixels
 normalisation is empty; here every unset per-teacher field takes the global value (or the dataset
 augmentation's mean/std), and ``mode: auto`` is resolved with the rules of SPEC §2.
 """
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from radio.errors import SpecError
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,6 @@ class ResolvedTeacher:
     adaptor: Optional[str]
     upsampler_checkpoint: Optional[str]
     do_upsample: bool
-    summary_dim: int
-    embed_dim: int
     uses_summary: bool = field(init=False)
     uses_spatial: bool = field(init=False)
 
@@ -107,6 +109,10 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
             if int(res) % patch:
                 raise SpecError(f"{path}.stochastic_resolutions has {res}, not a multiple of the patch size {patch}.")
 
+        if t.name is not None and not _NAME.match(t.name):
+            raise SpecError(
+                f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-' (it keys metrics and heads)."
+            )
         base_name = t.name or _short_name(info.name)
         count = names_seen.get(base_name, 0)
         names_seen[base_name] = count + 1
@@ -153,8 +159,6 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 adaptor=t.adaptor,
                 upsampler_checkpoint=t.upsampler_checkpoint,
                 do_upsample=bool(t.do_upsample),
-                summary_dim=info.summary_dim,
-                embed_dim=info.embed_dim,
             )
         )
     _check_slots(resolved, cfg)
@@ -176,4 +180,5 @@ def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:
 
 
 def _short_name(backbone_type: str) -> str:
-    return backbone_type.split("/")[-1]
+    """``timm/vit_base_patch16_224.augreg_in21k`` -> ``vit_base_patch16_224_augreg_in21k``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", backbone_type.split("/")[-1])

@@ -173,7 +173,7 @@ class VitDetConfig:
     prob: float = 0.0  # probability per step of windowed attention in the student
     window_sizes: List[int] = field(default_factory=lambda: [4, 8])  # in tokens
     num_global: int = 4  # blocks kept global (spread evenly over depth)
-    num_windowed: Optional[int] = None  # None: every other block is windowed
+    num_windowed: Optional[int] = None  # None: every block that is not global (ViTDet's layout)
 
 
 @dataclass

@@ -186,7 +186,8 @@ class LaneReader:
         relative = self.source.files[file_index]
         path = os.path.join(self.source.root, relative)
         position = self.position
-        # Every reader sharing the shard meets its damage; only the owner of residue 0 counts it.
+        # Every reader sharing the shard meets its damage and format quirks; only the owner of residue 0
+        # counts them, so each is counted once per pass.
         counts_file_events = residue == 0
         try:
             stream, file_size = open_shard(path)
@@ -200,7 +201,7 @@ class LaneReader:
             try:
                 for entry in iter_samples(stream, file_size, position.offset, position.index):
                     position.offset, position.index = entry.end_offset, entry.index + 1
-                    if entry.key in keys_seen:
+                    if counts_file_events and entry.key in keys_seen:
                         self.context.report("format/repeated_key", path, entry.key,
                                             "key reappears non-consecutively; read as a separate sample")
                     keys_seen.add(entry.key)

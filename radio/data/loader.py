@@ -9,6 +9,7 @@ assembles the chunks of a step into its ``Batch``. So each step's content is a p
 world size, rank, step), whatever the worker count, and every rank yields one batch per step.
 """
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from radio.config.schema import DatasetConfig
+from radio.config.schema import DatasetConfig, NativeResolutionFilter
 from radio.data.crops import CropSettings, decode_crop
 from radio.data.dedup import KeyCounts, WeightedAcceptance, counts_path
 from radio.data.lanes import LANES_PER_RANK, LOG, LanePosition, LaneReader, ReaderContext
@@ -59,16 +60,16 @@ class _Chunk:
 
     step: int
     worker: int
-    positions: List[int]
-    images: Optional[torch.Tensor]  # uint8 [n,S,S,3]
-    keys: List[str]
-    sources: List[int]
-    labels: List[int]
-    captions: List[str]
-    lanes: Dict[str, List[int]]  # "source/lane" -> LanePosition list, after this step
-    counters: Dict[str, int]  # this worker's cumulative counters
-    emitter: Dict[str, object]  # emitter state after this step
-    rank_counts: List[int]  # per source: slots this rank has given it, after this step
+    positions: List[int] = field(default_factory=list)
+    images: Optional[torch.Tensor] = None  # uint8 [n,S,S,3]
+    keys: List[str] = field(default_factory=list)
+    sources: List[int] = field(default_factory=list)
+    labels: List[int] = field(default_factory=list)
+    captions: List[str] = field(default_factory=list)
+    lanes: Dict[str, List[int]] = field(default_factory=dict)  # "source/lane" -> LanePosition, after the step
+    counters: Dict[str, int] = field(default_factory=dict)  # this worker's cumulative counters
+    emitter: Dict[str, object] = field(default_factory=dict)  # emitter state after the step
+    rank_counts: List[int] = field(default_factory=list)  # per source: slots this rank gave it, after the step
     error: Optional[str] = None
 
 
@@ -78,7 +79,8 @@ def crop_settings(dataset_cfg: DatasetConfig) -> CropSettings:
         scale=tuple(augmentation.crop_scale),
         ratio=tuple(augmentation.crop_ratio),
         hflip_probability=float(augmentation.hflip_probability),
-        native_filter=train.native_resolution_filter,
+        native_filter=NativeResolutionFilter(**{name: getattr(train.native_resolution_filter, name)
+                                                for name in NativeResolutionFilter.__dataclass_fields__}),
         near_constant_std=float(train.near_constant_std) if train.drop_near_constant else None,
     )
 
@@ -100,54 +102,65 @@ class _StepStream(IterableDataset):
         return self.chunks(worker, num_workers)
 
     def chunks(self, worker: int, num_workers: int) -> Iterator[_Chunk]:
+        """One chunk per step, forever, for the lanes hosted by ``worker`` of ``num_workers``."""
         emitter = MixtureEmitter([s.scale_factor for s in self.sources])
         emitter.load_state_dict(self.state["emitter"])
         rank_counts = list(self.state["rank_counts"])
         context = ReaderContext(max_error_rate=self.max_error_rate)
-        num_readers = self.world_size * LANES_PER_RANK
-        lanes: Dict[Tuple[int, int], LaneReader] = {}
-        for source_index, source in enumerate(self.sources):
-            for lane in range(worker, LANES_PER_RANK, num_workers):
-                saved = self.state["lanes"].get(f"{source_index}/{lane}")
-                lanes[source_index, lane] = LaneReader(
-                    source, source_index, self.rank * LANES_PER_RANK + lane, num_readers, self.seed, context,
-                    self.acceptance[source_index], LanePosition.from_list(saved) if saved else None)
+        lanes = self._open_lanes(worker, num_workers, context)
         step = int(self.state["step"])
-        slots_per_step = self.batch_size * self.world_size
         while True:
-            out_size = self.plan.max_size(step)
-            step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-            chunk = _Chunk(step, worker, [], None, [], [], [], [], {}, {}, {}, [])
-            crops = []
+            chunk = _Chunk(step, worker)
             try:
-                for position, source_index in enumerate(step_sources):
-                    lane = rank_counts[source_index] % LANES_PER_RANK
-                    rank_counts[source_index] += 1
-                    if lane % num_workers != worker:
-                        continue
-                    slot = step * slots_per_step + self.rank * self.batch_size + position
-                    rng = random.Random(f"radio-crop/{self.seed}/{slot}")
-                    raw, crop = lanes[source_index, lane].next_sample(
-                        lambda data: decode_crop(data, random.Random(rng.random()), out_size, self.settings))
-                    chunk.positions.append(position)
-                    crops.append(crop)
-                    chunk.keys.append(raw.key)
-                    chunk.sources.append(source_index)
-                    chunk.labels.append(raw.label)
-                    caption = (raw.meta or {}).get("caption")
-                    chunk.captions.append(caption if isinstance(caption, str) else "")
-            except DataError as error:
+                self._fill(chunk, emitter, rank_counts, lanes, num_workers)
+            except DataError as error:  # re-raised by the main process, without a worker traceback
                 chunk.error = str(error)
                 yield chunk
                 return
-            if crops:
-                chunk.images = torch.from_numpy(np.stack(crops))
             chunk.lanes = {f"{s}/{l}": reader.position.to_list() for (s, l), reader in lanes.items()}
             chunk.counters = dict(context.counters)
             chunk.emitter = emitter.state_dict()
             chunk.rank_counts = list(rank_counts)
             yield chunk
             step += 1
+
+    def _open_lanes(self, worker: int, num_workers: int, context: ReaderContext) -> Dict[Tuple[int, int], LaneReader]:
+        num_readers = self.world_size * LANES_PER_RANK
+        lanes = {}
+        for source_index, source in enumerate(self.sources):
+            for lane in range(worker, LANES_PER_RANK, num_workers):
+                saved = self.state["lanes"].get(f"{source_index}/{lane}")
+                lanes[source_index, lane] = LaneReader(
+                    source, source_index, self.rank * LANES_PER_RANK + lane, num_readers, self.seed, context,
+                    self.acceptance[source_index], LanePosition.from_list(saved) if saved else None)
+        return lanes
+
+    def _fill(self, chunk: _Chunk, emitter: MixtureEmitter, rank_counts: List[int],
+              lanes: Dict[Tuple[int, int], LaneReader], num_workers: int) -> None:
+        """Emit the step's global slots; fill this rank's slots whose lane this worker hosts."""
+        step, out_size = chunk.step, self.plan.max_size(chunk.step)
+        slots_per_step = self.batch_size * self.world_size
+        first_slot = step * slots_per_step + self.rank * self.batch_size
+        step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        crops = []
+        for position, source_index in enumerate(step_sources):
+            lane = rank_counts[source_index] % LANES_PER_RANK
+            rank_counts[source_index] += 1
+            if lane % num_workers != chunk.worker:
+                continue
+            # Crop randomness belongs to the slot, so it does not depend on which process fills it.
+            slot_rng = random.Random(f"radio-crop/{self.seed}/{first_slot + position}")
+            raw, crop = lanes[source_index, lane].next_sample(
+                lambda data: decode_crop(data, random.Random(slot_rng.random()), out_size, self.settings))
+            caption = (raw.meta or {}).get("caption")
+            chunk.positions.append(position)
+            chunk.keys.append(raw.key)
+            chunk.sources.append(source_index)
+            chunk.labels.append(raw.label)
+            chunk.captions.append(caption if isinstance(caption, str) else "")
+            crops.append(crop)
+        if crops:
+            chunk.images = torch.from_numpy(np.stack(crops))
 
 
 class TrainLoader:
@@ -265,7 +278,8 @@ class TrainLoader:
                 continue
             index = torch.tensor(chunk.positions, dtype=torch.int64)
             if len(chunks) > 1:
-                pixels.index_copy_(0, index, chunk.images)
+                for row, position in enumerate(chunk.positions):  # row copies: far faster than index_copy_
+                    pixels[position].copy_(chunk.images[row])
             sources[index] = torch.tensor(chunk.sources, dtype=torch.int64)
             labels[index] = torch.tensor(chunk.labels, dtype=torch.int64)
             for position, key, caption in zip(chunk.positions, chunk.keys, chunk.captions):
@@ -307,7 +321,7 @@ def _estimate_samples(source: Source) -> int:
     total = 0
     for relative in source.files:
         try:
-            stream, size = open_shard(f"{source.root}/{relative}")
+            stream, size = open_shard(os.path.join(source.root, relative))
             with stream:
                 for _ in iter_samples(stream, size):
                     total += 1

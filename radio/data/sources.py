@@ -9,7 +9,7 @@ import glob
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 from radio.config.schema import TarDataSource, TrainDatasetConfig
@@ -93,14 +93,8 @@ def build_sources(config: TrainDatasetConfig) -> List[Source]:
     for index, source in enumerate(sources):
         name = source.name if source.name not in seen else f"{source.name}_{index}"
         seen.add(name)
-        unique.append(source if name == source.name else _renamed(source, name))
+        unique.append(source if name == source.name else replace(source, name=name))
     return unique
-
-
-def _renamed(source: Source, name: str) -> Source:
-    fields = dict(source.__dict__)
-    fields["name"] = name
-    return Source(**fields)
 
 
 def reader_units(num_files: int, num_readers: int, reader: int, seed: int, source_index: int,

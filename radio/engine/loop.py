@@ -53,7 +53,6 @@ def run(cfg) -> RunResult:
     torch.manual_seed(cfg.train.seed)
     num_slots = max([t.summary_token_idx + 1 for t in teachers_cfg if t.summary_token_idx is not None], default=1)
     student = build_student(cfg.model.backbone, num_summary_slots=num_slots, vitdet_cfg=cfg.distill.vitdet)
-    model = AdaptedStudent(student, teachers_cfg, num_classes=cfg.dataset.num_classes)
     teachers = {
         t.name: FrozenTeacher(
             t.backbone_type,
@@ -65,6 +64,8 @@ def run(cfg) -> RunResult:
         )
         for t in teachers_cfg
     }
+    dims = {name: {"summary": t.summary_dim, "spatial": t.embed_dim} for name, t in teachers.items()}
+    model = AdaptedStudent(student, teachers_cfg, dims, num_classes=cfg.dataset.num_classes)
     phi_s = cfg.distill.phi_s
     normalizers = nn.ModuleDict(
         {
@@ -219,9 +220,10 @@ def run(cfg) -> RunResult:
             if step % log_every == 0 or step == total_steps:
                 values = window.flush(accelerator, source_names, batch.counters)
                 values.update({"lr": scheduler.get_last_lr()[0], "nonfinite_skipped_total": nonfinite_total})
-                for name, norm in normalizers.items():
-                    for key, value in norm.log_values().items():
-                        values[f"normalizer/{name}/{key}"] = value
+                for group, modules in (("normalizer", normalizers), ("criterion", criteria)):
+                    for name, module in modules.items():
+                        for key, value in module.log_values().items():
+                            values[f"{group}/{name}/{key}"] = value
                 logger.log(step, values)
                 if progress is not None:
                     progress.set_postfix(loss=f"{values.get('loss/total', float('nan')):.4f}")

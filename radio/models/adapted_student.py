@@ -13,8 +13,10 @@ from radio.models.heads import build_head
 
 
 class AdaptedStudent(nn.Module):
-    def __init__(self, student: nn.Module, teachers: List[ResolvedTeacher], num_classes: int = 0,
-                 teacher_num_classes: Optional[Dict[str, int]] = None):
+    def __init__(self, student: nn.Module, teachers: List[ResolvedTeacher], teacher_dims: Dict[str, Dict[str, int]],
+                 num_classes: int = 0):
+        """teacher_dims: per teacher name, ``summary`` and ``spatial`` widths of the built teacher (a C-RADIO
+        checkpoint may carry other summary slots than its registry entry)."""
         super().__init__()
         self.student = student
         width = student.embed_dim
@@ -23,9 +25,11 @@ class AdaptedStudent(nn.Module):
         self.spatial_heads = nn.ModuleDict()
         for t in self.teachers:
             if t.uses_summary:
-                self.summary_heads[t.name] = self._head(t, width, t.summary_dim, t.mlp_num_inner, "v2")
+                self.summary_heads[t.name] = self._head(t, width, teacher_dims[t.name]["summary"], t.mlp_num_inner, "v2")
             if t.uses_spatial:
-                self.spatial_heads[t.name] = self._head(t, width, t.embed_dim, t.spatial_num_inner, t.spatial_mlp_version)
+                self.spatial_heads[t.name] = self._head(
+                    t, width, teacher_dims[t.name]["spatial"], t.spatial_num_inner, t.spatial_mlp_version
+                )
         # Logits come from CLS slot 0 through one classifier (classification KD: labels and teacher logits).
         self.classifier = nn.Linear(width, num_classes) if num_classes > 0 else None
 

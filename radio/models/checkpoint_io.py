@@ -5,6 +5,7 @@ and ``.safetensors`` through safetensors. ``load_into`` maps a public layout ont
 (``radio.models.formats``), compares it with the model's own keys and shapes, and either loads it or raises
 ``CheckpointError`` with the missing / unexpected / wrong-shape keys.
 """
+import json
 import logging
 import os
 import pickle
@@ -124,10 +125,32 @@ def unwrap_state_dict(obj, path: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
+def _read_sharded(index_path: str) -> Dict[str, torch.Tensor]:
+    """HF sharded checkpoint: ``*.index.json`` whose ``weight_map`` names the shard of every tensor."""
+    try:
+        with open(index_path) as f:
+            weight_map = json.load(f)["weight_map"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{index_path}: not a sharded-checkpoint index ({e})") from None
+    state: Dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(os.path.dirname(index_path), shard)
+        if not os.path.isfile(shard_path):
+            raise CheckpointError(f"{index_path}: shard {shard} not found next to the index")
+        state.update(_read_raw(shard_path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_path}: {len(missing)} indexed tensors are in no shard, e.g. {missing[:5]}")
+    return state
+
+
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read ``path`` (.safetensors, or .pth/.pt/.bin via weights_only torch.load) into a flat tensor dict."""
+    """Read ``path`` into a flat tensor dict: .safetensors, .pth/.pt/.bin (weights_only torch.load), or the
+    ``*.index.json`` of a sharded HF checkpoint."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.endswith(".index.json"):
+        return unwrap_state_dict(_read_sharded(path), path)
     return unwrap_state_dict(_read_raw(path), path)
 
 

@@ -35,9 +35,9 @@ class StudentOutput:
 class GrandmaLayerScale(nn.Module):
     """Per-channel residual scale (timm's ``LayerScale``); C-RADIO names the parameter ``grandma``."""
 
-    def __init__(self, dim: int, init_values: float, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, init_values: float) -> None:
         super().__init__()
-        self.grandma = nn.Parameter(torch.full((dim,), init_values, device=device, dtype=dtype))
+        self.grandma = nn.Parameter(torch.full((dim,), init_values))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.grandma
@@ -46,9 +46,9 @@ class GrandmaLayerScale(nn.Module):
 class ClsToken(nn.Module):
     """``token`` [num_cls_tokens + num_registers, C]: summary slots first, then registers."""
 
-    def __init__(self, dim: int, num_tokens: int, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, num_tokens: int) -> None:
         super().__init__()
-        self.token = nn.Parameter(torch.randn(num_tokens, dim, device=device, dtype=dtype) * dim**-0.5)
+        self.token = nn.Parameter(torch.randn(num_tokens, dim) * dim**-0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, N, C] -> [B, num_tokens + N, C]."""
@@ -70,19 +70,15 @@ class PatchGenerator(nn.Module):
         cpe_max_size: int,
         num_tokens: int,
         align_corners: bool = True,
-        device=None,
-        dtype=None,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.grid = cpe_max_size // patch_size
         self.align_corners = align_corners
-        self.embedder = nn.Linear(3 * patch_size * patch_size, embed_dim, bias=False, device=device, dtype=dtype)
-        self.pos_embed = nn.Parameter(
-            torch.randn(1, self.grid * self.grid, embed_dim, device=device, dtype=dtype) * embed_dim**-0.5
-        )
-        self.cls_token = ClsToken(embed_dim, num_tokens, device=device, dtype=dtype)
+        self.embedder = nn.Linear(3 * patch_size * patch_size, embed_dim, bias=False)
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, embed_dim) * embed_dim**-0.5)
+        self.cls_token = ClsToken(embed_dim, num_tokens)
 
     def pos_embed_for(self, batch: int, h: int, w: int) -> torch.Tensor:
         """Position encoding [B or 1, h*w, C] for an h x w token grid.
@@ -160,6 +156,9 @@ class RadioViT(nn.Module):
         cpe_max_size: pixels covered by the learned position grid (grid side = cpe_max_size / patch_size).
         init_values: layer-scale init (None: no layer scale).
         cpe_align_corners: ``align_corners`` of the eval-time grid resize (per released checkpoint).
+
+    ``feature_normalizer`` (C-RADIO's PHI-S) and ``adaptors`` (its per-teacher heads) are filled only when a
+    release carrying them is loaded as a teacher.
     """
 
     def __init__(
@@ -177,8 +176,6 @@ class RadioViT(nn.Module):
         init_values: Optional[float] = None,
         drop_path_rate: float = 0.0,
         cpe_align_corners: bool = True,
-        device=None,
-        dtype=None,
     ) -> None:
         super().__init__()
         if any(i >= num_cls_tokens for i in summary_idxs):
@@ -192,9 +189,8 @@ class RadioViT(nn.Module):
         self.num_prefix_tokens = num_cls_tokens + num_registers
         self.summary_idxs = list(summary_idxs)
         self.cpe_max_size = cpe_max_size
-        dd = dict(device=device, dtype=dtype)
         self.patch_generator = PatchGenerator(
-            patch_size, embed_dim, cpe_max_size, self.num_prefix_tokens, align_corners=cpe_align_corners, **dd
+            patch_size, embed_dim, cpe_max_size, self.num_prefix_tokens, align_corners=cpe_align_corners
         )
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth, linear
         blocks = []
@@ -206,14 +202,12 @@ class RadioViT(nn.Module):
                 qkv_bias=True,
                 drop_path=dpr[i],
                 norm_layer=LayerNorm,  # eps 1e-6, as C-RADIO
-                **dd,
             )
             if init_values is not None:
-                block.ls1 = GrandmaLayerScale(embed_dim, init_values, **dd)
-                block.ls2 = GrandmaLayerScale(embed_dim, init_values, **dd)
+                block.ls1 = GrandmaLayerScale(embed_dim, init_values)
+                block.ls2 = GrandmaLayerScale(embed_dim, init_values)
             blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
-        # Filled only when a released C-RADIO checkpoint that carries them is loaded as a teacher.
         self.feature_normalizer: Optional[FeatureNormalizer] = None
         self.adaptors = nn.ModuleDict()
         self.set_vitdet_layout(num_global=4, num_windowed=None)

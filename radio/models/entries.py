@@ -109,7 +109,8 @@ def _register_vit(
     prefix: int,
     proj_dim: int = 0,
 ) -> None:
-    """A teacher built by timm: ``timm_name`` (a timm entrypoint) or a ``VisionTransformer(**vit_kwargs)``.
+    """A teacher built by timm: ``timm_name`` (a timm entrypoint, ``vit_kwargs`` overriding its arguments)
+    or a ``VisionTransformer(**vit_kwargs)``.
 
     ``proj_dim``: width of the CLIP-style projection that turns the pooled token into the summary.
     """
@@ -136,7 +137,7 @@ def _register_vit(
             **kwargs,
         )
         if timm_name is not None:
-            return timm.create_model(timm_name, pretrained=False, **args)
+            return timm.create_model(timm_name, pretrained=False, **(vit_kwargs or {}), **args)
         return VisionTransformer(**vit_kwargs, **args)
 
 
@@ -156,11 +157,12 @@ for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12)
     _register_vit(f"dinov2_vit_{_size}_patch14_reg4", timm_name=f"vit_{_size}_patch14_reg4_dinov2",
                   dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=5)
 
-# DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers).
+# DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers); its summary is the CLS token
+# as upstream, not timm's default average pooling.
 for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16),
                                     ("huge_plus", 1280, 32, 20), ("7b", 4096, 40, 32)):
     _register_vit(f"dinov3_vit_{_size}_patch16", timm_name=f"vit_{_size}_patch16_dinov3",
-                  dim=_dim, depth=_depth, heads=_heads, patch=16, img=256, prefix=5)
+                  vit_kwargs=dict(global_pool="token"), dim=_dim, depth=_depth, heads=_heads, patch=16, img=256, prefix=5)
 
 # SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
 for _name, _timm, _dim, _depth, _heads, _patch, _img in (

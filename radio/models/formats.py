@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filter
 
 from radio.models.checkpoint_io import LoadReport
-from radio.models.cradio import RadioViT
+from radio.models.cradio import FeatureNormalizer, RadioAdaptor, RadioViT
+from radio.models.heads import mlp2_from_state_dict
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -52,7 +52,7 @@ def detect_format(sd: StateDict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- C-RADIO
-def _split_cradio(sd: StateDict, fmt: str, report: LoadReport) -> Tuple[StateDict, StateDict]:
+def _split_cradio(sd: StateDict, fmt: str) -> Tuple[StateDict, StateDict]:
     """-> (backbone keys, extras in RadioViT naming: feature_normalizer.*, adaptors.<name>.{head,feat}_mlp.*)."""
     backbone, extras = {}, {}
     if fmt == "c_radio_hf":
@@ -151,12 +151,10 @@ def _adapt_prefix_rows(token: torch.Tensor, model: RadioViT, source_split: Tuple
 
 def _cradio_to_model(sd: StateDict, fmt: str, model: RadioViT, role: str, source_split: Tuple[int, int],
                      report: LoadReport) -> StateDict:
-    from radio.models.cradio import FeatureNormalizer, RadioAdaptor
-    from radio.models.heads import mlp2_from_state_dict
-
+    """C-RADIO layouts -> ``RadioViT`` keys (see ``to_model_layout`` for ``role`` and ``source_split``)."""
     if any(k.endswith(SN_ORIGINAL) for k in sd):
         sd = _fold_spectral_reparam(sd, report)
-    backbone, extras = _split_cradio(sd, fmt, report)
+    backbone, extras = _split_cradio(sd, fmt)
     if "reg_token" in backbone:
         backbone.pop("reg_token")
         report.dropped["reg_token"] = "stale in C-RADIO checkpoints, unused"
@@ -366,9 +364,8 @@ def to_model_layout(sd: StateDict, model: nn.Module, *, path: str, role: str = "
 
     ``role`` 'student' (``RadioViT`` only) drops C-RADIO adaptors/normaliser and adapts the CLS rows (the
     checkpoint's (CLS, registers) split is ``source_split``) and the position grid; 'teacher' attaches
-    adaptors/normaliser to the model. Keys a layout carries but no model
-    uses (text towers, stale tokens, a classifier head the teacher was asked not to build) are dropped and
-    listed in ``report.dropped``.
+    adaptors/normaliser to the model. Keys a layout carries but no model uses (text towers, stale tokens,
+    a classifier head the teacher was asked not to build) are dropped and listed in ``report.dropped``.
     """
     report = LoadReport(path=path, fmt="")
     sd = _strip_downstream(sd, model, report)

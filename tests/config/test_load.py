@@ -122,3 +122,11 @@ def test_quickstart_spec_is_valid():
     cfg = load_run_config(QUICKSTART_SPEC, [])
     names = [t.name for t in resolve_teachers(cfg)]
     assert names == ["demo_a", "demo_b"]
+
+
+def test_default_teacher_names_are_usable_as_keys_and_bad_names_refused(tmp_path):
+    spec = write(tmp_path, MINIMAL)
+    cfg = load_run_config(spec, ["distill.teacher.0.model.backbone.type=timm/vit_tiny_patch16_224.augreg_in21k"])
+    assert resolve_teachers(cfg)[0].name == "vit_tiny_patch16_224_augreg_in21k"
+    with pytest.raises(SpecError, match=r"distill.teacher\[0\].name"):
+        load_run_config(spec, ["distill.teacher.0.name=my.teacher"])

@@ -216,3 +216,21 @@ def test_other_timm_family_with_computed_buffers(save):
     assert teacher.load_report.ok and out.spatial.shape == (1, 384, 4, 6)
     assert torch.allclose(out.summary, tokens[:, 0], atol=1e-5)
     assert torch.allclose(out.spatial.flatten(2).transpose(1, 2), tokens[:, 5:], atol=1e-5)
+
+
+def test_sharded_hf_checkpoint_through_its_index(save, tmp_path):
+    import json
+
+    model = distinct_weights("tiny_siglip_vit_patch16")
+    layout = hf_siglip(model.state_dict())
+    keys = sorted(layout)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save({k: layout[k] for k in part}, name)
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {k: n for n, part in shards.items() for k in part}}))
+    teacher = FrozenTeacher("tiny_siglip_vit_patch16", str(index), input_size=64)
+    assert teacher.load_report.ok and teacher.load_report.fmt == "hf_siglip"
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors not found"):
+        read_state_dict(str(index))

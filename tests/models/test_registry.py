@@ -26,6 +26,7 @@ PUBLISHED = {
     "c_radio_v3_vit_huge_patch16_reg4_dinov2": (1280, 32, 16, 16, 8, 3 * 1280),
     "dinov2_vit_large_patch14_reg4": (1024, 24, 16, 14, 5, 1024),
     "dinov2_vit_giant_patch14_reg4": (1536, 40, 24, 14, 5, 1536),
+    "dinov3_vit_large_patch16": (1024, 24, 16, 16, 5, 1024),
     "siglip_so400m_patch14_384": (1152, 27, 16, 14, 0, 1152),
     "siglip2_giantopt_patch16_384": (1536, 40, 16, 16, 0, 1536),
     "clip_vit_large_patch14_336": (1024, 24, 16, 14, 1, 768),
