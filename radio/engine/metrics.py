@@ -2,7 +2,10 @@
 import json
 import math
 import os
-from typing import Dict, Optional
+import time
+from typing import Dict, List, Optional
+
+import torch
 
 from radio.config.schema import LoggingConfig
 
@@ -63,3 +66,65 @@ def read_metrics(results_dir: str) -> list:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWindow:
+    """Accumulates one logging window on the device (no host sync per step); ``flush`` returns the
+    all-rank means, the realised mixture per source, images/s and the summed data counters."""
+
+    def __init__(self, source_names: List[str], device: torch.device):
+        self.source_names = source_names
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Dict[str, torch.Tensor] = {}
+        self.micro_steps = 0
+        self.images = 0
+        self.skipped_terms = 0
+        self.sources = torch.zeros(len(self.source_names), dtype=torch.float64, device=self.device)
+        self.grad_norms: List[torch.Tensor] = []
+        self.started = time.perf_counter()
+
+    def _add(self, tag: str, value: torch.Tensor) -> None:
+        value = value.detach().to(torch.float64)
+        self.sums[tag] = self.sums[tag] + value if tag in self.sums else value
+
+    def add(self, batch, result) -> None:
+        """batch: the data ``Batch``; result: the engine's ``MicroBatchLoss``."""
+        self.micro_steps += 1
+        self.images += len(batch.keys)
+        self._add("loss/total", result.loss)
+        for tag, value in result.extra.items():
+            self._add(tag, value)
+        for name, parts in result.terms.items():
+            for key, value in parts.items():
+                self._add(f"loss/{name}" if key == "total" else f"loss/{name}/{key}", value)
+        self.skipped_terms += len(result.skipped)
+        self.sources += torch.bincount(batch.sources.to(self.device), minlength=len(self.source_names)).double()
+
+    def add_grad_norm(self, value) -> None:
+        if value is not None:
+            self.grad_norms.append(torch.as_tensor(value, device=self.device).detach().double())
+
+    def flush(self, accelerator, counters: Dict[str, int]) -> Dict[str, float]:
+        from radio.engine.accel import reduce_sum, sum_counters
+
+        elapsed = time.perf_counter() - self.started
+        keys = sorted(self.sums)  # the same keys on every rank: the same teachers
+        scalars = torch.tensor([self.micro_steps, self.images, self.skipped_terms], dtype=torch.float64,
+                               device=self.device)
+        packed = torch.cat([torch.stack([self.sums[k] for k in keys]), scalars, self.sources])
+        packed = reduce_sum(accelerator, packed).cpu().tolist()
+        sums, (micro_steps, images, skipped), mix = packed[: len(keys)], packed[len(keys): len(keys) + 3], packed[len(keys) + 3:]
+        values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}
+        values["loss_terms_skipped"] = skipped
+        for name, count in zip(self.source_names, mix):
+            values[f"mixture/{name}"] = count / max(sum(mix), 1.0)
+        values["images_per_s"] = images / max(elapsed, 1e-9)
+        if self.grad_norms:
+            values["grad_norm"] = torch.stack(self.grad_norms).mean().item()
+        for key, value in sum_counters(accelerator, counters).items():
+            values[f"data/{key}"] = value
+        self.reset()
+        return values

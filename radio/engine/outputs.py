@@ -25,7 +25,7 @@ def write_resolved_config(cfg, teachers: List[ResolvedTeacher], results_dir: str
     os.replace(tmp, os.path.join(results_dir, "config.yaml"))
 
 
-def write_final_outputs(cfg, trainable, teachers: List[ResolvedTeacher], normalizers, results_dir: str) -> None:
+def write_final_outputs(cfg, trainable, teachers: List[ResolvedTeacher], results_dir: str) -> None:
     """``student_final.safetensors`` (backbone only) + ``student_final.json`` and the loss/mixture plots."""
     student = trainable.student
     state = {k: v.detach().cpu().contiguous().clone() for k, v in student.state_dict().items()}
