@@ -33,6 +33,7 @@ from radio.data.synthetic import jpeg_bytes, synthetic_image
 from radio.data.views import ViewPlan, ViewSpec
 
 BATCH = 32
+SETTLE_S = 4.0  # long enough for the workers to fill their prefetch buffers
 SCALE, RATIO = (0.35, 1.0), (3.0 / 4.0, 4.0 / 3.0)
 
 
@@ -59,10 +60,13 @@ def plain_crop(sample: dict, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(crop)).permute(2, 0, 1)
 
 
+PREFETCH = 4  # batches (plain) or steps (radio) each worker prepares ahead
+
+
 def run_plain(shards: list, workers: int, images: int, size: int, clock) -> float:
     dataset = wds.WebDataset(shards, shardshuffle=False, empty_check=False).map(lambda s: plain_crop(s, size))
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, prefetch_factor=4 if workers else None)
-    return _images_per_second(iter(loader), images, clock)
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, prefetch_factor=PREFETCH if workers else None)
+    return _images_per_second(iter(loader), images, clock, buffered=PREFETCH * workers)
 
 
 def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
@@ -70,11 +74,17 @@ def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
                         train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root)]))
     plan = ViewPlan(ViewSpec("student", size, 16), [], seed=0)
     loader = TrainLoader(cfg, plan, seed=0, rank=0, world_size=1)
-    return _images_per_second((batch.images for batch in loader), images, clock)
+    # Every radio worker contributes a chunk to every step, so PREFETCH steps are buffered in all.
+    return _images_per_second((batch.images for batch in loader), images, clock, buffered=PREFETCH if workers else 0)
 
 
-def _images_per_second(batches, images: int, clock) -> float:
-    next(batches)  # worker start-up and the first prefetch are not throughput
+def _images_per_second(batches, images: int, clock, buffered: int) -> float:
+    """Steady-state rate: wait until the workers' buffers are full, empty them, then time ``images``."""
+    next(batches)
+    if buffered:
+        time.sleep(SETTLE_S)
+        for _ in range(buffered):
+            next(batches)
     start, seen = clock(), 0
     while seen < images:
         seen += next(batches).shape[0]
