@@ -57,7 +57,8 @@ def write_counts(path: str, counts: Dict[str, int]) -> None:
 
 
 class KeyCounts:
-    """Read-only lookups in a counts file; opened lazily so it can be created before forking workers."""
+    """Read-only lookups in a counts file. Each process opens its own connection on first use: SQLite
+    connections must not cross a fork or a pickle into DataLoader workers."""
 
     def __init__(self, path: str):
         if not os.path.isfile(path):
@@ -67,13 +68,15 @@ class KeyCounts:
             )
         self.path = path
         self._connection: Optional[sqlite3.Connection] = None
+        self._pid = 0
 
     def __getstate__(self):
-        return {"path": self.path, "_connection": None}
+        return {"path": self.path, "_connection": None, "_pid": 0}
 
     def count(self, key: str) -> int:
-        if self._connection is None:
+        if self._connection is None or self._pid != os.getpid():
             self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self._pid = os.getpid()
         row = self._connection.execute("SELECT count FROM counts WHERE key = ?", (key,)).fetchone()
         return max(1, int(row[0])) if row else 1
 

@@ -1,15 +1,15 @@
 """Lane readers: one reader's share of one source, read pass after pass, returning usable samples.
 
-A rank reads each source through ``LANES_PER_RANK`` lanes; the n-th sample a rank takes from a source comes
-from lane ``n % LANES_PER_RANK``. The lane count is fixed, so the number of DataLoader workers only decides
-which process hosts a lane, never which sample lands in which slot. A lane's position (pass, unit, byte
-offset, sample index) is a handful of integers, and resuming seeks straight to it.
+A rank reads each source through ``lanes_for_source`` lanes; the n-th sample a rank takes from a source
+comes from lane ``n % lanes``. The lane count depends on the data and the world size only, so the number of
+DataLoader workers decides which process hosts a lane, never which sample lands in which slot. A lane's
+position (pass, unit, byte offset, sample index) is a handful of integers, and resuming seeks straight to it.
 """
 import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from radio.data.crops import SampleDropped
 from radio.data.dedup import WeightedAcceptance, dedup_key, parse_sidecar
@@ -18,12 +18,24 @@ from radio.data.tar_reader import TarFormatError, image_extension, iter_samples,
 from radio.errors import DataError
 
 LOG = logging.getLogger("radio.data")
-LANES_PER_RANK = 48  # divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24 workers: every worker hosts as many lanes
+MAX_LANES_PER_RANK = 48  # divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24 workers: every worker hosts as many lanes
+MIN_SAMPLES_PER_READER = 2  # per pass; fewer lanes for sources too small for that
 MAX_UNUSABLE_IN_A_ROW = 2000  # a lane that reads this many unusable samples in a row: the source is unusable
 MAX_EMPTY_PASSES_IN_A_ROW = 1000  # passes whose units held no sample at all (tiny or empty sources)
 MIN_READS_FOR_ERROR_RATE = 100
 MAX_LOGGED_PER_REASON = 20
 T = TypeVar("T")
+
+
+def lanes_for_source(source: Source, world_size: int, count_samples: Callable[[], int]) -> int:
+    """Lanes per rank for ``source``: ``MAX_LANES_PER_RANK``, or fewer when the source is too small to give
+    every reader ``MIN_SAMPLES_PER_READER`` samples per pass (a reader with nothing to read in a pass jumps
+    to its next pass, and tiny sources would repeat samples early). Counting is only needed for sources
+    with fewer shards than readers, which are small."""
+    if source.kind == "tar" and len(source.files) >= world_size * MAX_LANES_PER_RANK:
+        return MAX_LANES_PER_RANK
+    samples = count_samples()
+    return max(1, min(MAX_LANES_PER_RANK, samples // (MIN_SAMPLES_PER_READER * world_size)))
 
 
 @dataclass
@@ -39,7 +51,8 @@ class RawSample:
 
 @dataclass
 class ReaderContext:
-    """What all lanes of one process share: counters, the bad-data log, and the error-rate check."""
+    """What all lanes of one process share: counters, the bad-data log, and the error-rate check (each
+    DataLoader worker checks the samples it read itself, so no process waits on another)."""
 
     max_error_rate: float = 0.05
     counters: Counter = field(default_factory=Counter)
@@ -205,6 +218,9 @@ class LaneReader:
                         self.context.report("format/repeated_key", path, entry.key,
                                             "key reappears non-consecutively; read as a separate sample")
                     keys_seen.add(entry.key)
+                    if counts_file_events and entry.duplicate_members:
+                        self.context.report("format/duplicate_member", path, entry.key,
+                                            "an extension appears twice in one sample; the first is used")
                     if entry.index % modulus != residue:
                         continue
                     position.read_in_pass += 1

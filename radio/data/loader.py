@@ -2,14 +2,13 @@
 
 Global sample slot ``g`` belongs to step ``g // (B*W)`` and rank ``(g % (B*W)) // B`` (B: per-rank batch,
 W: world size). The emitter decides each slot's source. The n-th slot a rank gives to a source is filled by
-lane ``n % LANES_PER_RANK`` of that source, which reads its own disjoint part of the source (see
-``sources.reader_units``). DataLoader workers host lanes (lane ``l`` on worker ``l % workers``); every
+lane ``n % lanes`` of that source (``lanes.lanes_for_source``), which reads its own disjoint part of the
+source (see ``sources.reader_units``). DataLoader workers host lanes (lane ``l`` on worker ``l % workers``); every
 worker yields one *chunk* per step (the slots its lanes fill, possibly none), and the main process
 assembles the chunks of a step into its ``Batch``. So each step's content is a pure function of (seed,
 world size, rank, step), whatever the worker count, and every rank yields one batch per step.
 """
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -21,10 +20,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from radio.config.schema import DatasetConfig, NativeResolutionFilter
 from radio.data.crops import CropSettings, decode_crop
 from radio.data.dedup import KeyCounts, WeightedAcceptance, counts_path
-from radio.data.lanes import LANES_PER_RANK, LOG, LanePosition, LaneReader, ReaderContext
+from radio.data.lanes import MAX_LANES_PER_RANK, LanePosition, LaneReader, ReaderContext, lanes_for_source
 from radio.data.mixture import MixtureEmitter
-from radio.data.sources import Source, build_sources
-from radio.data.tar_reader import TarFormatError, iter_samples, open_shard
+from radio.data.sources import Source, build_sources, estimate_samples
 from radio.data.views import ViewPlan
 from radio.errors import DataError
 
@@ -125,13 +123,12 @@ class _StepStream(IterableDataset):
             step += 1
 
     def _open_lanes(self, worker: int, num_workers: int, context: ReaderContext) -> Dict[Tuple[int, int], LaneReader]:
-        num_readers = self.world_size * LANES_PER_RANK
         lanes = {}
-        for source_index, source in enumerate(self.sources):
-            for lane in range(worker, LANES_PER_RANK, num_workers):
+        for source_index, (source, count) in enumerate(zip(self.sources, self.state["lanes_per_rank"])):
+            for lane in range(worker, count, num_workers):
                 saved = self.state["lanes"].get(f"{source_index}/{lane}")
                 lanes[source_index, lane] = LaneReader(
-                    source, source_index, self.rank * LANES_PER_RANK + lane, num_readers, self.seed, context,
+                    source, source_index, self.rank * count + lane, self.world_size * count, self.seed, context,
                     self.acceptance[source_index], LanePosition.from_list(saved) if saved else None)
         return lanes
 
@@ -143,8 +140,9 @@ class _StepStream(IterableDataset):
         first_slot = step * slots_per_step + self.rank * self.batch_size
         step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         crops = []
+        lanes_per_rank = self.state["lanes_per_rank"]
         for position, source_index in enumerate(step_sources):
-            lane = rank_counts[source_index] % LANES_PER_RANK
+            lane = rank_counts[source_index] % lanes_per_rank[source_index]
             rank_counts[source_index] += 1
             if lane % num_workers != chunk.worker:
                 continue
@@ -168,7 +166,8 @@ class TrainLoader:
 
     ``dataset_cfg.batch_size`` samples per rank per step, ``dataset_cfg.workers`` DataLoader workers (0: in
     this process). ``state_dict()`` after consuming step k resumes at step k+1 with exactly the samples an
-    uninterrupted run would use, seeking straight to each lane's position.
+    uninterrupted run would use, seeking straight to each lane's position. The state is per rank (each rank
+    reads its own part of the data): save every rank's and give each rank its own back.
     """
 
     def __init__(self, dataset_cfg: DatasetConfig, plan: ViewPlan, *, seed: int, rank: int, world_size: int):
@@ -187,19 +186,17 @@ class TrainLoader:
         self.max_error_rate = float(dataset_cfg.max_error_rate)
         self.settings = crop_settings(dataset_cfg)
         self.acceptance = self._weighting(dataset_cfg)
+        self._sample_counts: Dict[int, int] = {}
         self.steps_per_epoch = self._steps_per_epoch()
+        self.lanes_per_rank = [lanes_for_source(source, self.world_size, lambda i=index: self._count_samples(i))
+                               for index, source in enumerate(self.sources)]
         emitter = MixtureEmitter([s.scale_factor for s in self.sources])
         self._state = {
             "version": STATE_VERSION, "step": 0, "seed": self.seed, "rank": self.rank,
-            "world_size": self.world_size, "batch_size": self.batch_size, "lanes_per_rank": LANES_PER_RANK,
+            "world_size": self.world_size, "batch_size": self.batch_size, "lanes_per_rank": self.lanes_per_rank,
             "sources": list(self.source_names), "emitter": emitter.state_dict(),
             "rank_counts": [0] * len(self.sources), "lanes": {}, "counters": {},
         }
-
-    @property
-    def step(self) -> int:
-        """The global step of the next batch."""
-        return int(self._state["step"])
 
     def _weighting(self, dataset_cfg: DatasetConfig) -> List[Optional[WeightedAcceptance]]:
         mode = str(dataset_cfg.train_dataset.data_weight_mode).lower()
@@ -208,15 +205,19 @@ class TrainLoader:
         return [WeightedAcceptance(mode, KeyCounts(counts_path(source.root)), self.seed)
                 for source in self.sources]
 
+    def _count_samples(self, source_index: int) -> int:
+        if source_index not in self._sample_counts:
+            self._sample_counts[source_index] = estimate_samples(self.sources[source_index])
+        return self._sample_counts[source_index]
+
     def _steps_per_epoch(self) -> int:
         """The largest ``steps_per_epoch``; a source without one counts one pass at the global batch size."""
         steps = []
-        for source in self.sources:
+        for index, source in enumerate(self.sources):
             if source.steps_per_epoch:
                 steps.append(int(source.steps_per_epoch))
                 continue
-            samples = _estimate_samples(source)
-            steps.append(max(1, math.ceil(samples / (self.batch_size * self.world_size))))
+            steps.append(max(1, math.ceil(self._count_samples(index) / (self.batch_size * self.world_size))))
         return max(steps)
 
     def state_dict(self) -> dict:
@@ -227,7 +228,7 @@ class TrainLoader:
         """Restore a state saved by the same rank of a run with the same sources, seed and batch layout."""
         expected = {"version": STATE_VERSION, "seed": self.seed, "rank": self.rank,
                     "world_size": self.world_size, "batch_size": self.batch_size,
-                    "lanes_per_rank": LANES_PER_RANK, "sources": list(self.source_names)}
+                    "sources": list(self.source_names)}
         for name, value in expected.items():
             if state.get(name) != value:
                 raise DataError(
@@ -236,6 +237,7 @@ class TrainLoader:
                     f"and world size, and give each rank its own saved state)"
                 )
         self._state = _copy_state(state)
+        self.lanes_per_rank = list(self._state["lanes_per_rank"])  # the run's split, even if the data grew
 
     def __iter__(self) -> Iterator[Batch]:
         state = _copy_state(self._state)
@@ -245,7 +247,7 @@ class TrainLoader:
         if self.workers == 0:
             chunks, num_workers = stream.chunks(0, 1), 1
         else:
-            num_workers = min(self.workers, LANES_PER_RANK)
+            num_workers = min(self.workers, MAX_LANES_PER_RANK)
             chunks = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4,
                                      persistent_workers=False))
         base_counters = dict(state["counters"])
@@ -306,25 +308,5 @@ def _copy_state(state: dict) -> dict:
     copied["lanes"] = {k: list(v) for k, v in state["lanes"].items()}
     copied["counters"] = dict(state["counters"])
     copied["sources"] = list(state["sources"])
+    copied["lanes_per_rank"] = list(state["lanes_per_rank"])
     return copied
-
-
-def _estimate_samples(source: Source) -> int:
-    """Samples in a source: file count for folders, ``samples_per_file`` x shards when given, else counted
-    from tar headers (data is not read)."""
-    if source.kind == "folder":
-        return len(source.files)
-    if source.samples_per_file:
-        return int(source.samples_per_file) * len(source.files)
-    LOG.info("source %r sets neither steps_per_epoch nor samples_per_file: counting samples from tar headers",
-             source.name)
-    total = 0
-    for relative in source.files:
-        try:
-            stream, size = open_shard(os.path.join(source.root, relative))
-            with stream:
-                for _ in iter_samples(stream, size):
-                    total += 1
-        except (OSError, TarFormatError):  # damaged shards are reported when read; here they count what they hold
-            continue
-    return max(total, 1)

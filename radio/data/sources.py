@@ -6,6 +6,7 @@ shard, or, when a source has fewer shards than readers, one residue class of a s
 pass are dealt out in an order seeded by (seed, source, pass): each pass reads the source in a new order.
 """
 import glob
+import logging
 import math
 import os
 import random
@@ -13,9 +14,10 @@ from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 from radio.config.schema import TarDataSource, TrainDatasetConfig
-from radio.data.tar_reader import IMAGE_EXTENSIONS
+from radio.data.tar_reader import IMAGE_EXTENSIONS, TarFormatError, iter_samples, open_shard
 from radio.errors import DataError
 
+LOG = logging.getLogger("radio.data")
 Unit = Tuple[int, int, int]  # (file index, residue, modulus): the file's samples with index % modulus == residue
 
 
@@ -31,7 +33,6 @@ class Source:
     steps_per_epoch: Optional[int] = None
     samples_per_file: Optional[int] = None
     labels: Tuple[int, ...] = ()  # folder sources: class index per file (sorted class sub-folders)
-    class_names: Tuple[str, ...] = ()
 
 
 def discover_tar_source(config: TarDataSource, field_path: str) -> Source:
@@ -71,8 +72,7 @@ def discover_folder_source(images_dir: str, field_path: str) -> Source:
     class_names = sorted({path.split(os.sep, 1)[0] for path in files if os.sep in path})
     class_index = {name: index for index, name in enumerate(class_names)}
     labels = tuple(class_index.get(path.split(os.sep, 1)[0], -1) if os.sep in path else -1 for path in files)
-    return Source(os.path.basename(root), root, "folder", tuple(files), labels=labels,
-                  class_names=tuple(class_names))
+    return Source(os.path.basename(root), root, "folder", tuple(files), labels=labels)
 
 
 def build_sources(config: TrainDatasetConfig) -> List[Source]:
@@ -108,3 +108,23 @@ def reader_units(num_files: int, num_readers: int, reader: int, seed: int, sourc
     units = [(file_index, residue, modulus) for file_index in range(num_files) for residue in range(modulus)]
     random.Random(f"radio-units/{seed}/{source_index}/{pass_index}").shuffle(units)
     return units[reader::num_readers]
+
+
+def estimate_samples(source: Source) -> int:
+    """Samples in a source: file count for folders, ``samples_per_file`` x shards when given, else counted
+    from tar headers (data is not read)."""
+    if source.kind == "folder":
+        return len(source.files)
+    if source.samples_per_file:
+        return int(source.samples_per_file) * len(source.files)
+    LOG.info("source %r has no samples_per_file: counting its samples from the tar headers", source.name)
+    total = 0
+    for relative in source.files:
+        try:
+            stream, size = open_shard(os.path.join(source.root, relative))
+            with stream:
+                for _ in iter_samples(stream, size):
+                    total += 1
+        except (OSError, TarFormatError):  # damaged shards are reported when read; here they count what they hold
+            continue
+    return max(total, 1)

@@ -37,9 +37,8 @@ class SampleEntry:
     key: str
     index: int  # position of the sample in its shard, counting from 0
     members: Dict[str, Member]
-    start_offset: int
     end_offset: int  # where the next sample's headers start: a resume point
-    duplicate_extensions: int = 0
+    duplicate_members: int = 0  # members repeating an extension of the sample (the first one is used)
 
 
 def split_member_path(path: str) -> Tuple[str, str]:
@@ -142,7 +141,7 @@ def iter_samples(
             key, extension = split_member_path(member.path)
             if current is not None and key == current.key:
                 if extension in current.members:
-                    current.duplicate_extensions += 1
+                    current.duplicate_members += 1
                 else:
                     current.members[extension] = member
                 current.end_offset = member.end_offset
@@ -150,7 +149,7 @@ def iter_samples(
             if current is not None:
                 yield current
                 index += 1
-            current = SampleEntry(key, index, {extension: member}, member.entry_offset, member.end_offset)
+            current = SampleEntry(key, index, {extension: member}, member.end_offset)
     except TarFormatError:
         if current is not None:
             yield current  # its members are all readable; only what follows is damaged

@@ -55,10 +55,6 @@ class ViewPlan:
         self.teachers = list(teachers)
         self.seed = int(seed)
 
-    @property
-    def views(self) -> List[ViewSpec]:
-        return [self.student] + self.teachers
-
     def sizes_for_step(self, step: int) -> Dict[str, int]:
         """``{view name: resolution}`` for global ``step``; identical on every rank and worker."""
         rng = random.Random(f"radio-views/{self.seed}/{int(step)}")

@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from radio.config.schema import TrainConfig
-from radio.errors import SpecError
+from radio.errors import RadioError, SpecError
 
 _MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
@@ -20,6 +20,12 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
     # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # Refuse rather than train with checkpoints that could not resume a sharded optimizer exactly.
+        raise RadioError(
+            "DeepSpeed launches are not supported yet (sharded optimizer checkpoints and non-finite-step "
+            "skipping are not implemented for ZeRO); launch with accelerate_configs/multi_gpu.yaml (DDP) instead."
+        )
     return Accelerator(mixed_precision=_MIXED_PRECISION[cfg.precision], cpu=on_cpu, kwargs_handlers=handlers)
 
 

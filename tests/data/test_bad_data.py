@@ -32,6 +32,7 @@ def messy_root(tmp_path_factory):
         ("dotted.name.jpg", image_bytes(4)),  # key "dotted", extension "name.jpg"
         ("deep/er/nested.jpg", image_bytes(5)),
         ("ok1.jpg", image_bytes(6)),
+        ("ok1.jpg", image_bytes(7)),  # the same member twice: the first is used
         ("ok0.cls", b"3"),  # ok0 again, not consecutive: a separate sample without an image
     ])
     nested = root / "sub" / "dir"
@@ -59,7 +60,7 @@ def test_the_run_continues_and_counters_say_why(messy_root, caplog):
     batches, keys, counters = run_messy(messy_root, caplog)
     assert len(batches) == STEPS and all(len(b.keys) == 4 for b in batches)
     for reason in ("error/corrupt_image", "error/empty_member", "skipped/no_image", "error/bad_json",
-                   "error/truncated_tar", "error/corrupt_tar", "format/repeated_key"):
+                   "error/truncated_tar", "error/corrupt_tar", "format/repeated_key", "format/duplicate_member"):
         assert counters.get(reason, 0) >= 1, reason
     assert counters["error/corrupt_image"] >= 2  # random bytes and a half-written JPEG
     bad = {"s0.tar:corrupt", "s0.tar:cut", "s0.tar:empty", "s0.tar:textonly"}

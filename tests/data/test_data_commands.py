@@ -43,12 +43,11 @@ def test_preview_start_step_matches_the_uninterrupted_preview(capsys, two_source
     assert full["counters"]["read/samples"] >= 24
 
 
-def test_preview_per_rank_and_text_output_reports_mixture(capsys, two_sources):
+def test_preview_ranks_read_disjoint_samples_and_text_output_reports_mixture(capsys, two_sources):
     ranks = [preview_json(capsys, two_sources, "--steps", "3", "--world-size", "2", "--rank", str(r))
              for r in (0, 1)]
-    keys = [[s["key"] for step in r["steps"] for s in step["samples"]] for r in ranks]
-    assert len(keys[0]) == len(keys[1]) == 9 and keys[0] != keys[1]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    keys = [{s["key"] for step in r["steps"] for s in step["samples"]} for r in ranks]
+    assert len(keys[0]) == len(keys[1]) == 9 and not keys[0] & keys[1]
     overrides = [f"dataset.train_dataset.tar_data_sources.{i}.root_dir={root}" for i, root in enumerate(two_sources)]
     assert radio_main(["data", "preview", "-e", SPEC, "--steps", "2", "--workers", "0",
                        "results_dir=/tmp/unused", *overrides]) == 0
@@ -78,9 +77,9 @@ def test_shards_write_packs_a_folder_with_labels(tmp_path, image_folder):
     labels = {json.loads(s["json"])["path"]: int(s["cls"]) for s in samples}
     assert labels[os.path.join("cat", "0.jpg")] == 0 and labels[os.path.join("dog", "4.jpg")] == 1
     written = {f"{os.path.basename(s['__url__'])}:{s['__key__']}": int(s["cls"]) for s in samples}
-    batches = take(TrainLoader(make_cfg([out], batch_size=5), small_plan(), seed=0, rank=0, world_size=1), 4)
+    batches = take(TrainLoader(make_cfg([out], batch_size=5), small_plan(), seed=0, rank=0, world_size=1), 2)
     loaded = {k: label for b in batches for k, label in zip(b.keys, b.labels.tolist())}
-    assert loaded and all(written[k] == label for k, label in loaded.items())
+    assert loaded == written  # the first pass reads each of the 10 samples once
 
 
 def test_image_folder_source_gives_class_labels(image_folder):

@@ -106,3 +106,12 @@ def test_weighting_without_counts_file_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError, match="radio shards stats"):
         TrainLoader(make_cfg([str(tmp_path)], data_weight_mode="inv_frequency"), small_plan(), seed=0, rank=0,
                     world_size=1)
+
+
+def test_weighting_decisions_do_not_depend_on_the_worker_count(duplicated_source):
+    radio_main(["shards", "stats", duplicated_source])
+    runs = [[b.keys for b in take(TrainLoader(make_cfg([duplicated_source], data_weight_mode="inv_sq_frequency",
+                                                       workers=workers), small_plan(), seed=1, rank=0,
+                                              world_size=1), 10)]
+            for workers in (0, 2)]
+    assert runs[0] == runs[1]

@@ -3,7 +3,7 @@ every rank yields full batches even with fewer shards than readers."""
 import pytest
 
 from tests.data.data_helpers import make_cfg, small_plan, take
-from radio.data.lanes import LANES_PER_RANK, LaneReader, ReaderContext
+from radio.data.lanes import MAX_LANES_PER_RANK, LaneReader, ReaderContext, lanes_for_source
 from radio.data.loader import TrainLoader
 from radio.data.sources import build_sources, reader_units
 from radio.data.synthetic import write_synthetic_shards
@@ -31,7 +31,7 @@ def many_shards(tmp_path_factory):
 def test_one_pass_reads_every_sample_exactly_once(two_sources, many_shards, world_size, layout):
     root = two_sources[0] if layout == "few_shards" else many_shards  # 3 shards / 60 shards
     source = build_sources(make_cfg([root]).train_dataset)[0]
-    num_readers = world_size * LANES_PER_RANK
+    num_readers = world_size * MAX_LANES_PER_RANK
     read = [key for reader in range(num_readers) for key in first_pass_keys(source, reader, num_readers)]
     expected = 60 if layout == "few_shards" else 120
     assert len(read) == expected and len(set(read)) == expected
@@ -65,3 +65,14 @@ def test_fewer_shards_than_readers_every_rank_gets_full_batches(tmp_path):
         assert all(len(b.keys) == 2 and all(b.keys) for b in batches)
         per_rank.append({k for b in batches for k in b.keys})
     assert not (per_rank[0] & per_rank[1]) and not (per_rank[1] & per_rank[2]) and not (per_rank[0] & per_rank[2])
+
+
+def test_small_sources_get_fewer_lanes_so_no_reader_starts_empty(two_sources, many_shards):
+    b = build_sources(make_cfg([two_sources[1]]).train_dataset)[0]
+    many = build_sources(make_cfg([many_shards]).train_dataset)[0]
+    assert lanes_for_source(many, 1, lambda: 120) == MAX_LANES_PER_RANK  # 60 shards >= 48 readers
+    assert lanes_for_source(many, 2, lambda: 120) == 30  # 120 samples / (2 per reader x 2 ranks)
+    assert lanes_for_source(b, 2, lambda: 30) == 7
+    assert lanes_for_source(b, 64, lambda: 30) == 1
+    loader = TrainLoader(make_cfg(two_sources), small_plan(), seed=0, rank=0, world_size=2)
+    assert loader.lanes_per_rank == [15, 7] == loader.state_dict()["lanes_per_rank"]

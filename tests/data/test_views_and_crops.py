@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 from radio.data.crops import CropSettings, decode_crop, random_crop_box

@@ -111,7 +111,7 @@ def main() -> None:
         for name, width, height, images in cases:
             root = os.path.join(tmp, name.split()[0])
             os.makedirs(root)
-            shards = write_shards(root, images + 2 * BATCH, width, height)
+            shards = write_shards(root, images + (2 * PREFETCH + 2) * BATCH, width, height)
             for workers, label in ((0, "per core (CPU time, in-process)"), (1, "1 worker (wall clock)"),
                                    (2, "2 workers (wall clock)")):
                 plain = measure(lambda p, *a: run_plain(shards, *a), root, workers, images, args.size, args.repeats)

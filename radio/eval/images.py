@@ -1,0 +1,114 @@
+"""Deterministic evaluation images: an image folder (class sub-folders) or a folder of WebDataset shards.
+
+Every image is resized so its short side is ``size`` and centre-cropped to ``size`` x ``size`` (the usual
+eval transform); labels come from the class sub-folder (sorted names -> 0, 1, ...) or a shard sample's
+``.cls`` member, -1 when absent. Undecodable images are skipped and counted, never fatal.
+"""
+import glob
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from radio.data.sources import discover_folder_source
+from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
+from radio.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadStats:
+    images: int = 0
+    skipped: int = 0
+    problems: List[str] = field(default_factory=list)  # first few, for the log
+
+
+def center_crop(data: bytes, size: int) -> np.ndarray:
+    """Image bytes -> uint8 [size, size, 3]: short side resized to ``size`` (antialiased), centre crop."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers ``size``
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def _shard_records(shards: List[str]) -> Iterator[Tuple[str, bytes, int]]:
+    """(key, image bytes, label) of every shard sample with an image, in shard order."""
+    for shard in shards:
+        stream, size = open_shard(shard)
+        with stream:
+            try:
+                for sample in iter_samples(stream, size):
+                    ext = image_extension(list(sample.members))
+                    if ext is None:
+                        continue
+                    label = -1
+                    if "cls" in sample.members:
+                        text = read_member(stream, sample.members["cls"]).decode("utf-8", "replace").strip()
+                        label = int(text) if text.lstrip("-").isdigit() else -1
+                    yield f"{shard}:{sample.key}", read_member(stream, sample.members[ext]), label
+            except TarFormatError as exc:
+                log.warning("%s: %s; the rest of this shard is skipped", shard, exc)
+
+
+def _folder_records(root: str) -> Iterator[Tuple[str, bytes, int]]:
+    source = discover_folder_source(root, root)
+    for rel, label in zip(source.files, source.labels):
+        path = os.path.join(source.root, rel)
+        with open(path, "rb") as f:
+            yield path, f.read(), label
+
+
+def _records(path: str) -> Iterator[Tuple[str, bytes, int]]:
+    if not os.path.isdir(path):
+        raise DataError(f"{path!r} is not a directory; pass an image folder (class sub-folders) or a folder of *.tar shards")
+    shards = sorted(glob.glob(os.path.join(os.path.abspath(path), "**", "*.tar"), recursive=True))
+    return _shard_records(shards) if shards else _folder_records(path)
+
+
+def iter_image_batches(path: str, size: int, batch_size: int, max_images: Optional[int] = None,
+                       stats: Optional[ReadStats] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Batches (uint8 [B, 3, size, size], int64 labels [B]) of the images under ``path``, in a fixed order.
+
+    Raises ``DataError`` when ``path`` holds no readable image.
+    """
+    stats = stats if stats is not None else ReadStats()
+    images: List[np.ndarray] = []
+    labels: List[int] = []
+    for key, data, label in _records(path):
+        if max_images is not None and stats.images >= max_images:
+            break
+        try:
+            images.append(center_crop(data, size))
+        except Exception as exc:  # PIL raises many types for undecodable bytes
+            stats.skipped += 1
+            if len(stats.problems) < 5:
+                stats.problems.append(f"{key}: {type(exc).__name__}: {exc}")
+            continue
+        labels.append(label)
+        stats.images += 1
+        if len(images) == batch_size:
+            yield _stack(images, labels)
+            images, labels = [], []
+    if images:
+        yield _stack(images, labels)
+    if stats.problems:
+        log.warning("%s: skipped %d unreadable images, e.g. %s", path, stats.skipped, "; ".join(stats.problems))
+    if stats.images == 0:
+        raise DataError(f"{path}: no readable images found (image folder or *.tar shards with "
+                        f"jpg/png/... members expected)")
+
+
+def _stack(images: List[np.ndarray], labels: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return batch, torch.tensor(labels, dtype=torch.int64)

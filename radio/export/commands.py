@@ -1,0 +1,29 @@
+"""``radio export --results DIR [--checkpoint PATH] --out OUT_DIR``."""
+import argparse
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from radio.export.export import export_run
+
+    manifest = export_run(args.results, args.out, args.checkpoint)
+    print(f"exported {manifest['checkpoint']} to {args.out}:")
+    print(f"  backbone: {manifest['backbone']['file']}  (load with: {manifest['timm_call']})")
+    for name, meta in manifest["adaptors"].items():
+        print(f"  adaptor {name}: {meta['file']}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Add ``export`` to the ``radio`` CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained student as a timm-loadable backbone plus per-teacher adaptors",
+        description="Writes backbone.safetensors (timm NaFlexVit C-RADIO layout), adaptors/<teacher>.safetensors "
+                    "(PHI-S / standardize inverse folded in) and export.json with the exact timm.create_model call.",
+    )
+    parser.add_argument("--results", required=True, help="results_dir of a training run")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint folder (results/checkpoints/step_*) or its model.safetensors "
+                             "(default: the newest complete one)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=export_command)

@@ -1,0 +1,70 @@
+"""The student backbone as a timm ``NaFlexVit`` C-RADIO model.
+
+timm's ``naflexvit_*_radio_v3`` models are C-RADIO's eval-time network exactly: a learned square position
+grid, bilinearly resized to max(h, w) squared and cropped top-left for every input size
+(``pos_embed_ar_preserving``), one class token followed by register tokens, layer scale, no final norm.
+Our student maps onto it with every architecture field passed as a keyword, so one registered name serves
+every student size. The CLS slots beyond the first become timm's leading register tokens, so timm's
+``forward_features`` returns the same token sequence as ``RadioViT.features``: [CLS slots, registers,
+patches].
+"""
+from typing import Dict
+
+import torch
+
+from radio.models.cradio import RadioViT
+
+TIMM_MODEL_NAME = "naflexvit_base_patch16_radio_v3"
+# The value is irrelevant (the exported gammas replace it) but not-None turns layer scale on.
+_LAYER_SCALE_PLACEHOLDER = 1e-5
+
+
+def timm_model_kwargs(student: RadioViT, img_size: int) -> Dict[str, object]:
+    """Keyword arguments of ``timm.create_model(TIMM_MODEL_NAME, ...)`` that rebuild ``student``'s shape."""
+    block = student.blocks[0]
+    grid = student.patch_generator.grid
+    return dict(
+        patch_size=student.patch_size,
+        embed_dim=student.embed_dim,
+        depth=student.depth,
+        num_heads=student.num_heads,
+        mlp_ratio=block.mlp.fc1.out_features / student.embed_dim,
+        init_values=_LAYER_SCALE_PLACEHOLDER if hasattr(block.ls1, "grandma") else None,
+        reg_tokens=student.num_prefix_tokens - 1,
+        pos_embed_grid_size=[grid, grid],
+        pos_embed_align_corners=student.patch_generator.align_corners,
+        img_size=img_size,
+        num_classes=0,
+    )
+
+
+def to_timm_state_dict(student: RadioViT) -> Dict[str, torch.Tensor]:
+    """``student``'s weights in NaFlexVit names.
+
+    The patch embedder's rows are reordered from C-RADIO's (channel, y, x) patch flattening to NaFlexVit's
+    (y, x, channel); the bias-free embedder gets a zero bias; the [1, g*g, C] position grid becomes
+    [1, g, g, C]; the first CLS slot is timm's class token and the remaining prefix tokens its registers.
+    """
+    p, dim, grid = student.patch_size, student.embed_dim, student.patch_generator.grid
+    gen = student.patch_generator
+    weight = gen.embedder.weight.detach().reshape(dim, 3, p, p).permute(0, 2, 3, 1).reshape(dim, -1)
+    prefix = gen.cls_token.token.detach()
+    out = {
+        "embeds.proj.weight": weight,
+        "embeds.proj.bias": torch.zeros(dim, dtype=weight.dtype),
+        "embeds.pos_embed": gen.pos_embed.detach().reshape(1, grid, grid, dim),
+        "embeds.cls_token": prefix[None, :1],
+        "embeds.reg_token": prefix[None, 1:],
+    }
+    for key, value in student.blocks.state_dict().items():
+        out[f"blocks.{key}".replace(".grandma", ".gamma")] = value.detach()
+    return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def build_timm_model(student: RadioViT, img_size: int) -> torch.nn.Module:
+    """A timm NaFlexVit with ``student``'s weights, loaded strictly (checks the mapping is complete)."""
+    import timm
+
+    model = timm.create_model(TIMM_MODEL_NAME, pretrained=False, **timm_model_kwargs(student, img_size))
+    model.load_state_dict(to_timm_state_dict(student), strict=True)
+    return model.eval()
