@@ -4,7 +4,6 @@ User-facing problems (``RadioError``) print one paragraph and exit 2, without a 
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from typing import List, Optional
@@ -52,11 +51,9 @@ def _needs_launcher(num_processes: int) -> bool:
 
 def _relaunch_with_accelerate(num_gpus: int, spec: str, overrides: List[str]) -> int:
     """``radio distill`` with num_gpus > 1 on one node: start the ranks through ``accelerate launch``."""
-    accelerate = shutil.which("accelerate")
-    if accelerate is None:
-        raise RadioError("train.num_gpus > 1 needs the `accelerate` command on PATH (pip install accelerate).")
     train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_gpus), train_py, "--spec", spec, *overrides]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_gpus),
+           train_py, "--spec", spec, *overrides]
     print("launching:", " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 

@@ -45,7 +45,7 @@ def adapted_features(run: TrainedRun, student_input: torch.Tensor) -> Features:
     return out
 
 
-def teacher_features(teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher],
+def teacher_targets(teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher],
                      images: torch.Tensor) -> Dict[str, TeacherOutput]:
     """Each teacher's outputs on uint8 images [B, 3, S, S], at its own resolution and normalisation."""
     device = next(iter(teachers.values())).device

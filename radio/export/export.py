@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from safetensors.torch import save_file
 
 from radio.export.adaptors import export_adaptor
-from radio.export.timm_backbone import TIMM_MODEL_NAME, timm_model_kwargs, to_timm_state_dict
+from radio.export.timm_backbone import timm_model_kwargs, timm_model_name, to_timm_state_dict
 from radio.export.trained_run import load_trained_run
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -70,14 +70,14 @@ def export_run(results_dir: str, out_dir: str, checkpoint: Optional[str] = None)
     img_size = int(run.cfg.dataset.img_size)
     os.makedirs(os.path.join(out_dir, "adaptors"), exist_ok=True)
     save_file(to_timm_state_dict(student), os.path.join(out_dir, BACKBONE_FILE),
-              metadata={"format": "timm-naflexvit", "timm_model": TIMM_MODEL_NAME})
+              metadata={"format": "timm-naflexvit", "timm_model": timm_model_name(student)})
     manifest: Dict[str, object] = {
         "results_dir": os.path.abspath(results_dir),
         "checkpoint": os.path.abspath(run.checkpoint_dir),
         "backbone": {
             "file": BACKBONE_FILE,
             "student_type": run.cfg.model.backbone.type,
-            "timm_model": TIMM_MODEL_NAME,
+            "timm_model": timm_model_name(student),
             "timm_kwargs": timm_model_kwargs(student, img_size),
             "img_size": img_size,
             "norm_mean": list(aug.norm_mean),

@@ -3,8 +3,10 @@
 timm's ``naflexvit_*_radio_v3`` models are C-RADIO's eval-time network exactly: a learned square position
 grid, bilinearly resized to max(h, w) squared and cropped top-left for every input size
 (``pos_embed_ar_preserving``), one class token followed by register tokens, layer scale, no final norm.
-Our student maps onto it with every architecture field passed as a keyword, so one registered name serves
-every student size. The CLS slots beyond the first become timm's leading register tokens, so timm's
+Our student maps onto it with every architecture field passed as a keyword, so the registered name only
+has to agree on what a keyword cannot switch off: ``timm.create_model`` drops keywords whose value is None,
+so a student without layer scale uses the ViT-H entry (registered without it) and one with layer scale the
+ViT-B entry. The CLS slots beyond the first become timm's leading register tokens, so timm's
 ``forward_features`` returns the same token sequence as ``RadioViT.features``: [CLS slots, registers,
 patches].
 """
@@ -14,22 +16,30 @@ import torch
 
 from radio.models.cradio import RadioViT
 
-TIMM_MODEL_NAME = "naflexvit_base_patch16_radio_v3"
-# The value is irrelevant (the exported gammas replace it) but not-None turns layer scale on.
-_LAYER_SCALE_PLACEHOLDER = 1e-5
+WITH_LAYER_SCALE = "naflexvit_base_patch16_radio_v3"
+WITHOUT_LAYER_SCALE = "naflexvit_huge_patch16_radio_v3"
+
+
+def _has_layer_scale(student: RadioViT) -> bool:
+    return hasattr(student.blocks[0].ls1, "grandma")
+
+
+def timm_model_name(student: RadioViT) -> str:
+    return WITH_LAYER_SCALE if _has_layer_scale(student) else WITHOUT_LAYER_SCALE
 
 
 def timm_model_kwargs(student: RadioViT, img_size: int) -> Dict[str, object]:
-    """Keyword arguments of ``timm.create_model(TIMM_MODEL_NAME, ...)`` that rebuild ``student``'s shape."""
-    block = student.blocks[0]
+    """Keyword arguments of ``timm.create_model(timm_model_name(student), ...)`` that rebuild ``student``'s shape.
+
+    Layer scale comes from the registered name (its init value is replaced by the exported gammas).
+    """
     grid = student.patch_generator.grid
     return dict(
         patch_size=student.patch_size,
         embed_dim=student.embed_dim,
         depth=student.depth,
         num_heads=student.num_heads,
-        mlp_ratio=block.mlp.fc1.out_features / student.embed_dim,
-        init_values=_LAYER_SCALE_PLACEHOLDER if hasattr(block.ls1, "grandma") else None,
+        mlp_ratio=student.blocks[0].mlp.fc1.out_features / student.embed_dim,
         reg_tokens=student.num_prefix_tokens - 1,
         pos_embed_grid_size=[grid, grid],
         pos_embed_align_corners=student.patch_generator.align_corners,
@@ -65,6 +75,6 @@ def build_timm_model(student: RadioViT, img_size: int) -> torch.nn.Module:
     """A timm NaFlexVit with ``student``'s weights, loaded strictly (checks the mapping is complete)."""
     import timm
 
-    model = timm.create_model(TIMM_MODEL_NAME, pretrained=False, **timm_model_kwargs(student, img_size))
+    model = timm.create_model(timm_model_name(student), pretrained=False, **timm_model_kwargs(student, img_size))
     model.load_state_dict(to_timm_state_dict(student), strict=True)
     return model.eval()

@@ -40,3 +40,14 @@ def test_two_rank_ddp_run_checkpoints_every_rank_and_resumes(demo_assets, tmp_pa
     with open(os.path.join(results, "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
     assert steps == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_radio_distill_with_two_gpus_starts_two_ranks(demo_assets, tmp_path):
+    results = str(tmp_path / "two")
+    cmd = [os.path.join(BIN, "radio"), "distill", "-e", QUICKSTART_SPEC,
+           *tiny_run_overrides(demo_assets, results, "train.max_steps=1", "train.num_gpus=2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launching:" in proc.stdout
+    assert {"loader_rank0.json", "loader_rank1.json"} <= set(os.listdir(os.path.join(results, "checkpoints", "step_0000001")))
