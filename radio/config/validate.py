@@ -165,6 +165,12 @@ def validate_run_config(cfg) -> None:
         _resolution_map(f"{path}.stochastic_resolutions", teacher.stochastic_resolutions)
         check_choice(f"{path}.spatial_mlp_version", teacher.spatial_mlp_version, SPATIAL_MLP_VERSIONS, optional=True)
         check_choice(f"{path}.adaptor", teacher.adaptor, ADAPTORS, optional=True)
+        if teacher.adaptor or teacher.do_upsample or teacher.upsampler_checkpoint:
+            # Accepting these and training without the upsampler would silently change the targets.
+            raise SpecError(
+                f"{path}: the FeatSharp teacher upsampler (adaptor / upsampler_checkpoint / do_upsample) is not "
+                "supported yet; remove those fields to distil the teacher's native feature maps."
+            )
     resolve_teachers(cfg)
 
 
@@ -214,5 +220,3 @@ def check_paths(cfg) -> None:
                 f"{where}={path!r} does not exist; download the weights ahead of time, convert them with "
                 "tools/convert_teacher.py if needed, and point this at the local file."
             )
-        if teacher.upsampler_checkpoint and not os.path.isfile(teacher.upsampler_checkpoint):
-            raise SpecError(f"distill.teacher[{i}].upsampler_checkpoint={teacher.upsampler_checkpoint!r} does not exist.")

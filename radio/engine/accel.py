@@ -3,11 +3,17 @@ import os
 from typing import Dict
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, gather_object
 
-from radio.config.schema import TrainConfig
-from radio.errors import RadioError, SpecError
+if not torch.cuda.is_available():
+    # Accelerate imports DeepSpeed when installed; tell it the accelerator up front so it does not warn
+    # about probing for a GPU on every CPU run.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import InitProcessGroupKwargs, gather_object  # noqa: E402
+
+from radio.config.schema import TrainConfig  # noqa: E402
+from radio.errors import RadioError, SpecError  # noqa: E402
 
 _MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
@@ -16,7 +22,7 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
     on_cpu = not torch.cuda.is_available()
     if on_cpu and cfg.precision == "fp16":
         raise SpecError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
-    # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed's CPU collectives there. Naming a backend
+    # NCCL does not exist on CPU; gloo serves DDP there. Naming a backend
     # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []

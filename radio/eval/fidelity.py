@@ -48,9 +48,8 @@ def adapted_features(run: TrainedRun, student_input: torch.Tensor) -> Features:
 def teacher_targets(teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher],
                      images: torch.Tensor) -> Dict[str, TeacherOutput]:
     """Each teacher's outputs on uint8 images [B, 3, S, S], at its own resolution and normalisation."""
-    device = next(iter(teachers.values())).device
     return {
-        t.name: teachers[t.name](make_view(images.to(device), t.input_size, t.norm_mean, t.norm_std))
+        t.name: teachers[t.name](make_view(images.to(teachers[t.name].device), t.input_size, t.norm_mean, t.norm_std))
         for t in specs
         if t.name in teachers
     }

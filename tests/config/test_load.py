@@ -88,6 +88,7 @@ def test_loss_type_is_case_insensitive(tmp_path):
         (["dataset.img_size=70"], ["dataset.img_size", "patch size 16"]),
         (["train.optim.policy=step"], ["policy_params.step_size"]),
         (["batch_size"], ["key=value"]),
+        (["distill.teacher.0.adaptor=featsharp"], ["distill.teacher[0]", "FeatSharp", "not supported"]),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
