@@ -78,6 +78,8 @@ def _quickstart(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from radio.data.commands import add_commands as add_data_commands
+    from radio.eval.commands import add_commands as add_eval_commands
+    from radio.export.commands import add_commands as add_export_commands
     from radio.models.commands import add_commands as add_model_commands
 
     parser = argparse.ArgumentParser(prog="radio", description="RADIO-style multi-teacher knowledge distillation.")
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quickstart(subparsers)
     add_model_commands(subparsers)
     add_data_commands(subparsers)
+    add_eval_commands(subparsers)
+    add_export_commands(subparsers)
     return parser
 
 

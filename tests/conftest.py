@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,21 @@ def tiny_run_overrides(demo_out: str, results_dir: str, *extra: str) -> list:
         "logging.progress_bar=false",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def trained_results(tmp_path_factory, demo_assets):
+    """results_dir of a 4-step quickstart run (demo_a: combo, demo_b: spatial, both PHI-S), made once."""
+    from radio.config.load import load_run_config
+    from radio.engine.loop import run
+
+    results = str(tmp_path_factory.mktemp("trained") / "results")
+    run(load_run_config(os.path.join(REPO, "specs", "quickstart.yaml"), tiny_run_overrides(demo_assets, results)))
+    return results
+
+
+def radio_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The installed ``radio`` console script in a subprocess, offline."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    script = os.path.join(os.path.dirname(sys.executable), "radio")
+    return subprocess.run([script, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)

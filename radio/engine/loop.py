@@ -59,6 +59,9 @@ def run(cfg) -> RunResult:
     total_steps = train.num_epochs * steps_per_epoch
     if train.max_steps:
         total_steps = min(total_steps, train.max_steps)
+    if train.compile:
+        # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
+        parts.model.compile()
     optimizer = build_optimizer(parts.model, train.optim)
     scheduler = build_scheduler(optimizer, train.optim, total_steps, steps_per_epoch)
     model, optimizer = accelerator.prepare(parts.model, optimizer)

@@ -2,7 +2,8 @@
 
 kNN feature of an image: the student's CLS slots that summary teachers were distilled into (concatenated),
 or the mean patch token when no teacher uses a summary. Fidelity and PCA use held-out images: ``images``,
-else the kNN validation images, else the run's ``dataset.val_dataset``.
+else the kNN validation images, else the run's ``dataset.val_dataset`` (``images_dir``, else its first tar
+source).
 """
 import json
 import os
@@ -111,8 +112,11 @@ def build_teachers(run: TrainedRun, device: torch.device) -> Dict[str, FrozenTea
 
 def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Optional[torch.device] = None) -> dict:
     """Run the requested evaluations, write ``out_dir/eval.json`` (+ ``pca.png``) and return its content."""
+    if bool(opts.knn_train) != bool(opts.knn_val):
+        raise RadioError("kNN needs both --knn-train DIR and --knn-val DIR (labelled image folders or shards)")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = load_trained_run(results_dir, opts.checkpoint)
+    path = held_out_path(run, opts) if opts.fidelity or opts.pca else None
     run.model.to(device)
     for norm in run.normalizers.values():
         norm.to(device)
@@ -120,12 +124,9 @@ def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Opti
     os.makedirs(out_dir, exist_ok=True)
     result: Dict[str, object] = {"results_dir": os.path.abspath(results_dir),
                                  "checkpoint": os.path.abspath(run.checkpoint_dir), "options": asdict(opts)}
-    if opts.knn_train or opts.knn_val:
-        if not (opts.knn_train and opts.knn_val):
-            raise RadioError("kNN needs both --knn-train DIR and --knn-val DIR (labelled image folders or shards)")
+    if opts.knn_train:
         result["knn"] = evaluate_knn(run, view, opts)
-    if opts.fidelity or opts.pca:
-        path = held_out_path(run, opts)
+    if path:
         result["images"] = os.path.abspath(path)
     if opts.fidelity:
         teachers = build_teachers(run, device)

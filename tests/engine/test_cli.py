@@ -7,17 +7,11 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, tiny_run_overrides
+from tests.conftest import REPO, radio_cli as radio, tiny_run_overrides
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 SEED_SPEC = os.path.join(REPO, "specs", "radio_multiteacher.yaml")
 BIN = os.path.dirname(sys.executable)
-
-
-def radio(*args, timeout=600):
-    return subprocess.run(
-        [os.path.join(BIN, "radio"), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
 
 
 def metrics_rows(results_dir):

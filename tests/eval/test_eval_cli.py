@@ -8,7 +8,7 @@ import pytest
 from radio.data.synthetic import write_synthetic_shards
 from radio.eval.commands import add_commands
 from tests.conftest import REPO, tiny_run_overrides
-from tests.export.run_fixture import radio_cli
+from tests.conftest import radio_cli
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from radio.export.export import export_run
 from radio.export.timm_backbone import build_timm_model
 from radio.export.trained_run import load_trained_run, teacher_space_spatial
 from radio.models.cradio import RadioViT
-from tests.export.run_fixture import radio_cli
+from tests.conftest import radio_cli
 
 SIZES = [(64, 64), (48, 96), (112, 80), (256, 256)]  # native grid, non-square both ways, the full CPE grid
 
