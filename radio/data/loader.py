@@ -248,8 +248,10 @@ class TrainLoader:
             chunks, num_workers = stream.chunks(0, 1), 1
         else:
             num_workers = min(self.workers, MAX_LANES_PER_RANK)
+            # A private generator: without one the DataLoader draws its worker seed from the global RNG,
+            # which the student's stochastic layers use too, so resume and worker count would change training.
             chunks = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4,
-                                     persistent_workers=False))
+                                     persistent_workers=False, generator=torch.Generator().manual_seed(self.seed)))
         base_counters = dict(state["counters"])
         latest_counters: Dict[int, Dict[str, int]] = {}
         while True:

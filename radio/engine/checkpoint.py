@@ -27,6 +27,9 @@ from radio.errors import CheckpointError
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+NORMALIZERS_FILE = "normalizers.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 def checkpoints_root(results_dir: str) -> str:
@@ -124,9 +127,9 @@ def save_checkpoint(
     torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
     _write_json(os.path.join(tmp, f"loader_rank{rank}.json"), payload.loader_state)
     if is_main:
-        save_file(_state_to_cpu(payload.model_state), os.path.join(tmp, "model.safetensors"))
-        save_file(_state_to_cpu(payload.normalizer_state), os.path.join(tmp, "normalizers.safetensors"))
-        torch.save(payload.optimizer_state, os.path.join(tmp, "optimizer.pt"))
+        save_file(_state_to_cpu(payload.model_state), os.path.join(tmp, MODEL_FILE))
+        save_file(_state_to_cpu(payload.normalizer_state), os.path.join(tmp, NORMALIZERS_FILE))
+        torch.save(payload.optimizer_state, os.path.join(tmp, OPTIMIZER_FILE))
     barrier()
     if is_main:
         _write_json(os.path.join(tmp, TRAINER_STATE), payload.trainer_state)
@@ -162,9 +165,9 @@ def load_checkpoint(path: str, rank: int) -> CheckpointPayload:
             "it was written with."
         )
     payload = CheckpointPayload(
-        model_state=read("model.safetensors", load_file),
-        normalizer_state=read("normalizers.safetensors", load_file),
-        optimizer_state=read("optimizer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+        model_state=read(MODEL_FILE, load_file),
+        normalizer_state=read(NORMALIZERS_FILE, load_file),
+        optimizer_state=read(OPTIMIZER_FILE, lambda f: torch.load(f, map_location="cpu", weights_only=True)),
         trainer_state=read(TRAINER_STATE, _read_json),
         loader_state=read(f"loader_rank{rank}.json", _read_json),
         rng=read(rng_file, lambda f: torch.load(f, map_location="cpu", weights_only=True)),

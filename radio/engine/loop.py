@@ -22,6 +22,7 @@ from radio.engine.outputs import write_final_outputs, write_resolved_config
 from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
+from radio.models.checkpoint_io import load_exact
 from radio.models.vitdet import choose_window
 
 
@@ -74,8 +75,9 @@ def run(cfg) -> RunResult:
     resume_path = ckpt.find_resume_checkpoint(results_dir, train.resume_training_checkpoint_path)
     if resume_path:
         payload = ckpt.load_checkpoint(resume_path, rank)
-        _load_strict(trainable, payload.model_state, resume_path, "model.safetensors")
-        _load_strict(loss_state, payload.normalizer_state, resume_path, "normalizers.safetensors")
+        for module, state, name in ((trainable, payload.model_state, ckpt.MODEL_FILE),
+                                    (loss_state, payload.normalizer_state, ckpt.NORMALIZERS_FILE)):
+            load_exact(module, state, os.path.join(resume_path, name), "radio checkpoint", _OTHER_RUN)
         optimizer.load_state_dict(payload.optimizer_state)
         scheduler.load_state_dict(payload.trainer_state["scheduler"])
         loader.load_state_dict(payload.loader_state)
@@ -113,15 +115,16 @@ def run(cfg) -> RunResult:
                 targets = objective.teacher_targets(images, batch.sizes)
                 student_x = make_view(images, batch.sizes["student"], parts.plan.student.mean, parts.plan.student.std)
                 vitdet_window = choose_window(cfg.distill.vitdet, counters.step * accum + micro, train.seed)
-                with accelerator.autocast():
-                    preds = model(student_x, vitdet_window=vitdet_window)
-                result = objective(preds, targets, batch.labels.to(device))
-                # Every rank must agree to skip, or DDP would wait forever for the missing gradients.
-                ok = torch.isfinite(result.loss) & (len(result.skipped) < len(result.terms))
-                if reduce_sum(accelerator, ok.float()).item() < accelerator.num_processes:
-                    finite = False
-                    break
+                # DDP skips the gradient all-reduce only if forward and backward both run under no_sync.
                 with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
+                    with accelerator.autocast():
+                        preds = model(student_x, vitdet_window=vitdet_window)
+                    result = objective(preds, targets, batch.labels.to(device))
+                    # Every rank must agree to skip, or DDP would wait forever for the missing gradients.
+                    ok = torch.isfinite(result.loss) & (len(result.skipped) < len(result.terms))
+                    if reduce_sum(accelerator, ok.float()).item() < accelerator.num_processes:
+                        finite = False
+                        break
                     accelerator.backward(result.loss / accum)
                 window.add(batch, result)
             if finite:
@@ -138,6 +141,7 @@ def run(cfg) -> RunResult:
                         f"train.precision=fp32; the newest checkpoint is in {ckpt.checkpoints_root(results_dir)}."
                     )
             optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
             scheduler.step()
             counters.step += 1
             step = counters.step
@@ -146,7 +150,7 @@ def run(cfg) -> RunResult:
 
             if step % train.log_every_n_steps == 0 or step == total_steps:
                 values = window.flush(accelerator, batch.counters)
-                values.update({"lr": scheduler.get_last_lr()[0], "nonfinite_skipped_total": counters.nonfinite_total})
+                values.update({"lr": lr, "nonfinite_skipped_total": counters.nonfinite_total})
                 for group, modules in (("normalizer", parts.normalizers), ("criterion", parts.criteria)):
                     for name, module in modules.items():
                         values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
@@ -179,14 +183,10 @@ def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:
     return bool(train.checkpoint_interval) and epoch_end == 0 and epochs_done % train.checkpoint_interval == 0
 
 
-def _load_strict(module: nn.Module, state: Dict[str, torch.Tensor], where: str, name: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RadioError(
-            f"{os.path.join(where, name)} does not match this run's model ({len(missing)} missing keys, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). It was written by a run with "
-            "other teachers or another student; use a fresh results_dir or the matching spec."
-        )
+_OTHER_RUN = (
+    "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
+    "wrote it, or use a fresh results_dir (or train.resume_training_checkpoint_path of a matching run)."
+)
 
 
 def _progress_bar(cfg, is_main: bool, total: int, initial: int):

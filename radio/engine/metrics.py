@@ -69,7 +69,7 @@ def read_metrics(results_dir: str) -> list:
 
 
 class MetricsWindow:
-    """Accumulates one logging window on the device (no host sync per step); ``flush`` returns the
+    """Accumulates one logging window in device tensors (adding adds no host sync); ``flush`` returns the
     all-rank means, the realised mixture per source, images/s and the summed data counters."""
 
     def __init__(self, source_names: List[str], device: torch.device):
@@ -114,7 +114,9 @@ class MetricsWindow:
         keys = sorted(self.sums)  # the same keys on every rank: the same teachers
         scalars = torch.tensor([self.micro_steps, self.images, self.skipped_terms], dtype=torch.float64,
                                device=self.device)
-        packed = torch.cat([torch.stack([self.sums[k] for k in keys]), scalars, self.sources])
+        # A window of skipped (non-finite) steps has no sums; every rank agrees on skipping, so keys match.
+        sums = [self.sums[k].reshape(1) for k in keys]
+        packed = torch.cat([*sums, scalars, self.sources])
         packed = reduce_sum(accelerator, packed).cpu().tolist()
         sums, (micro_steps, images, skipped), mix = packed[: len(keys)], packed[len(keys): len(keys) + 3], packed[len(keys) + 3:]
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}

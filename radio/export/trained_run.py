@@ -16,15 +16,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from radio.config.resolve import ResolvedTeacher
 from radio.config.schema import RunConfig
-from radio.engine.checkpoint import TRAINER_STATE, list_complete_checkpoints
+from radio.engine.checkpoint import MODEL_FILE, NORMALIZERS_FILE, TRAINER_STATE, list_complete_checkpoints
 from radio.errors import CheckpointError, RadioError
 from radio.losses.normalizers import build_feature_normalizer
 from radio.models.adapted_student import AdaptedStudent
-from radio.models.checkpoint_io import LoadReport, compare, read_state_dict
+from radio.models.checkpoint_io import load_exact, read_state_dict
 from radio.models.student import build_student
-
-MODEL_FILE = "model.safetensors"
-NORMALIZERS_FILE = "normalizers.safetensors"
 
 
 @dataclass
@@ -91,15 +88,10 @@ def _head_out_dim(state: Dict[str, torch.Tensor], prefix: str) -> Optional[int]:
     return None
 
 
-def _strict_load(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> None:
-    report = LoadReport(path=path, fmt=what)
-    compare(state, module, report)
-    if not report.ok:
-        raise CheckpointError(
-            f"{report.describe()}\nThis checkpoint was not written by the run in this results directory "
-            "(different student, teachers or heads); pass a checkpoint of this run."
-        )
-    module.load_state_dict(state, strict=True)
+_NOT_THIS_RUN = (
+    "This checkpoint was not written by the run in this results directory (different student, teachers or "
+    "heads); pass a checkpoint of this run."
+)
 
 
 def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
@@ -123,7 +115,7 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
             )
         dims[t.name] = {"summary": summary or 0, "spatial": spatial or 0}
     model = AdaptedStudent(student, teachers, dims, num_classes=cfg.dataset.num_classes)
-    _strict_load(model, state, model_path, "radio trained module")
+    load_exact(model, state, model_path, "radio trained module", _NOT_THIS_RUN)
     model.eval()
 
     norm_path = os.path.join(folder, NORMALIZERS_FILE)
@@ -137,8 +129,8 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
             t.feature_normalizer, dims[t.name]["spatial"], refresh_every_n_steps=phi_s.refresh_every_n_steps
         )
         prefix = f"normalizers.{t.name}."
-        _strict_load(norm, {k[len(prefix):]: v for k, v in norm_state.items() if k.startswith(prefix)},
-                     norm_path, f"{t.feature_normalizer} normaliser of {t.name}")
+        load_exact(norm, {k[len(prefix):]: v for k, v in norm_state.items() if k.startswith(prefix)},
+                   norm_path, f"{t.feature_normalizer} normaliser of {t.name}", _NOT_THIS_RUN)
         normalizers[t.name] = norm.eval()
     return TrainedRun(results_dir, folder, cfg, teachers, model, normalizers)
 

@@ -166,6 +166,16 @@ def compare(state_dict: Dict[str, torch.Tensor], model: nn.Module, report: LoadR
     ]
 
 
+def load_exact(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str, hint: str) -> None:
+    """Load a state dict that must match ``module`` key for key and shape for shape (our own files:
+    checkpoints, normaliser state); otherwise ``CheckpointError`` with the report and ``hint``."""
+    report = LoadReport(path=path, fmt=what)
+    compare(state, module, report)
+    if not report.ok:
+        raise CheckpointError(f"{report.describe()}\n{hint}")
+    module.load_state_dict(state, strict=True)
+
+
 def load_into(model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher",
               source_split: Tuple[int, int] = (4, 4)) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any supported public layout).

@@ -20,9 +20,12 @@ def rows(results):
 
 
 @pytest.mark.slow
-def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers):
     extra = ("train.max_steps=6", "train.checkpoint_interval_steps=3", "train.keep_checkpoints=3",
-             "distill.phi_s.refresh_every_n_steps=2")
+             "distill.phi_s.refresh_every_n_steps=2", f"dataset.workers={workers}",
+             "dataset.augmentation.stochastic_resolutions={48: 0.5, 64: 0.5}", "distill.vitdet.prob=0.5",
+             "train.grad_accumulation_steps=2")
     full = str(tmp_path / "full")
     run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, full, *extra)))
 
@@ -46,3 +49,15 @@ def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path):
     wb = load_file(os.path.join(cut, "student_final.safetensors"))
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_resume_with_other_heads_names_the_keys_instead_of_crashing(demo_assets, tmp_path):
+    from radio.errors import CheckpointError
+
+    results = str(tmp_path / "run")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
+    changed = tiny_run_overrides(demo_assets, results, "train.max_steps=2", "distill.mlp_hidden_size=64")
+    with pytest.raises(CheckpointError, match="wrong-shape keys") as info:
+        run(load_run_config(QUICKSTART_SPEC, changed))
+    assert "fresh results_dir" in str(info.value)
