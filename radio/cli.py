@@ -36,6 +36,11 @@ def _distill(args) -> int:
         print(format_resolved_config(cfg, resolve_teachers(cfg)))
         return 0
     if _needs_launcher(cfg.train.num_gpus * cfg.train.num_nodes):
+        if cfg.train.num_nodes > 1:
+            raise RadioError(
+                f"train.num_nodes={cfg.train.num_nodes}: `radio distill` starts the ranks of one node only; start "
+                "multi-node runs with tools/slurm/radio_distill.sbatch (or `accelerate launch` on every node)."
+            )
         return _relaunch_with_accelerate(cfg.train.num_gpus, args.spec, args.overrides)
     from radio.engine.loop import run
 

@@ -11,7 +11,8 @@ from typing import Dict, List, Optional
 from radio.errors import SpecError
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")
+_RESERVED_NAMES = ("student",)  # the student's view in the data plan
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
     resolved: List[ResolvedTeacher] = []
     names_seen: Dict[str, int] = {}
     summary_slot = 0
+    explicit_slots = {t.summary_token_idx for t in distill.teacher if t.summary_token_idx is not None}
     for i, t in enumerate(distill.teacher):
         path = f"distill.teacher[{i}]"
         info = get_model_info(t.model.backbone.type)
@@ -109,21 +111,24 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
             if int(res) % patch:
                 raise SpecError(f"{path}.stochastic_resolutions has {res}, not a multiple of the patch size {patch}.")
 
-        if t.name is not None and not _NAME.match(t.name):
+        if t.name is not None and (not _NAME.match(t.name) or t.name in _RESERVED_NAMES):
             raise SpecError(
-                f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-' (it keys metrics and heads)."
+                f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-', not starting with '_' and "
+                f"not {', '.join(_RESERVED_NAMES)} (it keys views, metrics and heads)."
             )
         base_name = t.name or _short_name(info.name)
         count = names_seen.get(base_name, 0)
         names_seen[base_name] = count + 1
         name = base_name if count == 0 else f"{base_name}_{count}"
 
-        uses_summary = mode in ("summary", "combo")
-        if uses_summary:
-            slot = t.summary_token_idx if t.summary_token_idx is not None else summary_slot
-            summary_slot += 1
-        else:
-            slot = None
+        slot = None
+        if mode in ("summary", "combo"):
+            slot = t.summary_token_idx
+            if slot is None:  # the lowest CLS slot no teacher asked for explicitly
+                while summary_slot in explicit_slots:
+                    summary_slot += 1
+                slot = summary_slot
+                summary_slot += 1
 
         resolved.append(
             ResolvedTeacher(

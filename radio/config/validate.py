@@ -72,7 +72,15 @@ def validate_run_config(cfg) -> None:
             f"model.backbone.type={cfg.model.backbone.type!r} cannot be the student: use a C-RADIO entry "
             "(c_radio_v3_vit_{base,large,huge}_patch16_reg4_dinov2, ...; `radio models 'c_radio*'`)."
         )
-    _positive("model.backbone.drop_path_rate", cfg.model.backbone.drop_path_rate, allow_zero=True)
+    backbone = cfg.model.backbone
+    _positive("model.backbone.drop_path_rate", backbone.drop_path_rate, allow_zero=True)
+    _positive("model.backbone.num_cls_tokens", backbone.num_cls_tokens, optional=True)
+    _positive("model.backbone.num_registers", backbone.num_registers, allow_zero=True, optional=True)
+    if backbone.cpe_max_size is not None and backbone.cpe_max_size < student.patch_size:
+        raise SpecError(
+            f"model.backbone.cpe_max_size={backbone.cpe_max_size} is not valid; it must be at least the patch "
+            f"size {student.patch_size} (C-RADIO uses 2048)."
+        )
 
     _positive("dataset.img_size", ds.img_size)
     if ds.img_size % student.patch_size:
@@ -136,10 +144,10 @@ def validate_run_config(cfg) -> None:
     _positive("train.optim.warmup_epochs", optim.warmup_epochs, allow_zero=True, optional=True)
     _positive("train.optim.warmup_steps", optim.warmup_steps, allow_zero=True, optional=True)
     _length("train.optim.betas", optim.betas, [2])
-    if optim.policy == "step" and "step_size" not in optim.policy_params:
-        raise SpecError("train.optim.policy=step needs train.optim.policy_params.step_size (in steps), e.g. {step_size: 1000, gamma: 0.1}.")
-    if optim.policy == "multistep" and "milestones" not in optim.policy_params:
-        raise SpecError("train.optim.policy=multistep needs train.optim.policy_params.milestones (steps), e.g. {milestones: [1000, 2000], gamma: 0.1}.")
+    if not all(0.0 <= b < 1.0 for b in optim.betas):
+        raise SpecError(f"train.optim.betas={list(optim.betas)} is not valid; each must be in [0, 1).")
+    _positive("train.optim.momentum", optim.momentum, allow_zero=True)
+    _validate_policy_params(optim.policy, optim.policy_params)
 
     if not distill.teacher:
         raise SpecError("distill.teacher is empty; list at least one teacher (model.backbone.type + pretrained_teacher_model_path).")
@@ -147,6 +155,15 @@ def validate_run_config(cfg) -> None:
     for i, w in enumerate(distill.vitdet.window_sizes):
         _positive(f"distill.vitdet.window_sizes[{i}]", w)
     _positive("distill.phi_s.refresh_every_n_steps", distill.phi_s.refresh_every_n_steps)
+    _positive("distill.phi_s.freeze_after_steps", distill.phi_s.freeze_after_steps, optional=True)
+    _positive("distill.temperature", distill.temperature)
+    _positive("distill.loss_lambda", distill.loss_lambda, allow_zero=True)
+    _positive("distill.summary_loss_weight", distill.summary_loss_weight, allow_zero=True)
+    _positive("distill.fd_loss_weight", distill.fd_loss_weight, allow_zero=True)
+    _positive("distill.vitdet.num_global", distill.vitdet.num_global, allow_zero=True)
+    _positive("distill.vitdet.num_windowed", distill.vitdet.num_windowed, allow_zero=True, optional=True)
+    _positive("evaluate.knn_k", cfg.evaluate.knn_k)
+    _positive("evaluate.knn_temperature", cfg.evaluate.knn_temperature)
     _positive("distill.mlp_hidden_size", distill.mlp_hidden_size)
     _positive("distill.mlp_num_inner", distill.mlp_num_inner, allow_zero=True)
     check_choice("distill.spatial_mlp_version", distill.spatial_mlp_version, SPATIAL_MLP_VERSIONS)
@@ -161,6 +178,13 @@ def validate_run_config(cfg) -> None:
         _length(f"{path}.norm_mean", teacher.norm_mean, [0, 3])
         _length(f"{path}.norm_std", teacher.norm_std, [0, 3])
         _positive(f"{path}.input_size", teacher.input_size, optional=True)
+        if teacher.norm_std and min(teacher.norm_std) <= 0:
+            raise SpecError(f"{path}.norm_std={list(teacher.norm_std)} must be positive.")
+        _positive(f"{path}.temperature", teacher.temperature, optional=True)
+        _positive(f"{path}.loss_lambda", teacher.loss_lambda, allow_zero=True, optional=True)
+        _positive(f"{path}.summary_loss_weight", teacher.summary_loss_weight, allow_zero=True, optional=True)
+        _positive(f"{path}.fd_loss_weight", teacher.fd_loss_weight, allow_zero=True, optional=True)
+        _positive(f"{path}.summary_token_idx", teacher.summary_token_idx, allow_zero=True, optional=True)
         _positive(f"{path}.patch_size", teacher.patch_size, optional=True)
         _resolution_map(f"{path}.stochastic_resolutions", teacher.stochastic_resolutions)
         check_choice(f"{path}.spatial_mlp_version", teacher.spatial_mlp_version, SPATIAL_MLP_VERSIONS, optional=True)
@@ -172,6 +196,26 @@ def validate_run_config(cfg) -> None:
                 "supported yet; remove those fields to distil the teacher's native feature maps."
             )
     resolve_teachers(cfg)
+
+
+def _validate_policy_params(policy: str, params) -> None:
+    where = "train.optim.policy_params"
+    if policy == "step":
+        size = params.get("step_size")
+        if not isinstance(size, int) or size < 1:
+            raise SpecError(
+                f"train.optim.policy=step needs {where}.step_size, a whole number of steps >= 1 (got {size!r}), "
+                "e.g. {step_size: 1000, gamma: 0.1}."
+            )
+    if policy == "multistep":
+        milestones = params.get("milestones")
+        if not milestones or not all(isinstance(m, int) and m >= 0 for m in milestones):
+            raise SpecError(
+                f"train.optim.policy=multistep needs {where}.milestones, a list of step numbers (got "
+                f"{milestones!r}), e.g. {{milestones: [1000, 2000], gamma: 0.1}}."
+            )
+    if policy in ("step", "multistep"):
+        _positive(f"{where}.gamma", params.get("gamma", 0.1))
 
 
 def _validate_sources(section, path: str, *, required: bool) -> None:
@@ -191,6 +235,8 @@ def _validate_sources(section, path: str, *, required: bool) -> None:
 
 def check_paths(cfg) -> None:
     """Files the run needs must exist before any model is built or data is read."""
+    if os.path.exists(cfg.results_dir) and not os.path.isdir(cfg.results_dir):
+        raise SpecError(f"results_dir={cfg.results_dir!r} is a file; give a folder (it is created if missing).")
     for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
         where = f"dataset.train_dataset.tar_data_sources[{i}].root_dir"
         if not os.path.isdir(src.root_dir):

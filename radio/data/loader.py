@@ -184,6 +184,7 @@ class TrainLoader:
         self.batch_size = int(dataset_cfg.batch_size)
         self.workers = int(dataset_cfg.workers)
         self.max_error_rate = float(dataset_cfg.max_error_rate)
+        self.num_classes = int(dataset_cfg.num_classes)
         self.settings = crop_settings(dataset_cfg)
         self.acceptance = self._weighting(dataset_cfg)
         self._sample_counts: Dict[int, int] = {}
@@ -288,6 +289,14 @@ class TrainLoader:
             labels[index] = torch.tensor(chunk.labels, dtype=torch.int64)
             for position, key, caption in zip(chunk.positions, chunk.keys, chunk.captions):
                 keys[position], captions[position] = key, caption
+        if self.num_classes > 0 and int(labels.max()) >= self.num_classes:
+            # An out-of-range class would crash the loss (a device-side assert on GPU); say where it came from.
+            bad = int(labels.argmax())
+            raise DataError(
+                f"sample {keys[bad]!r} has class label {int(labels[bad])}, but dataset.num_classes is "
+                f"{self.num_classes} (labels must be in [0, {self.num_classes})); raise dataset.num_classes or "
+                "fix the .cls files / class folders."
+            )
         counters = dict(base_counters)
         for worker_counters in latest_counters.values():
             for name, value in worker_counters.items():

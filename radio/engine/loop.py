@@ -52,6 +52,11 @@ def run(cfg) -> RunResult:
     results_dir, train = cfg.results_dir, cfg.train
     if is_main:
         write_resolved_config(cfg, teachers_cfg, results_dir)
+    if accelerator.num_processes != train.num_gpus * train.num_nodes:
+        accelerator.print(
+            f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
+            f"says {train.num_gpus * train.num_nodes} (the launcher decides)."
+        )
 
     parts = build_components(cfg, teachers_cfg, device=device, rank=rank, world_size=accelerator.num_processes)
     loader, loss_state = parts.loader, parts.loss_state

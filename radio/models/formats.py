@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from radio.errors import CheckpointError
 from radio.models.checkpoint_io import LoadReport
 from radio.models.cradio import FeatureNormalizer, RadioAdaptor, RadioViT
 from radio.models.heads import mlp2_from_state_dict
@@ -324,7 +325,16 @@ def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> S
     src_patch = next((v for k, v in sd.items() if v.dim() == 4 and re.search(
         r"(patch_embed\.proj|conv1|patch_embedding|patch_embeddings\.projection)\.weight$", k)), None)
     filter_fn = _timm_filter(model)
-    out = filter_fn(sd, model) if filter_fn is not None else dict(sd)
+    try:
+        out = filter_fn(sd, model) if filter_fn is not None else dict(sd)
+    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        # timm's converters assume the checkpoint fits the model (e.g. a square position grid of its
+        # width); a checkpoint of another architecture fails inside them. Report it as a mismatch.
+        raise CheckpointError(
+            f"{report.path}: cannot map this {fmt} checkpoint onto {type(model).__name__} "
+            f"({type(exc).__name__}: {exc}); it is most likely for another architecture or size — check "
+            "model.backbone.type against the file."
+        ) from None
     expected = model.state_dict()
     model_patch = expected.get("patch_embed.proj.weight")
     if src_patch is not None and model_patch is not None and src_patch.shape[-2:] != model_patch.shape[-2:]:

@@ -89,6 +89,13 @@ def test_loss_type_is_case_insensitive(tmp_path):
         (["train.optim.policy=step"], ["policy_params.step_size"]),
         (["batch_size"], ["key=value"]),
         (["distill.teacher.0.adaptor=featsharp"], ["distill.teacher[0]", "FeatSharp", "not supported"]),
+        (["distill.teacher.0.name=student"], ["distill.teacher[0].name", "student"]),
+        (["distill.teacher.0.norm_std=[0,0,0]"], ["distill.teacher[0].norm_std"]),
+        (["distill.temperature=0"], ["distill.temperature", "> 0"]),
+        (["distill.phi_s.freeze_after_steps=0"], ["distill.phi_s.freeze_after_steps"]),
+        (["train.optim.policy=step", "train.optim.policy_params={step_size: 0.5}"], ["step_size", "whole number"]),
+        (["train.optim.betas=[2,-1]"], ["train.optim.betas", "[0, 1)"]),
+        (["distill.teacher.0.summary_token_idx=-1"], ["summary_token_idx"]),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
@@ -131,3 +138,18 @@ def test_default_teacher_names_are_usable_as_keys_and_bad_names_refused(tmp_path
     assert resolve_teachers(cfg)[0].name == "vit_tiny_patch16_224_augreg_in21k"
     with pytest.raises(SpecError, match=r"distill.teacher\[0\].name"):
         load_run_config(spec, ["distill.teacher.0.name=my.teacher"])
+
+
+def test_automatic_summary_slots_skip_explicit_ones(tmp_path):
+    text = MINIMAL + """    - model: {backbone: {type: demo_vit_tiny_patch14}}
+      pretrained_teacher_model_path: /w/b.safetensors
+      mode: summary
+"""
+    cfg = load_run_config(write(tmp_path, text), ["distill.teacher.0.summary_token_idx=0",
+                                                  "distill.teacher.0.mode=summary"])
+    first, second = resolve_teachers(cfg)
+    assert (first.summary_token_idx, second.summary_token_idx) == (0, 1)
+    cfg = load_run_config(write(tmp_path, text), ["distill.teacher.0.summary_token_idx=1",
+                                                  "distill.teacher.0.mode=summary"])
+    first, second = resolve_teachers(cfg)
+    assert (first.summary_token_idx, second.summary_token_idx) == (1, 0)

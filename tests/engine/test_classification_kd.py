@@ -56,3 +56,19 @@ def test_classification_kd_trains_on_labels_and_teacher_logits(tmp_path):
         assert kd > 0 and ce > 0
         # λ = 0.5 for the single teacher: total = 0.5·CE + 0.5·KL.
         assert row["loss/total"] == pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
+
+
+def test_labels_beyond_num_classes_stop_with_a_clear_message(tmp_path):
+    from radio.errors import DataError
+
+    data = tmp_path / "data"
+    write_synthetic_shards(str(data), 40, 20, seed=3, with_cls=True, num_classes=10)
+    torch.manual_seed(0)
+    teacher = create_model("demo_vit_tiny_patch16", num_classes=3)
+    weights = str(tmp_path / "demo_cls_teacher.safetensors")
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, weights)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(results=tmp_path / "out", data=data, weights=weights).replace(
+        "num_classes: 10", "num_classes: 3"))
+    with pytest.raises(DataError, match=r"dataset.num_classes is 3"):
+        run(load_run_config(str(spec), []))

@@ -82,6 +82,25 @@ def test_user_errors_exit_nonzero_with_one_message(demo_assets, tmp_path, extra,
     assert not os.path.exists(tmp_path / "r" / "checkpoints")
 
 
+def test_teacher_weights_of_another_architecture_are_refused(demo_assets, tmp_path):
+    from radio.quickstart import demo_weights_path
+
+    other = demo_weights_path(demo_assets, "demo_vit_tiny_patch14")
+    proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+                 f"distill.teacher.0.pretrained_teacher_model_path={other}")
+    assert proc.returncode == 2
+    assert other in proc.stderr and "another architecture" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_results_dir_that_is_a_file_is_refused(demo_assets, tmp_path):
+    file = tmp_path / "results.txt"
+    file.write_text("keep me")
+    proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(file)))
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert file.read_text() == "keep me"
+
+
 def test_empty_root_dir_is_refused(demo_assets, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
