@@ -7,9 +7,9 @@ Layout of ``results_dir/checkpoints/step_XXXXXXX/``:
 - ``rng_rank{R}.pt``, ``loader_rank{R}.json``: per-rank RNG and data-loader state.
 - ``trainer_state.json``: step counters and the LR scheduler; written last.
 
-Every rank writes into ``.tmp_step_XXXXXXX`` and the main rank renames it once all are done, so a
-``step_*`` folder is complete by construction; a kill at any moment leaves at worst a stale temp folder,
-which the next save removes.
+Every rank writes (and fsyncs) into ``.step_XXXXXXX.tmp``; the main rank adds ``trainer_state.json`` last
+and renames the folder, so a ``step_*`` folder is complete by construction; a kill at any moment leaves
+at worst a stale temp folder, which the next save removes.
 """
 import json
 import os
@@ -54,6 +54,11 @@ def list_complete_checkpoints(results_dir: str) -> List[str]:
 
 
 def find_resume_checkpoint(results_dir: str, explicit: Optional[str]) -> Optional[str]:
+    """The newest complete checkpoint of ``results_dir``; an ``explicit`` one only while this run has no
+    newer one of its own (a requeued job must not go back to where it started)."""
+    complete = list_complete_checkpoints(results_dir)
+    if explicit and complete and _step_of(complete[-1]) > _step_of(explicit):
+        return complete[-1]
     if explicit:
         if not os.path.isfile(os.path.join(explicit, TRAINER_STATE)):
             raise CheckpointError(
@@ -62,8 +67,12 @@ def find_resume_checkpoint(results_dir: str, explicit: Optional[str]) -> Optiona
                 "to resume from the newest one."
             )
         return explicit
-    complete = list_complete_checkpoints(results_dir)
     return complete[-1] if complete else None
+
+
+def _step_of(path: str) -> int:
+    match = STEP_DIR.match(os.path.basename(os.path.normpath(path)))
+    return int(match.group(1)) if match else -1
 
 
 def _state_to_cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -119,25 +128,32 @@ def save_checkpoint(
     root = checkpoints_root(results_dir)
     final = os.path.join(root, step_dir_name(step))
     tmp = os.path.join(root, "." + step_dir_name(step) + ".tmp")
+    if os.path.isfile(os.path.join(final, TRAINER_STATE)):
+        # Only a run restarted after its last save gets here (nothing trained since): the folder already
+        # holds this state, and replacing it would open a window with no complete checkpoint.
+        barrier()
+        return final
     if is_main:
         os.makedirs(root, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     barrier()
-    torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
-    _write_json(os.path.join(tmp, f"loader_rank{rank}.json"), payload.loader_state)
+    written = [os.path.join(tmp, f"rng_rank{rank}.pt"), os.path.join(tmp, f"loader_rank{rank}.json")]
+    torch.save(rng_state(), written[0])
+    _write_json(written[1], payload.loader_state)
     if is_main:
-        save_file(_state_to_cpu(payload.model_state), os.path.join(tmp, MODEL_FILE))
-        save_file(_state_to_cpu(payload.normalizer_state), os.path.join(tmp, NORMALIZERS_FILE))
-        torch.save(payload.optimizer_state, os.path.join(tmp, OPTIMIZER_FILE))
+        written += [os.path.join(tmp, name) for name in (MODEL_FILE, NORMALIZERS_FILE, OPTIMIZER_FILE)]
+        save_file(_state_to_cpu(payload.model_state), written[2])
+        save_file(_state_to_cpu(payload.normalizer_state), written[3])
+        torch.save(payload.optimizer_state, written[4])
+    for path in written:  # on disk before trainer_state.json declares the folder complete
+        _fsync(path)
     barrier()
     if is_main:
         _write_json(os.path.join(tmp, TRAINER_STATE), payload.trainer_state)
-        _fsync_dir(tmp)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        _fsync(tmp)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        _fsync(root)
         for stale in list_complete_checkpoints(results_dir)[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
         for name in os.listdir(root):
@@ -178,8 +194,6 @@ def load_checkpoint(path: str, rank: int) -> CheckpointPayload:
 def _write_json(path: str, data: dict) -> None:
     with open(path, "w") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _read_json(path: str) -> dict:
@@ -187,7 +201,8 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
-def _fsync_dir(path: str) -> None:
+def _fsync(path: str) -> None:
+    """Flush a file's or a folder's (its entries') data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

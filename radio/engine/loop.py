@@ -104,7 +104,7 @@ def run(cfg) -> RunResult:
                                     barrier=accelerator.wait_for_everyone, keep=train.keep_checkpoints)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config)
+    logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     stop = StopRequest()
     window = MetricsWindow(loader.source_names, device)

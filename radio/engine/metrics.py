@@ -3,6 +3,7 @@ import json
 import math
 import os
 import time
+import uuid
 from typing import Dict, List, Optional
 
 import torch
@@ -11,7 +12,11 @@ from radio.config.schema import LoggingConfig
 
 
 class MetricsLogger:
-    def __init__(self, results_dir: str, cfg: LoggingConfig, *, enabled: bool, run_config: Optional[dict] = None):
+    """``resume_step``: the step a resumed run continues from; rows logged after it by the interrupted run
+    are dropped so every step appears once."""
+
+    def __init__(self, results_dir: str, cfg: LoggingConfig, *, enabled: bool, run_config: Optional[dict] = None,
+                 resume_step: int = 0):
         self.enabled = enabled
         self._jsonl = None
         self._tb = None
@@ -19,8 +24,9 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(results_dir, exist_ok=True)
-        # Append: a resumed run continues the same file.
-        self._jsonl = open(os.path.join(results_dir, "metrics.jsonl"), "a", buffering=1)
+        path = os.path.join(results_dir, "metrics.jsonl")
+        _truncate_after(path, resume_step)
+        self._jsonl = open(path, "a", buffering=1)
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -36,6 +42,7 @@ class MetricsLogger:
                 tags=list(cfg.wandb.tags),
                 dir=results_dir,
                 config=run_config,
+                id=_wandb_run_id(results_dir),  # a restarted run continues the same W&B run
                 resume="allow",
             )
 
@@ -58,6 +65,26 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _truncate_after(path: str, step: int) -> None:
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
+
+
+def _wandb_run_id(results_dir: str) -> str:
+    path = os.path.join(results_dir, "wandb_run_id.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(uuid.uuid4().hex[:12])
+    with open(path) as f:
+        return f.read().strip()
 
 
 def read_metrics(results_dir: str) -> list:

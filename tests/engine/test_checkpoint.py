@@ -74,3 +74,18 @@ def test_pickled_code_in_optimizer_file_is_refused(tmp_path):
 def test_explicit_resume_path_must_be_complete(tmp_path):
     with pytest.raises(CheckpointError, match="resume_training_checkpoint_path"):
         ckpt.find_resume_checkpoint(str(tmp_path), str(tmp_path / "nope"))
+
+
+def test_an_explicit_resume_path_gives_way_to_newer_checkpoints_of_this_run(tmp_path):
+    other = tmp_path / "other"
+    start = save(other, 2)
+    assert ckpt.find_resume_checkpoint(str(tmp_path / "run"), start) == start
+    newer = save(tmp_path / "run", 5)
+    assert ckpt.find_resume_checkpoint(str(tmp_path / "run"), start) == newer
+
+
+def test_saving_a_step_that_exists_keeps_the_complete_folder(tmp_path):
+    path = save(tmp_path, 4)
+    before = os.stat(os.path.join(path, "model.safetensors")).st_mtime_ns
+    assert save(tmp_path, 4) == path
+    assert os.stat(os.path.join(path, "model.safetensors")).st_mtime_ns == before

@@ -36,6 +36,13 @@ def test_tensorboard_and_offline_wandb_receive_per_teacher_losses(demo_assets, t
     acc = EventAccumulator(os.path.dirname(events[0]))
     acc.Reload()
     assert "loss/demo_a" in acc.Tags()["scalars"]
-    assert glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
+    (first_run,) = glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
+    # A restart continues the same W&B run id instead of starting a new run.
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(
+        demo_assets, results, "train.max_steps=3", "logging.wandb.enable=true", "logging.wandb.mode=offline",
+        "logging.wandb.project=radio-test")))
+    runs = glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
+    assert len(runs) == 2
+    assert {os.path.basename(p).split("-")[-1] for p in runs} == {os.path.basename(first_run).split("-")[-1]}
     assert os.path.exists(os.path.join(results, "loss_per_teacher.png"))
     assert os.path.exists(os.path.join(results, "data_mixture.png"))
