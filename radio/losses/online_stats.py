@@ -68,6 +68,9 @@ class OnlineFeatureNormalizer(nn.Module):
         self.freeze_after_steps = freeze_after_steps
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
+        # Host copies of the two counters: reading a GPU buffer every step would stall the device.
+        self._steps, self._refreshes = 0, 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_counters())
         for name, shape in self.stat_shapes().items():
             self.register_buffer(f"total_{name}", torch.zeros(shape, dtype=torch.float64))
             self.register_buffer(f"pending_{name}", torch.zeros(shape, dtype=torch.float64))
@@ -93,13 +96,16 @@ class OnlineFeatureNormalizer(nn.Module):
         raise NotImplementedError
 
     # -- shared behaviour ---------------------------------------------------------------------------
+    def _read_counters(self) -> None:
+        self._steps, self._refreshes = int(self.steps), int(self.refreshes)
+
     @property
     def frozen(self) -> bool:
-        return self.freeze_after_steps is not None and int(self.steps) >= self.freeze_after_steps
+        return self.freeze_after_steps is not None and self._steps >= self.freeze_after_steps
 
     @property
     def initialized(self) -> bool:
-        return int(self.refreshes) > 0
+        return self._refreshes > 0
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> bool:
@@ -110,10 +116,16 @@ class OnlineFeatureNormalizer(nn.Module):
         if self.frozen:
             return False
         rows = feature_rows(features.detach(), self.dim, valid_mask).to(torch.float64)
-        for name, value in self._accumulate(rows).items():
+        # A non-finite teacher vector would poison the running sums for the rest of the run: leave such
+        # rows out (zeroed and not counted, which keeps shapes static: no host sync).
+        finite = torch.isfinite(rows).all(dim=1)
+        sums = self._accumulate(torch.where(finite[:, None], rows, torch.zeros_like(rows)))
+        sums["count"] = finite.sum().to(torch.float64)
+        for name, value in sums.items():
             getattr(self, f"pending_{name}").add_(value)
         self.steps += 1
-        step = int(self.steps)
+        self._steps += 1
+        step = self._steps
         # Until a refresh has seen data (the first step, unless everything was masked out) every step is
         # due; `initialized` is the same on every rank, so all ranks join the same collectives.
         due = not self.initialized or step % self.refresh_every_n_steps == 0 or step == self.freeze_after_steps
@@ -141,6 +153,7 @@ class OnlineFeatureNormalizer(nn.Module):
             return False
         self._recompute()
         self.refreshes += 1
+        self._refreshes += 1
         return True
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

@@ -284,3 +284,31 @@ def test_fold_into_head_replaces_the_output_linear_of_a_copy():
     assert torch.allclose(fold_inverse_into_head(linear, norm)(x), norm.inverse(linear(x)), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="no nn.Linear"):
         fold_inverse_into_head(torch.nn.GELU(), norm)
+
+
+def test_non_finite_teacher_rows_are_left_out_of_the_statistics():
+    from radio.losses.normalizers import build_feature_normalizer
+
+    torch.manual_seed(0)
+    clean = torch.randn(64, 8, dtype=torch.float64) * torch.linspace(0.5, 2.0, 8, dtype=torch.float64)
+    poisoned = torch.cat([clean, torch.full((3, 8), float("nan"), dtype=torch.float64)])
+    poisoned[5, 2] = float("inf")
+    a = build_feature_normalizer("phi_s", 8)
+    b = build_feature_normalizer("phi_s", 8)
+    a.update(torch.cat([clean[:5], clean[6:]]))
+    b.update(poisoned)
+    assert torch.isfinite(b.transform).all()
+    torch.testing.assert_close(b.mean, a.mean)
+    torch.testing.assert_close(b.transform, a.transform)
+
+
+def test_loaded_state_restores_the_refresh_schedule():
+    from radio.losses.normalizers import build_feature_normalizer
+
+    source = build_feature_normalizer("phi_s", 8, refresh_every_n_steps=3)
+    for _ in range(2):
+        source.update(torch.randn(16, 8))
+    copy = build_feature_normalizer("phi_s", 8, refresh_every_n_steps=3)
+    copy.load_state_dict(source.state_dict())
+    assert copy.initialized
+    assert copy.update(torch.randn(16, 8))  # third update: the scheduled refresh, as in the source
