@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
+from radio.data.views import align_to_patch
 from radio.errors import SpecError
 
 
@@ -42,9 +43,6 @@ class ResolvedTeacher:
     spatial_mlp_version: str
     spatial_num_inner: int
     feature_normalizer: str
-    adaptor: Optional[str]
-    upsampler_checkpoint: Optional[str]
-    do_upsample: bool
     uses_summary: bool = field(init=False)
     uses_spatial: bool = field(init=False)
 
@@ -54,11 +52,6 @@ class ResolvedTeacher:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def align_to_patch(size: int, patch: int) -> int:
-    """Nearest multiple of ``patch`` (at least one patch)."""
-    return max(patch, int(round(size / patch)) * patch)
 
 
 def resolve_teachers(cfg) -> List[ResolvedTeacher]:
@@ -161,9 +154,6 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 feature_normalizer=normalize_feature_normalizer(
                     pick("feature_normalizer"), field=f"{path}.feature_normalizer"
                 ),
-                adaptor=t.adaptor,
-                upsampler_checkpoint=t.upsampler_checkpoint,
-                do_upsample=bool(t.do_upsample),
             )
         )
     _check_slots(resolved, cfg)

@@ -8,7 +8,7 @@ import torch.nn as nn
 from radio.config.resolve import ResolvedTeacher
 from radio.data.views import ViewPlan, make_view
 from radio.engine.targets import SpatialTargets
-from radio.losses.aggregate import aggregate_teacher_losses, classification_loss
+from radio.losses.aggregate import aggregate_teacher_losses, label_cross_entropy
 
 
 @dataclass
@@ -53,8 +53,7 @@ class DistillationObjective:
         if "_logits" in preds:
             # (1 − λ̄)·CE(labels) + Σ λ_i/N · L_i: for one teacher exactly (1 − λ)·CE + λ·L_distill.
             # Labels of -1 (unlabelled samples) are left out of the CE mean.
-            zero = torch.zeros((), device=labels.device)
-            label_ce = classification_loss(preds["_logits"]["logits"], labels, zero, 0.0)
+            label_ce = label_cross_entropy(preds["_logits"]["logits"], labels)
             loss = loss + (1.0 - self.mean_lambda) * label_ce
             extra["loss/label_ce"] = label_ce
         return MicroBatchLoss(loss, terms, skipped, extra)

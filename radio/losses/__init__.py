@@ -8,7 +8,8 @@ used by the config resolver without loading torch):
 - ``spatial``: grid matching of feature maps and valid masks.
 - ``summary``: summary-vector losses (cosine, angle, ce, tangent_sphere) with their running state.
 - ``criterion``: ``TeacherCriterion``, one teacher's loss in its resolved mode.
-- ``aggregate``: ``aggregate_teacher_losses`` (Σ λ_i/N · L_i) and ``classification_loss``.
+- ``aggregate``: ``aggregate_teacher_losses`` (Σ λ_i/N · L_i) and ``label_cross_entropy`` (the label term of
+  classification KD; the engine adds it as (1 − λ̄)·CE).
 - ``hadamard``, ``phi_s``, ``online_stats``, ``normalizers``: PHI-S and the other feature normalisers,
   ``build_feature_normalizer`` and ``fold_inverse_into_linear``.
 """

@@ -37,15 +37,9 @@ def aggregate_teacher_losses(
     return total, skipped
 
 
-def classification_loss(
-    student_logits: torch.Tensor, labels: torch.Tensor, distill_loss: torch.Tensor, lam: float
-) -> torch.Tensor:
-    """Single-teacher classification KD: (1 − λ) · CE(student_logits, labels) + λ · distill_loss.
-
-    student_logits [B, N]; labels int64 [B] with -1 for "no label" (excluded from the CE mean; with no
-    label in the batch the CE term is 0); distill_loss a scalar. Returns a scalar.
-    """
+def label_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean CE over labelled samples: logits [B, N], labels int64 [B] with -1 for "no label" (left out;
+    0 when no sample has a label)."""
     per_sample = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none")
     labelled = (labels >= 0).to(per_sample.dtype)
-    ce = (per_sample * labelled).sum() / labelled.sum().clamp_min(1.0)
-    return (1.0 - lam) * ce + lam * distill_loss
+    return (per_sample * labelled).sum() / labelled.sum().clamp_min(1.0)

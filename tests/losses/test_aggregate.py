@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from radio.losses.aggregate import aggregate_teacher_losses, classification_loss
+from radio.losses.aggregate import aggregate_teacher_losses, label_cross_entropy
 
 
 def test_total_is_lambda_weighted_mean_over_configured_teachers():
@@ -44,15 +44,14 @@ def _np_ce(logits, labels):
     return -log_p[np.arange(len(labels)), labels]
 
 
-def test_classification_loss_golden():
+def test_label_cross_entropy_golden():
     rs = np.random.RandomState(5)  # logits [4, 6]
     logits = rs.randn(4, 6) * 2
     labels = np.array([2, 0, 5, -1])  # the last sample has no label
     ce = _np_ce(logits[:3], labels[:3]).mean()
-    got = classification_loss(torch.from_numpy(logits).float(), torch.from_numpy(labels), torch.tensor(0.8), 0.3)
-    assert got.item() == pytest.approx(0.7 * ce + 0.3 * 0.8, rel=1e-6)
+    got = label_cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels))
+    assert got.item() == pytest.approx(ce, rel=1e-6)
 
 
-def test_classification_loss_without_labels_is_the_distill_term():
-    got = classification_loss(torch.randn(3, 5), torch.full((3,), -1), torch.tensor(1.25), 0.4)
-    assert got.item() == pytest.approx(0.4 * 1.25)
+def test_label_cross_entropy_without_labels_is_zero():
+    assert label_cross_entropy(torch.randn(3, 5), torch.full((3,), -1)).item() == 0.0
