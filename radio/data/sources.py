@@ -117,7 +117,8 @@ def estimate_samples(source: Source) -> int:
         return len(source.files)
     if source.samples_per_file:
         return int(source.samples_per_file) * len(source.files)
-    LOG.info("source %r has no samples_per_file: counting its samples from the tar headers", source.name)
+    LOG.warning("source %r sets neither steps_per_epoch nor samples_per_file: counting its samples from every "
+                "shard's tar headers (set one of them to skip this pass)", source.name)
     total = 0
     for relative in source.files:
         try:
