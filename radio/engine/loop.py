@@ -3,10 +3,9 @@ import math
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
-import torch.nn as nn
 from omegaconf import OmegaConf
 
 from radio.config.resolve import resolve_teachers

@@ -69,12 +69,3 @@ def to_timm_state_dict(student: RadioViT) -> Dict[str, torch.Tensor]:
     for key, value in student.blocks.state_dict().items():
         out[f"blocks.{key}".replace(".grandma", ".gamma")] = value.detach()
     return {k: v.contiguous().clone() for k, v in out.items()}
-
-
-def build_timm_model(student: RadioViT, img_size: int) -> torch.nn.Module:
-    """A timm NaFlexVit with ``student``'s weights, loaded strictly (checks the mapping is complete)."""
-    import timm
-
-    model = timm.create_model(timm_model_name(student), pretrained=False, **timm_model_kwargs(student, img_size))
-    model.load_state_dict(to_timm_state_dict(student), strict=True)
-    return model.eval()

@@ -133,8 +133,3 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
                    norm_path, f"{t.feature_normalizer} normaliser of {t.name}", _NOT_THIS_RUN)
         normalizers[t.name] = norm.eval()
     return TrainedRun(results_dir, folder, cfg, teachers, model, normalizers)
-
-
-def teacher_space_spatial(run: TrainedRun, name: str, tokens: torch.Tensor) -> torch.Tensor:
-    """Spatial head of teacher ``name`` in teacher space: tokens [B, N, C] -> [B, N, Ct] (normaliser inverted)."""
-    return run.normalizers[name].inverse(run.model.spatial_heads[name](tokens))
