@@ -98,6 +98,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 "leave it unset or use the model's value."
             )
         match = t.match_student_resolution if t.match_student_resolution is not None else t.input_size is None
+        _refuse_ignored_settings(t, path, mode, loss_type, match)
         input_size = cfg.dataset.img_size if match else (t.input_size or info.img_size)
         input_size = align_to_patch(input_size, patch)
         for res in t.stochastic_resolutions:
@@ -158,6 +159,25 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
         )
     _check_slots(resolved, cfg)
     return resolved
+
+
+def _refuse_ignored_settings(t, path: str, mode: str, loss_type: str, match: bool) -> None:
+    """A per-teacher setting that would have no effect is an error, not a silent no-op."""
+    ignored = []
+    if match and t.input_size is not None:
+        ignored.append(("input_size", "match_student_resolution is true (the teacher follows the student's size)"))
+    if t.summary_loss_type is not None and not (
+        mode == "combo" or (mode == "summary" and loss_type == "CS")
+    ):
+        ignored.append(("summary_loss_type", f"it applies in summary mode with loss_type CS or in combo mode, "
+                                             f"and this teacher is {mode} with {loss_type}"))
+    for key in ("summary_loss_weight", "fd_loss_weight"):
+        if getattr(t, key) is not None and mode != "combo":
+            ignored.append((key, f"it weighs the two terms of combo mode, and this teacher is {mode} "
+                                 "(scale it with loss_lambda)"))
+    if ignored:
+        key, why = ignored[0]
+        raise SpecError(f"{path}.{key} is set but would be ignored: {why}. Remove it or change the mode.")
 
 
 def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:

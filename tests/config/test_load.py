@@ -96,6 +96,12 @@ def test_loss_type_is_case_insensitive(tmp_path):
         (["train.optim.policy=step", "train.optim.policy_params={step_size: 0.5}"], ["step_size", "whole number"]),
         (["train.optim.betas=[2,-1]"], ["train.optim.betas", "[0, 1)"]),
         (["distill.teacher.0.summary_token_idx=-1"], ["summary_token_idx"]),
+        (["distill.teacher.0.match_student_resolution=true", "distill.teacher.0.input_size=128"],
+         ["distill.teacher[0].input_size", "ignored"]),
+        (["distill.teacher.0.mode=spatial", "distill.teacher.0.summary_loss_type=angle"],
+         ["distill.teacher[0].summary_loss_type", "ignored"]),
+        (["distill.teacher.0.mode=summary", "distill.teacher.0.fd_loss_weight=0.5"],
+         ["distill.teacher[0].fd_loss_weight", "combo"]),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
