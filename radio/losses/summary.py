@@ -20,6 +20,7 @@ in training mode only, are buffers (so they are checkpointed), and are sized on 
 from typing import Any, Dict
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,6 +49,13 @@ def sphere_log_map(x_unit: torch.Tensor, base_unit: torch.Tensor) -> torch.Tenso
     cos = (x_unit * base_unit).sum(-1, keepdim=True).clamp(-_COS_LIMIT, _COS_LIMIT)
     theta = torch.acos(cos)
     return (x_unit - cos * base_unit) * (theta / torch.sin(theta))
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
 
 
 class SummaryLoss(nn.Module):
@@ -80,12 +88,16 @@ class SummaryLoss(nn.Module):
 
     @torch.no_grad()
     def observe(self, target_unit: torch.Tensor) -> None:
-        """Add a batch of unit teacher summaries [B, D] to the running statistics."""
+        """Add a batch of unit teacher summaries [B, D] to the running statistics, summed over all ranks
+        (every rank then holds the same σ², and any rank's checkpoint is the run's)."""
         if self.direction_sum.numel() != target_unit.shape[-1]:
             self.direction_sum = torch.zeros(target_unit.shape[-1], dtype=torch.float64, device=target_unit.device)
-        self.direction_sum += target_unit.double().sum(0)
-        self.count += target_unit.shape[0]
-        self.sq_angle_sum += _angle(target_unit, self.mean_direction()).double().pow(2).sum()
+        self.direction_sum += _sum_over_ranks(target_unit.double().sum(0))
+        sq_angles = _angle(target_unit, self.mean_direction()).double().pow(2).sum()
+        count = torch.tensor(float(target_unit.shape[0]), dtype=torch.float64, device=target_unit.device)
+        sq_angles, count = _sum_over_ranks(torch.stack([sq_angles, count]))
+        self.sq_angle_sum += sq_angles
+        self.count += count
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = layer_norm_target(target)
