@@ -14,7 +14,14 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 from radio.data.crops import SampleDropped
 from radio.data.dedup import WeightedAcceptance, dedup_key, parse_sidecar
 from radio.data.sources import Source, reader_units
-from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
+from radio.data.tar_reader import (
+    TarFormatError,
+    image_extension,
+    iter_samples,
+    open_shard,
+    parse_class_label,
+    read_member,
+)
 from radio.errors import DataError
 
 LOG = logging.getLogger("radio.data")
@@ -255,7 +262,7 @@ class LaneReader:
         if "cls" in entry.members:
             text = read_member(stream, entry.members["cls"])
             try:
-                label = int(text.strip())
+                label = parse_class_label(text)
             except ValueError:
                 self.context.report("error/bad_cls", path, entry.key, f"not an integer: {text[:20]!r}")
         identity = (self.source_index, relative, entry.key, self.position.pass_index)

@@ -163,6 +163,11 @@ def read_member(stream: BinaryIO, member: Member) -> bytes:
     return stream.read(member.size)
 
 
+def parse_class_label(data: bytes) -> int:
+    """A ``.cls`` member's class index (ASCII integer); ``ValueError`` when it is not one."""
+    return int(data.decode("ascii").strip())
+
+
 def image_extension(extensions: List[str]) -> Optional[str]:
     """The extension of the sample's image member (``jpg`` or e.g. ``b.jpg``), preferring the order of
     ``IMAGE_EXTENSIONS``; ``None`` when the sample has no image."""

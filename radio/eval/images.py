@@ -16,7 +16,14 @@ import torch
 from PIL import Image
 
 from radio.data.sources import discover_folder_source
-from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
+from radio.data.tar_reader import (
+    TarFormatError,
+    image_extension,
+    iter_samples,
+    open_shard,
+    parse_class_label,
+    read_member,
+)
 from radio.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,8 +61,10 @@ def _shard_records(shards: List[str]) -> Iterator[Tuple[str, bytes, int]]:
                         continue
                     label = -1
                     if "cls" in sample.members:
-                        text = read_member(stream, sample.members["cls"]).decode("utf-8", "replace").strip()
-                        label = int(text) if text.lstrip("-").isdigit() else -1
+                        try:
+                            label = parse_class_label(read_member(stream, sample.members["cls"]))
+                        except ValueError:
+                            log.warning("%s:%s: .cls is not an integer; treated as unlabelled", shard, sample.key)
                     yield f"{shard}:{sample.key}", read_member(stream, sample.members[ext]), label
             except TarFormatError as exc:
                 log.warning("%s: %s; the rest of this shard is skipped", shard, exc)
