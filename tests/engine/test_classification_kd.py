@@ -36,18 +36,23 @@ logging: {{progress_bar: false}}
 """
 
 
-@pytest.mark.slow
-def test_classification_kd_trains_on_labels_and_teacher_logits(tmp_path):
+def write_case(tmp_path, num_classes: int) -> str:
+    """Shards with `.cls` labels in [0, 10), a 'trained' teacher with ``num_classes`` logits, and a spec."""
     data = tmp_path / "data"
     write_synthetic_shards(str(data), 100, 50, seed=3, with_cls=True, num_classes=10)
     torch.manual_seed(0)
-    teacher = create_model("demo_vit_tiny_patch16", num_classes=10)
+    teacher = create_model("demo_vit_tiny_patch16", num_classes=num_classes)
     weights = str(tmp_path / "demo_cls_teacher.safetensors")
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, weights)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(results=tmp_path / "out", data=data, weights=weights))
+    text = SPEC.format(results=tmp_path / "out", data=data, weights=weights)
+    spec.write_text(text.replace("num_classes: 10", f"num_classes: {num_classes}"))
+    return str(spec)
 
-    run(load_run_config(str(spec), []))
+
+@pytest.mark.slow
+def test_classification_kd_trains_on_labels_and_teacher_logits(tmp_path):
+    run(load_run_config(write_case(tmp_path, 10), []))
     with open(tmp_path / "out" / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     for row in rows:
@@ -60,14 +65,5 @@ def test_classification_kd_trains_on_labels_and_teacher_logits(tmp_path):
 def test_labels_beyond_num_classes_stop_with_a_clear_message(tmp_path):
     from radio.errors import DataError
 
-    data = tmp_path / "data"
-    write_synthetic_shards(str(data), 40, 20, seed=3, with_cls=True, num_classes=10)
-    torch.manual_seed(0)
-    teacher = create_model("demo_vit_tiny_patch16", num_classes=3)
-    weights = str(tmp_path / "demo_cls_teacher.safetensors")
-    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, weights)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(results=tmp_path / "out", data=data, weights=weights).replace(
-        "num_classes: 10", "num_classes: 3"))
     with pytest.raises(DataError, match=r"dataset.num_classes is 3"):
-        run(load_run_config(str(spec), []))
+        run(load_run_config(write_case(tmp_path, 3), []))
