@@ -2,6 +2,7 @@
 
 User-facing problems (``RadioError``) print one paragraph and exit 2, without a traceback.
 """
+
 import argparse
 import os
 import subprocess
@@ -17,7 +18,8 @@ def _add_distill(subparsers) -> None:
     p = subparsers.add_parser(
         "distill",
         help="run multi-teacher distillation from a spec file",
-        description="Run distillation. Extra key=value arguments override spec fields (e.g. results_dir=/out train.max_steps=100).",
+        description="Run distillation. Extra key=value arguments override spec fields "
+        "(e.g. results_dir=/out train.max_steps=100).",
     )
     p.add_argument("-e", "--spec", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
     p.add_argument("--print-config", action="store_true", help="print the resolved config (per teacher) and exit")
@@ -57,8 +59,18 @@ def _needs_launcher(num_processes: int) -> bool:
 def _relaunch_with_accelerate(num_gpus: int, spec: str, overrides: List[str]) -> int:
     """``radio distill`` with num_gpus > 1 on one node: start the ranks through ``accelerate launch``."""
     train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_gpus),
-           train_py, "--spec", spec, *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_gpus),
+        train_py,
+        "--spec",
+        spec,
+        *overrides,
+    ]
     print("launching:", " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
@@ -67,7 +79,8 @@ def _add_quickstart(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart",
         help="make demo shards + demo teachers and run a tiny CPU distillation",
-        description="Writes demo data and random-init demo teachers under --out (if absent) and runs specs/quickstart.yaml.",
+        description="Writes demo data and random-init demo teachers under --out (if absent) and runs "
+        "specs/quickstart.yaml.",
     )
     p.add_argument("--out", default="quickstart_out", help="folder for demo data, demo weights and results")
     p.add_argument("overrides", nargs="*", help="key=value overrides of quickstart spec fields")

@@ -1,4 +1,5 @@
 """``radio quickstart``: demo shards + demo teachers, then a tiny real distillation run on CPU."""
+
 import glob
 import os
 from pathlib import Path
@@ -64,5 +65,7 @@ def run_quickstart(out: str, overrides: Sequence[str] = ()) -> Dict[str, Tuple[f
     print("\nper-teacher distillation loss (first logging window -> last):")
     for name, (start, end) in losses.items():
         print(f"  {name:<12} {start:9.4f} -> {end:9.4f}  ({100 * (end - start) / abs(start):+.1f}%)")
-    print(f"\nresults: {result.results_dir} (config.yaml, metrics.jsonl, checkpoints/, student_final.safetensors, *.png)")
+    print(
+        f"\nresults: {result.results_dir} (config.yaml, metrics.jsonl, checkpoints/, student_final.safetensors, *.png)"
+    )
     return losses

@@ -2,6 +2,7 @@
 
 The same code path as ``radio distill``: parse, validate, run the loop on this rank.
 """
+
 import argparse
 import os
 import sys

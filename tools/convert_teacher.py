@@ -4,6 +4,7 @@
 
 See ``radio.models.convert`` for the supported layouts (also available as ``radio convert``).
 """
+
 import sys
 
 from radio.models.convert import main

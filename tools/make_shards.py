@@ -5,6 +5,7 @@
 Every image under IMAGES_DIR (sorted) becomes one sample: the image, a ``.json`` sidecar with its relative
 path and, when the images sit in class sub-folders, a ``.cls`` label (sorted class index).
 """
+
 import argparse
 import sys
 

@@ -3,6 +3,7 @@
 Everything that can go wrong here is the user's to fix, so every failure is a ``SpecError`` whose message
 names the field path, the bad value and what would be valid (closest key names for typos).
 """
+
 import dataclasses
 import difflib
 from pathlib import Path

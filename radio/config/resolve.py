@@ -4,6 +4,7 @@ TAO silently lets per-teacher defaults override global ones and feeds raw pixels
 normalisation is empty; here every unset per-teacher field takes the global value (or the dataset
 augmentation's mean/std), and ``mode: auto`` is resolved with the rules of SPEC §2.
 """
+
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -151,7 +152,9 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 mlp_hidden_size=int(pick("mlp_hidden_size")),
                 mlp_num_inner=int(pick("mlp_num_inner")),
                 spatial_mlp_version=pick("spatial_mlp_version"),
-                spatial_num_inner=int(t.spatial_num_inner if t.spatial_num_inner is not None else pick("mlp_num_inner")),
+                spatial_num_inner=int(
+                    t.spatial_num_inner if t.spatial_num_inner is not None else pick("mlp_num_inner")
+                ),
                 feature_normalizer=normalize_feature_normalizer(
                     pick("feature_normalizer"), field=f"{path}.feature_normalizer"
                 ),
@@ -166,15 +169,19 @@ def _refuse_ignored_settings(t, path: str, mode: str, loss_type: str, match: boo
     ignored = []
     if match and t.input_size is not None:
         ignored.append(("input_size", "match_student_resolution is true (the teacher follows the student's size)"))
-    if t.summary_loss_type is not None and not (
-        mode == "combo" or (mode == "summary" and loss_type == "CS")
-    ):
-        ignored.append(("summary_loss_type", f"it applies in summary mode with loss_type CS or in combo mode, "
-                                             f"and this teacher is {mode} with {loss_type}"))
+    if t.summary_loss_type is not None and not (mode == "combo" or (mode == "summary" and loss_type == "CS")):
+        ignored.append(
+            (
+                "summary_loss_type",
+                f"it applies in summary mode with loss_type CS or in combo mode, "
+                f"and this teacher is {mode} with {loss_type}",
+            )
+        )
     for key in ("summary_loss_weight", "fd_loss_weight"):
         if getattr(t, key) is not None and mode != "combo":
-            ignored.append((key, f"it weighs the two terms of combo mode, and this teacher is {mode} "
-                                 "(scale it with loss_lambda)"))
+            ignored.append(
+                (key, f"it weighs the two terms of combo mode, and this teacher is {mode} (scale it with loss_lambda)")
+            )
     if ignored:
         key, why = ignored[0]
         raise SpecError(f"{path}.{key} is set but would be ignored: {why}. Remove it or change the mode.")
@@ -184,7 +191,8 @@ def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:
     slots = [t.summary_token_idx for t in teachers if t.summary_token_idx is not None]
     if len(set(slots)) != len(slots):
         raise SpecError(
-            f"two summary teachers share a student CLS slot (summary_token_idx values {slots}); give each a distinct one."
+            f"two summary teachers share a student CLS slot (summary_token_idx values {slots}); "
+            "give each a distinct one."
         )
     limit = cfg.model.backbone.num_cls_tokens
     if limit is not None and slots and max(slots) >= limit:

@@ -5,6 +5,7 @@ lists) fall back to the global ``distill`` value; ``radio.config.resolve`` is th
 that fallback. Enumerated string fields are validated (case-insensitively where the spec says so) in
 ``radio.config.validate``; OmegaConf checks types and unknown keys.
 """
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 

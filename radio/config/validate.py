@@ -4,6 +4,7 @@ OmegaConf already rejected unknown keys and wrong types; this module checks enum
 lengths and cross-field rules. File-system checks (checkpoints, shard folders) live in
 ``check_paths`` so ``--print-config`` works on a spec whose paths are placeholders.
 """
+
 import glob
 import os
 from typing import Iterable, Optional, Sequence
@@ -110,10 +111,14 @@ def validate_run_config(cfg) -> None:
         raise SpecError(f"dataset.augmentation.norm_std={list(aug.norm_std)} must be positive.")
     _length("dataset.augmentation.crop_scale", aug.crop_scale, [2])
     if not 0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1:
-        raise SpecError(f"dataset.augmentation.crop_scale={list(aug.crop_scale)} must be [low, high] with 0 < low <= high <= 1.")
+        raise SpecError(
+            f"dataset.augmentation.crop_scale={list(aug.crop_scale)} must be [low, high] with 0 < low <= high <= 1."
+        )
     _length("dataset.augmentation.crop_ratio", aug.crop_ratio, [2])
     if not 0 < aug.crop_ratio[0] <= aug.crop_ratio[1]:
-        raise SpecError(f"dataset.augmentation.crop_ratio={list(aug.crop_ratio)} must be [low, high] with 0 < low <= high.")
+        raise SpecError(
+            f"dataset.augmentation.crop_ratio={list(aug.crop_ratio)} must be [low, high] with 0 < low <= high."
+        )
     _probability("dataset.augmentation.hflip_probability", aug.hflip_probability)
     _resolution_map("dataset.augmentation.stochastic_resolutions", aug.stochastic_resolutions)
     for res in aug.stochastic_resolutions:
@@ -150,7 +155,9 @@ def validate_run_config(cfg) -> None:
     _validate_policy_params(optim.policy, optim.policy_params)
 
     if not distill.teacher:
-        raise SpecError("distill.teacher is empty; list at least one teacher (model.backbone.type + pretrained_teacher_model_path).")
+        raise SpecError(
+            "distill.teacher is empty; list at least one teacher (model.backbone.type + pretrained_teacher_model_path)."
+        )
     _probability("distill.vitdet.prob", distill.vitdet.prob)
     for i, w in enumerate(distill.vitdet.window_sizes):
         _positive(f"distill.vitdet.window_sizes[{i}]", w)

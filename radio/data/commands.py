@@ -1,4 +1,5 @@
 """Data subcommands: ``radio data preview``, ``radio shards stats``, ``radio shards write``."""
+
 import argparse
 import sys
 
@@ -10,7 +11,7 @@ def add_commands(subparsers) -> None:
         "preview",
         help="print the sample keys and sources of each step's batch, the realised mixture and drop counters",
         description="Runs the training loader of a spec without a model: per global step, the key and source "
-                    "of every sample in this rank's batch; then the realised mixture and the drop counters.",
+        "of every sample in this rank's batch; then the realised mixture and the drop counters.",
     )
     preview.add_argument("-e", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
     preview.add_argument("--steps", type=int, default=10, help="number of steps to print (default 10)")
@@ -28,7 +29,7 @@ def add_commands(subparsers) -> None:
         "stats",
         help="count de-duplication keys (for data_weight_mode) into ROOT/dedup_counts.sqlite",
         description="Counts every sample's de-duplication key (json sha256|md5|uid, else a hash of the image "
-                    "bytes) over all ROOTs together and writes the counts to dedup_counts.sqlite in each ROOT.",
+        "bytes) over all ROOTs together and writes the counts to dedup_counts.sqlite in each ROOT.",
     )
     stats.add_argument("roots", nargs="+", metavar="ROOT", help="source root_dir(s) that may share images")
     stats.set_defaults(func=_stats)
@@ -51,8 +52,14 @@ def _preview(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.start_step < 0:
         raise DataError(f"--steps must be >= 1 and --start-step >= 0, got {args.steps} and {args.start_step}")
     cfg = load_run_config(args.spec, args.overrides)
-    report = preview(cfg, steps=args.steps, start_step=args.start_step, world_size=args.world_size,
-                     rank=args.rank, workers=args.workers)
+    report = preview(
+        cfg,
+        steps=args.steps,
+        start_step=args.start_step,
+        world_size=args.world_size,
+        rank=args.rank,
+        workers=args.workers,
+    )
     print_preview(report, sys.stdout, as_json=args.json)
     return 0
 
@@ -62,15 +69,18 @@ def _stats(args: argparse.Namespace) -> int:
 
     counts = write_dedup_counts(args.roots)
     repeated = sum(1 for count in counts.values() if count > 1)
-    print(f"{sum(counts.values())} samples, {len(counts)} distinct keys, {repeated} keys seen more than once; "
-          f"counts written to dedup_counts.sqlite in {len(args.roots)} root(s)")
+    print(
+        f"{sum(counts.values())} samples, {len(counts)} distinct keys, {repeated} keys seen more than once; "
+        f"counts written to dedup_counts.sqlite in {len(args.roots)} root(s)"
+    )
     return 0
 
 
 def _write(args: argparse.Namespace) -> int:
     from radio.data.shard_tools import write_folder_shards
 
-    paths = write_folder_shards(args.images_dir, args.out_dir, maxcount=args.maxcount, prefix=args.prefix,
-                                with_labels=not args.no_labels)
+    paths = write_folder_shards(
+        args.images_dir, args.out_dir, maxcount=args.maxcount, prefix=args.prefix, with_labels=not args.no_labels
+    )
     print(f"wrote {len(paths)} shard(s) to {args.out_dir}")
     return 0

@@ -3,6 +3,7 @@
 JPEGs much larger than the crop needs are decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), which is
 where most of the decode time goes for large photos.
 """
+
 import io
 import math
 import random
@@ -35,8 +36,9 @@ class CropSettings:
     near_constant_std: Optional[float] = 2.0  # None: keep near-constant images
 
 
-def random_crop_box(rng: random.Random, width: int, height: int, scale: Sequence[float],
-                    ratio: Sequence[float]) -> Tuple[float, float, float, float]:
+def random_crop_box(
+    rng: random.Random, width: int, height: int, scale: Sequence[float], ratio: Sequence[float]
+) -> Tuple[float, float, float, float]:
     """Random-resized-crop region ``(left, top, right, bottom)`` in native pixels.
 
     Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``; after 10 misses, the

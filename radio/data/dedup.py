@@ -6,6 +6,7 @@ keeps a sample with probability ``w(count) / w(1)`` (``inv_frequency``: w = 1/c,
 1/c², ``inv_log_frequency``: 1/log(c+1); keys missing from the file count once), decided by a seeded hash
 of the sample's identity and pass so the decision is the same on every run and every process.
 """
+
 import hashlib
 import json
 import math

@@ -1,4 +1,5 @@
 """Sample filters on the decoded native image, applied before any resize."""
+
 from typing import Optional
 
 import numpy as np

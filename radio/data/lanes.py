@@ -5,6 +5,7 @@ comes from lane ``n % lanes``. The lane count depends on the data and the world 
 DataLoader workers decides which process hosts a lane, never which sample lands in which slot. A lane's
 position (pass, unit, byte offset, sample index) is a handful of integers, and resuming seeks straight to it.
 """
+
 import logging
 import os
 from collections import Counter
@@ -77,8 +78,7 @@ class ReaderContext:
         self.logged.add((path, key, reason))
         self.logged_per_reason[reason] += 1
         if self.logged_per_reason[reason] <= MAX_LOGGED_PER_REASON:
-            LOG.warning("%s: %s%s%s", reason, path, f" sample {key!r}" if key else "",
-                        f" ({detail})" if detail else "")
+            LOG.warning("%s: %s%s%s", reason, path, f" sample {key!r}" if key else "", f" ({detail})" if detail else "")
         if self.logged_per_reason[reason] == MAX_LOGGED_PER_REASON:
             LOG.warning("%s: further occurrences are counted but not logged", reason)
 
@@ -106,8 +106,15 @@ class LanePosition:
     read_in_pass: int = 0
 
     def to_list(self) -> List[int]:
-        return [self.pass_index, self.unit, self.offset, self.index, self.unusable_in_a_row,
-                self.empty_passes_in_a_row, self.read_in_pass]
+        return [
+            self.pass_index,
+            self.unit,
+            self.offset,
+            self.index,
+            self.unusable_in_a_row,
+            self.empty_passes_in_a_row,
+            self.read_in_pass,
+        ]
 
     @classmethod
     def from_list(cls, values: List[int]) -> "LanePosition":
@@ -117,9 +124,17 @@ class LanePosition:
 class LaneReader:
     """Reader ``reader`` of ``num_readers`` over ``source``; ``next_sample`` returns the next usable one."""
 
-    def __init__(self, source: Source, source_index: int, reader: int, num_readers: int, seed: int,
-                 context: ReaderContext, acceptance: Optional[WeightedAcceptance] = None,
-                 position: Optional[LanePosition] = None):
+    def __init__(
+        self,
+        source: Source,
+        source_index: int,
+        reader: int,
+        num_readers: int,
+        seed: int,
+        context: ReaderContext,
+        acceptance: Optional[WeightedAcceptance] = None,
+        position: Optional[LanePosition] = None,
+    ):
         self.source = source
         self.source_index = source_index
         self.reader = reader
@@ -142,8 +157,7 @@ class LaneReader:
                 self.context.report("skipped/no_image", raw.path, raw.sample)
                 self._unusable()
                 continue
-            if self.acceptance is not None and not self.acceptance.accept(
-                    dedup_key(raw.meta, raw.image), raw.identity):
+            if self.acceptance is not None and not self.acceptance.accept(dedup_key(raw.meta, raw.image), raw.identity):
                 self.context.counters["skipped/weighting"] += 1
                 continue
             try:
@@ -172,8 +186,15 @@ class LaneReader:
     def _raw_samples(self) -> Iterator[RawSample]:
         position = self.position
         while True:
-            units = reader_units(len(self.source.files), self.num_readers, self.reader, self.seed,
-                                 self.source_index, position.pass_index, split_files=self.source.kind == "tar")
+            units = reader_units(
+                len(self.source.files),
+                self.num_readers,
+                self.reader,
+                self.seed,
+                self.source_index,
+                position.pass_index,
+                split_files=self.source.kind == "tar",
+            )
             while position.unit < len(units):
                 file_index, residue, modulus = units[position.unit]
                 if self.source.kind == "tar":
@@ -222,12 +243,20 @@ class LaneReader:
                 for entry in iter_samples(stream, file_size, position.offset, position.index):
                     position.offset, position.index = entry.end_offset, entry.index + 1
                     if counts_file_events and entry.key in keys_seen:
-                        self.context.report("format/repeated_key", path, entry.key,
-                                            "key reappears non-consecutively; read as a separate sample")
+                        self.context.report(
+                            "format/repeated_key",
+                            path,
+                            entry.key,
+                            "key reappears non-consecutively; read as a separate sample",
+                        )
                     keys_seen.add(entry.key)
                     if counts_file_events and entry.duplicate_members:
-                        self.context.report("format/duplicate_member", path, entry.key,
-                                            "an extension appears twice in one sample; the first is used")
+                        self.context.report(
+                            "format/duplicate_member",
+                            path,
+                            entry.key,
+                            "an extension appears twice in one sample; the first is used",
+                        )
                     if entry.index % modulus != residue:
                         continue
                     position.read_in_pass += 1
@@ -243,8 +272,13 @@ class LaneReader:
         if hint and position.index != hint and (path, "", "hint") not in self.context.logged:
             self.context.logged.add((path, "", "hint"))
             self.context.counters["format/samples_per_file_mismatch"] += 1
-            LOG.warning("%s holds %d samples; samples_per_file of source %r says %d", path, position.index,
-                        self.source.name, hint)
+            LOG.warning(
+                "%s holds %d samples; samples_per_file of source %r says %d",
+                path,
+                position.index,
+                self.source.name,
+                hint,
+            )
 
     def _raw_from_entry(self, stream, path: str, relative: str, entry) -> RawSample:
         key = f"{relative}:{entry.key}"

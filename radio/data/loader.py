@@ -8,6 +8,7 @@ worker yields one *chunk* per step (the slots its lanes fill, possibly none), an
 assembles the chunks of a step into its ``Batch``. So each step's content is a pure function of (seed,
 world size, rank, step), whatever the worker count, and every rank yields one batch per step.
 """
+
 import math
 import random
 from dataclasses import dataclass, field
@@ -77,8 +78,12 @@ def crop_settings(dataset_cfg: DatasetConfig) -> CropSettings:
         scale=tuple(augmentation.crop_scale),
         ratio=tuple(augmentation.crop_ratio),
         hflip_probability=float(augmentation.hflip_probability),
-        native_filter=NativeResolutionFilter(**{name: getattr(train.native_resolution_filter, name)
-                                                for name in NativeResolutionFilter.__dataclass_fields__}),
+        native_filter=NativeResolutionFilter(
+            **{
+                name: getattr(train.native_resolution_filter, name)
+                for name in NativeResolutionFilter.__dataclass_fields__
+            }
+        ),
         near_constant_std=float(train.near_constant_std) if train.drop_near_constant else None,
     )
 
@@ -86,9 +91,20 @@ def crop_settings(dataset_cfg: DatasetConfig) -> CropSettings:
 class _StepStream(IterableDataset):
     """Chunks for consecutive steps from a loader state; runs in each DataLoader worker (or inline)."""
 
-    def __init__(self, sources: List[Source], plan: ViewPlan, settings: CropSettings, state: dict, *,
-                 seed: int, rank: int, world_size: int, batch_size: int, max_error_rate: float,
-                 acceptance: List[Optional[WeightedAcceptance]]):
+    def __init__(
+        self,
+        sources: List[Source],
+        plan: ViewPlan,
+        settings: CropSettings,
+        state: dict,
+        *,
+        seed: int,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        max_error_rate: float,
+        acceptance: List[Optional[WeightedAcceptance]],
+    ):
         super().__init__()
         self.sources, self.plan, self.settings, self.state = sources, plan, settings, state
         self.seed, self.rank, self.world_size, self.batch_size = seed, rank, world_size, batch_size
@@ -128,17 +144,30 @@ class _StepStream(IterableDataset):
             for lane in range(worker, count, num_workers):
                 saved = self.state["lanes"].get(f"{source_index}/{lane}")
                 lanes[source_index, lane] = LaneReader(
-                    source, source_index, self.rank * count + lane, self.world_size * count, self.seed, context,
-                    self.acceptance[source_index], LanePosition.from_list(saved) if saved else None)
+                    source,
+                    source_index,
+                    self.rank * count + lane,
+                    self.world_size * count,
+                    self.seed,
+                    context,
+                    self.acceptance[source_index],
+                    LanePosition.from_list(saved) if saved else None,
+                )
         return lanes
 
-    def _fill(self, chunk: _Chunk, emitter: MixtureEmitter, rank_counts: List[int],
-              lanes: Dict[Tuple[int, int], LaneReader], num_workers: int) -> None:
+    def _fill(
+        self,
+        chunk: _Chunk,
+        emitter: MixtureEmitter,
+        rank_counts: List[int],
+        lanes: Dict[Tuple[int, int], LaneReader],
+        num_workers: int,
+    ) -> None:
         """Emit the step's global slots; fill this rank's slots whose lane this worker hosts."""
         step, out_size = chunk.step, self.plan.max_size(chunk.step)
         slots_per_step = self.batch_size * self.world_size
         first_slot = step * slots_per_step + self.rank * self.batch_size
-        step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         crops = []
         lanes_per_rank = self.state["lanes_per_rank"]
         for position, source_index in enumerate(step_sources):
@@ -149,7 +178,8 @@ class _StepStream(IterableDataset):
             # Crop randomness belongs to the slot, so it does not depend on which process fills it.
             slot_rng = random.Random(f"radio-crop/{self.seed}/{first_slot + position}")
             raw, crop = lanes[source_index, lane].next_sample(
-                lambda data: decode_crop(data, random.Random(slot_rng.random()), out_size, self.settings))
+                lambda data: decode_crop(data, random.Random(slot_rng.random()), out_size, self.settings)
+            )
             caption = (raw.meta or {}).get("caption")
             chunk.positions.append(position)
             chunk.keys.append(raw.key)
@@ -189,22 +219,31 @@ class TrainLoader:
         self.acceptance = self._weighting(dataset_cfg)
         self._sample_counts: Dict[int, int] = {}
         self.steps_per_epoch = self._steps_per_epoch()
-        self.lanes_per_rank = [lanes_for_source(source, self.world_size, lambda i=index: self._count_samples(i))
-                               for index, source in enumerate(self.sources)]
+        self.lanes_per_rank = [
+            lanes_for_source(source, self.world_size, lambda i=index: self._count_samples(i))
+            for index, source in enumerate(self.sources)
+        ]
         emitter = MixtureEmitter([s.scale_factor for s in self.sources])
         self._state = {
-            "version": STATE_VERSION, "step": 0, "seed": self.seed, "rank": self.rank,
-            "world_size": self.world_size, "batch_size": self.batch_size, "lanes_per_rank": self.lanes_per_rank,
-            "sources": list(self.source_names), "emitter": emitter.state_dict(),
-            "rank_counts": [0] * len(self.sources), "lanes": {}, "counters": {},
+            "version": STATE_VERSION,
+            "step": 0,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "lanes_per_rank": self.lanes_per_rank,
+            "sources": list(self.source_names),
+            "emitter": emitter.state_dict(),
+            "rank_counts": [0] * len(self.sources),
+            "lanes": {},
+            "counters": {},
         }
 
     def _weighting(self, dataset_cfg: DatasetConfig) -> List[Optional[WeightedAcceptance]]:
         mode = str(dataset_cfg.train_dataset.data_weight_mode).lower()
         if mode == "none":
             return [None] * len(self.sources)
-        return [WeightedAcceptance(mode, KeyCounts(counts_path(source.root)), self.seed)
-                for source in self.sources]
+        return [WeightedAcceptance(mode, KeyCounts(counts_path(source.root)), self.seed) for source in self.sources]
 
     def _count_samples(self, source_index: int) -> int:
         if source_index not in self._sample_counts:
@@ -227,9 +266,14 @@ class TrainLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a state saved by the same rank of a run with the same sources, seed and batch layout."""
-        expected = {"version": STATE_VERSION, "seed": self.seed, "rank": self.rank,
-                    "world_size": self.world_size, "batch_size": self.batch_size,
-                    "sources": list(self.source_names)}
+        expected = {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "sources": list(self.source_names),
+        }
         for name, value in expected.items():
             if state.get(name) != value:
                 raise DataError(
@@ -242,17 +286,34 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         state = _copy_state(self._state)
-        stream = _StepStream(self.sources, self.plan, self.settings, state, seed=self.seed, rank=self.rank,
-                             world_size=self.world_size, batch_size=self.batch_size,
-                             max_error_rate=self.max_error_rate, acceptance=self.acceptance)
+        stream = _StepStream(
+            self.sources,
+            self.plan,
+            self.settings,
+            state,
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            batch_size=self.batch_size,
+            max_error_rate=self.max_error_rate,
+            acceptance=self.acceptance,
+        )
         if self.workers == 0:
             chunks, num_workers = stream.chunks(0, 1), 1
         else:
             num_workers = min(self.workers, MAX_LANES_PER_RANK)
             # A private generator: without one the DataLoader draws its worker seed from the global RNG,
             # which the student's stochastic layers use too, so resume and worker count would change training.
-            chunks = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4,
-                                     persistent_workers=False, generator=torch.Generator().manual_seed(self.seed)))
+            chunks = iter(
+                DataLoader(
+                    stream,
+                    batch_size=None,
+                    num_workers=num_workers,
+                    prefetch_factor=4,
+                    persistent_workers=False,
+                    generator=torch.Generator().manual_seed(self.seed),
+                )
+            )
         base_counters = dict(state["counters"])
         latest_counters: Dict[int, Dict[str, int]] = {}
         while True:
@@ -264,8 +325,9 @@ class TrainLoader:
             batch = self._assemble(step_chunks, base_counters, latest_counters)
             yield batch
 
-    def _assemble(self, chunks: List[_Chunk], base_counters: Dict[str, int],
-                  latest_counters: Dict[int, Dict[str, int]]) -> Batch:
+    def _assemble(
+        self, chunks: List[_Chunk], base_counters: Dict[str, int], latest_counters: Dict[int, Dict[str, int]]
+    ) -> Batch:
         step = chunks[0].step
         if any(chunk.step != step for chunk in chunks):
             raise RuntimeError(f"data workers out of step: {[chunk.step for chunk in chunks]}")
@@ -308,8 +370,16 @@ class TrainLoader:
         for chunk in chunks:
             state["lanes"].update(chunk.lanes)
         state["counters"] = counters
-        return Batch(pixels.permute(0, 3, 1, 2), keys, sources, labels, step, self.plan.sizes_for_step(step),
-                     dict(counters), captions)
+        return Batch(
+            pixels.permute(0, 3, 1, 2),
+            keys,
+            sources,
+            labels,
+            step,
+            self.plan.sizes_for_step(step),
+            dict(counters),
+            captions,
+        )
 
 
 def _copy_state(state: dict) -> dict:

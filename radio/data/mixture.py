@@ -1,4 +1,5 @@
 """The deterministic deficit-round-robin mixture emitter over global sample slots."""
+
 from fractions import Fraction
 from math import lcm
 from typing import Dict, List, Sequence
@@ -55,9 +56,7 @@ class MixtureEmitter:
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if len(state["credits"]) != len(self.weights):
-            raise ValueError(
-                f"mixture state has {len(state['credits'])} sources, this run has {len(self.weights)}"
-            )
+            raise ValueError(f"mixture state has {len(state['credits'])} sources, this run has {len(self.weights)}")
         self.slot = int(state["slot"])
         self.credits = [int(c) for c in state["credits"]]
         self.counts = [int(c) for c in state["counts"]]

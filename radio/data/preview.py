@@ -1,4 +1,5 @@
 """``radio data preview``: what the training loader would feed, step by step, before a long run."""
+
 import json
 from collections import Counter
 from typing import Dict, List, Optional, TextIO
@@ -17,8 +18,9 @@ def run_plan(cfg) -> ViewPlan:
     return build_view_plan(cfg, resolve_teachers(cfg), student_patch)
 
 
-def preview(cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: int = 0,
-            workers: Optional[int] = None) -> Dict[str, object]:
+def preview(
+    cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: int = 0, workers: Optional[int] = None
+) -> Dict[str, object]:
     """Steps ``start_step .. start_step+steps-1`` of rank ``rank``: per step the sizes and each sample's
     key and source; then the realised mixture over those steps and the reader counters.
 
@@ -39,11 +41,13 @@ def preview(cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: 
             continue
         sources = [names[i] for i in batch.sources.tolist()]
         realised.update(sources)
-        report_steps.append({
-            "step": batch.step,
-            "sizes": batch.sizes,
-            "samples": [{"key": key, "source": source} for key, source in zip(batch.keys, sources)],
-        })
+        report_steps.append(
+            {
+                "step": batch.step,
+                "sizes": batch.sizes,
+                "samples": [{"key": key, "source": source} for key, source in zip(batch.keys, sources)],
+            }
+        )
     shares = MixtureEmitter([s.scale_factor for s in loader.sources]).shares
     total = max(sum(realised.values()), 1)
     return {
@@ -51,8 +55,10 @@ def preview(cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: 
         "world_size": world_size,
         "steps_per_epoch": loader.steps_per_epoch,
         "steps": report_steps,
-        "mixture": {name: {"requested": share, "samples": realised[name], "realised": realised[name] / total}
-                    for name, share in zip(names, shares)},
+        "mixture": {
+            name: {"requested": share, "samples": realised[name], "realised": realised[name] / total}
+            for name, share in zip(names, shares)
+        },
         "counters": dict(sorted(counters.items())),
     }
 

@@ -1,4 +1,5 @@
 """Shard maintenance: pack an image folder into shards, and count de-duplication keys over shards."""
+
 import glob
 import json
 import logging
@@ -13,8 +14,9 @@ from radio.errors import DataError
 LOG = logging.getLogger("radio.data")
 
 
-def write_folder_shards(images_dir: str, out_dir: str, *, maxcount: int = 10000, prefix: str = "shard",
-                        with_labels: bool = True) -> List[str]:
+def write_folder_shards(
+    images_dir: str, out_dir: str, *, maxcount: int = 10000, prefix: str = "shard", with_labels: bool = True
+) -> List[str]:
     """Pack every image under ``images_dir`` (sorted) into ``{out_dir}/{prefix}-%06d.tar`` with
     ``webdataset.ShardWriter``, ``maxcount`` samples per shard. Keys are ``%08d`` indices; the original
     relative path goes into a ``.json`` sidecar; with class sub-folders and ``with_labels`` a ``.cls``
@@ -29,8 +31,7 @@ def write_folder_shards(images_dir: str, out_dir: str, *, maxcount: int = 10000,
             with open(os.path.join(source.root, relative), "rb") as stream:
                 data = stream.read()
             extension = relative.rpartition(".")[2].lower()
-            sample = {"__key__": f"{index:08d}", extension: data,
-                      "json": json.dumps({"path": relative}).encode()}
+            sample = {"__key__": f"{index:08d}", extension: data, "json": json.dumps({"path": relative}).encode()}
             if with_labels and label >= 0:
                 sample["cls"] = str(label).encode()
             sink.write(sample)

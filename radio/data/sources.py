@@ -5,6 +5,7 @@ shard, or, when a source has fewer shards than readers, one residue class of a s
 (samples ``c, c+m, c+2m, ...``), so every reader has work and still reads disjoint samples. The units of a
 pass are dealt out in an order seeded by (seed, source, pass): each pass reads the source in a new order.
 """
+
 import glob
 import logging
 import math
@@ -85,8 +86,7 @@ def build_sources(config: TrainDatasetConfig) -> List[Source]:
         sources.append(discover_folder_source(config.images_dir, "dataset.train_dataset.images_dir"))
     if not sources:
         raise DataError(
-            "dataset.train_dataset: no training data; set tar_data_sources (a list of {root_dir: ...}) "
-            "or images_dir"
+            "dataset.train_dataset: no training data; set tar_data_sources (a list of {root_dir: ...}) or images_dir"
         )
     seen = set()
     unique = []
@@ -97,8 +97,15 @@ def build_sources(config: TrainDatasetConfig) -> List[Source]:
     return unique
 
 
-def reader_units(num_files: int, num_readers: int, reader: int, seed: int, source_index: int,
-                 pass_index: int, split_files: bool = True) -> List[Unit]:
+def reader_units(
+    num_files: int,
+    num_readers: int,
+    reader: int,
+    seed: int,
+    source_index: int,
+    pass_index: int,
+    split_files: bool = True,
+) -> List[Unit]:
     """The units reader ``reader`` of ``num_readers`` reads in pass ``pass_index``, in reading order.
 
     Across all readers the units of one pass cover every file's samples exactly once. ``split_files``:
@@ -117,8 +124,11 @@ def estimate_samples(source: Source) -> int:
         return len(source.files)
     if source.samples_per_file:
         return int(source.samples_per_file) * len(source.files)
-    LOG.warning("source %r sets neither steps_per_epoch nor samples_per_file: counting its samples from every "
-                "shard's tar headers (set one of them to skip this pass)", source.name)
+    LOG.warning(
+        "source %r sets neither steps_per_epoch nor samples_per_file: counting its samples from every "
+        "shard's tar headers (set one of them to skip this pass)",
+        source.name,
+    )
     total = 0
     for relative in source.files:
         try:

@@ -1,4 +1,5 @@
 """Procedurally generated image shards for tests, quickstart and benchmarks (no downloads)."""
+
 import io
 import json
 import os

@@ -5,6 +5,7 @@ A sample is a run of consecutive members whose paths agree up to the first dot o
 does not own; their data is skipped by seeking. Truncated or corrupt archives end the shard early with a
 reason instead of raising, so one bad file never stops a run.
 """
+
 import os
 from dataclasses import dataclass
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple

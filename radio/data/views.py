@@ -3,6 +3,7 @@
 Workers emit one uint8 crop per sample at ``ViewPlan.max_size(step)``; every view (the student and each
 teacher) is made from that crop on the device by ``make_view``, so all views share one crop region.
 """
+
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence

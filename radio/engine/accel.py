@@ -1,4 +1,5 @@
 """Accelerate set-up and the few collectives the loop needs."""
+
 import os
 from typing import Dict
 

@@ -1,4 +1,5 @@
 """Everything a run needs, built from the resolved config: student + heads, teachers, losses, data."""
+
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -30,8 +31,9 @@ class Components:
         return nn.ModuleDict({"normalizers": self.normalizers, "criteria": self.criteria})
 
 
-def build_components(cfg, teachers_cfg: List[ResolvedTeacher], *, device: torch.device, rank: int,
-                     world_size: int) -> Components:
+def build_components(
+    cfg, teachers_cfg: List[ResolvedTeacher], *, device: torch.device, rank: int, world_size: int
+) -> Components:
     # Identical initial weights on every rank, whatever the data order.
     torch.manual_seed(cfg.train.seed)
     slots = [t.summary_token_idx + 1 for t in teachers_cfg if t.summary_token_idx is not None]

@@ -11,6 +11,7 @@ Every rank writes (and fsyncs) into ``.step_XXXXXXX.tmp``; the main rank adds ``
 and renames the folder, so a ``step_*`` folder is complete by construction; a kill at any moment leaves
 at worst a stale temp folder, which the next save removes.
 """
+
 import json
 import os
 import random
@@ -165,10 +166,13 @@ def save_checkpoint(
 
 def load_checkpoint(path: str, rank: int) -> CheckpointPayload:
     """Read a checkpoint folder; raises ``CheckpointError`` naming the file on any problem."""
+
     def read(name: str, reader):
         file = os.path.join(path, name)
         if not os.path.isfile(file):
-            raise CheckpointError(f"checkpoint {path!r} is missing {name}; it was not written by this version or is damaged.")
+            raise CheckpointError(
+                f"checkpoint {path!r} is missing {name}; it was not written by this version or is damaged."
+            )
         try:
             return reader(file)
         except Exception as exc:  # corrupt file: say which one

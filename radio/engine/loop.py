@@ -1,4 +1,5 @@
 """The training loop: build from the resolved config, resume if a checkpoint exists, then step."""
+
 import math
 import os
 from contextlib import nullcontext
@@ -72,15 +73,21 @@ def run(cfg) -> RunResult:
     model, optimizer = accelerator.prepare(parts.model, optimizer)
     trainable = accelerator.unwrap_model(model)
     objective = DistillationObjective(
-        teachers_cfg, parts.teachers, parts.criteria, SpatialTargets(parts.normalizers, trainable.spatial_heads), parts.plan
+        teachers_cfg,
+        parts.teachers,
+        parts.criteria,
+        SpatialTargets(parts.normalizers, trainable.spatial_heads),
+        parts.plan,
     )
 
     counters = Counters()
     resume_path = ckpt.find_resume_checkpoint(results_dir, train.resume_training_checkpoint_path)
     if resume_path:
         payload = ckpt.load_checkpoint(resume_path, rank)
-        for module, state, name in ((trainable, payload.model_state, ckpt.MODEL_FILE),
-                                    (loss_state, payload.normalizer_state, ckpt.NORMALIZERS_FILE)):
+        for module, state, name in (
+            (trainable, payload.model_state, ckpt.MODEL_FILE),
+            (loss_state, payload.normalizer_state, ckpt.NORMALIZERS_FILE),
+        ):
             load_exact(module, state, os.path.join(resume_path, name), "radio checkpoint", _OTHER_RUN)
         optimizer.load_state_dict(payload.optimizer_state)
         scheduler.load_state_dict(payload.trainer_state["scheduler"])
@@ -99,8 +106,15 @@ def run(cfg) -> RunResult:
             trainer_state={"counters": vars(counters), "scheduler": scheduler.state_dict()},
             loader_state=loader.state_dict(),
         )
-        return ckpt.save_checkpoint(results_dir, counters.step, payload, rank=rank, is_main=is_main,
-                                    barrier=accelerator.wait_for_everyone, keep=train.keep_checkpoints)
+        return ckpt.save_checkpoint(
+            results_dir,
+            counters.step,
+            payload,
+            rank=rank,
+            is_main=is_main,
+            barrier=accelerator.wait_for_everyone,
+            keep=train.keep_checkpoints,
+        )
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)

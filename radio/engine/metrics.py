@@ -1,4 +1,5 @@
 """Where numbers go: ``metrics.jsonl`` always, TensorBoard and W&B when enabled. Main rank only."""
+
 import json
 import math
 import os
@@ -15,8 +16,15 @@ class MetricsLogger:
     """``resume_step``: the step a resumed run continues from; rows logged after it by the interrupted run
     are dropped so every step appears once."""
 
-    def __init__(self, results_dir: str, cfg: LoggingConfig, *, enabled: bool, run_config: Optional[dict] = None,
-                 resume_step: int = 0):
+    def __init__(
+        self,
+        results_dir: str,
+        cfg: LoggingConfig,
+        *,
+        enabled: bool,
+        run_config: Optional[dict] = None,
+        resume_step: int = 0,
+    ):
         self.enabled = enabled
         self._jsonl = None
         self._tb = None
@@ -139,13 +147,18 @@ class MetricsWindow:
 
         elapsed = time.perf_counter() - self.started
         keys = sorted(self.sums)  # the same keys on every rank: the same teachers
-        scalars = torch.tensor([self.micro_steps, self.images, self.skipped_terms], dtype=torch.float64,
-                               device=self.device)
+        scalars = torch.tensor(
+            [self.micro_steps, self.images, self.skipped_terms], dtype=torch.float64, device=self.device
+        )
         # A window of skipped (non-finite) steps has no sums; every rank agrees on skipping, so keys match.
         sums = [self.sums[k].reshape(1) for k in keys]
         packed = torch.cat([*sums, scalars, self.sources])
         packed = reduce_sum(accelerator, packed).cpu().tolist()
-        sums, (micro_steps, images, skipped), mix = packed[: len(keys)], packed[len(keys): len(keys) + 3], packed[len(keys) + 3:]
+        sums, (micro_steps, images, skipped), mix = (
+            packed[: len(keys)],
+            packed[len(keys) : len(keys) + 3],
+            packed[len(keys) + 3 :],
+        )
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}
         values["loss_terms_skipped"] = skipped
         for name, count in zip(self.source_names, mix):

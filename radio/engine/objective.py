@@ -1,4 +1,5 @@
 """One micro-batch's loss: teacher targets on their own views, student predictions, the weighted total."""
+
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -20,8 +21,14 @@ class MicroBatchLoss:
 
 
 class DistillationObjective:
-    def __init__(self, teachers_cfg: List[ResolvedTeacher], teachers: Dict[str, nn.Module], criteria: nn.ModuleDict,
-                 spatial_targets: SpatialTargets, plan: ViewPlan):
+    def __init__(
+        self,
+        teachers_cfg: List[ResolvedTeacher],
+        teachers: Dict[str, nn.Module],
+        criteria: nn.ModuleDict,
+        spatial_targets: SpatialTargets,
+        plan: ViewPlan,
+    ):
         self.teachers_cfg = teachers_cfg
         self.teachers = teachers
         self.criteria = criteria

@@ -1,4 +1,5 @@
 """Optimizer with decay/no-decay groups and per-step learning-rate schedules with warm-up."""
+
 import math
 from typing import Callable, Iterable, List, Tuple
 
@@ -80,5 +81,7 @@ def lr_multiplier(cfg: OptimConfig, total_steps: int, warmup: int) -> Callable[[
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int
+) -> LambdaLR:
     return LambdaLR(optimizer, lr_multiplier(cfg, total_steps, warmup_steps(cfg, steps_per_epoch)))

@@ -1,4 +1,5 @@
 """What a run leaves in ``results_dir`` besides checkpoints and metrics."""
+
 import json
 import os
 from typing import List

@@ -1,4 +1,5 @@
 """``radio distill --print-config``: the fully resolved config, then every teacher's effective settings."""
+
 from typing import List
 
 from omegaconf import OmegaConf
@@ -7,7 +8,12 @@ from radio.config.resolve import ResolvedTeacher
 
 
 def format_resolved_config(cfg, teachers: List[ResolvedTeacher]) -> str:
-    lines = [OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "", "# effective settings per teacher", "resolved_teachers:"]
+    lines = [
+        OmegaConf.to_yaml(cfg, resolve=True).rstrip(),
+        "",
+        "# effective settings per teacher",
+        "resolved_teachers:",
+    ]
     for t in teachers:
         fields = t.as_dict()
         lines.append(f"  - name: {fields.pop('name')}")

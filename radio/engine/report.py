@@ -1,4 +1,5 @@
 """End-of-run pictures: loss per teacher and the realised data mixture over time."""
+
 import os
 from typing import Dict, List
 
@@ -12,10 +13,20 @@ def write_report(results_dir: str, teacher_names: List[str]) -> List[str]:
         return []
     mixture_keys = sorted({k for r in rows for k in r if k.startswith("mixture/")})
     charts = [
-        ("loss_per_teacher.png", "distillation loss per teacher", "loss",
-         {name: f"loss/{name}" for name in teacher_names}, None),
-        ("data_mixture.png", "realised data mixture", "share of samples in the window",
-         {key.split("/", 1)[1]: key for key in mixture_keys}, (0, 1)),
+        (
+            "loss_per_teacher.png",
+            "distillation loss per teacher",
+            "loss",
+            {name: f"loss/{name}" for name in teacher_names},
+            None,
+        ),
+        (
+            "data_mixture.png",
+            "realised data mixture",
+            "share of samples in the window",
+            {key.split("/", 1)[1]: key for key in mixture_keys},
+            (0, 1),
+        ),
     ]
     return [
         _plot(os.path.join(results_dir, file), rows, title, ylabel, series, ylim)

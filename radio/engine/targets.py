@@ -5,6 +5,7 @@ jumps every ``refresh_every_n_steps`` while the student catches up. Because both
 are affine, the head's last Linear layer can be re-expressed in the new basis at the moment of the refresh:
 its teacher-space prediction stays exactly what it was, and only the targets' coordinates change.
 """
+
 from typing import Dict, Tuple
 
 import torch

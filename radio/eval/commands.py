@@ -1,4 +1,5 @@
 """``radio eval -e SPEC | --results DIR``: kNN top-1, teacher fidelity, PCA pictures."""
+
 import argparse
 import os
 
@@ -16,8 +17,10 @@ def eval_command(args: argparse.Namespace) -> int:
         results_dir, evaluate = cfg.results_dir, cfg.evaluate
     else:
         if args.overrides:
-            raise RadioError(f"key=value overrides ({args.overrides[0]} ...) need -e SPEC; with --results the run's "
-                             "own config.yaml is used")
+            raise RadioError(
+                f"key=value overrides ({args.overrides[0]} ...) need -e SPEC; with --results the run's "
+                "own config.yaml is used"
+            )
         results_dir = args.results
         evaluate = load_results_config(results_dir)[0].evaluate
     opts = EvalOptions(
@@ -45,21 +48,28 @@ def add_commands(subparsers) -> None:
         "eval",
         help="kNN top-1, per-teacher fidelity and PCA feature pictures of a trained run",
         description="Evaluates a run's checkpoint (evaluate.checkpoint / --checkpoint, default the newest): kNN "
-                    "top-1 (evaluate.knn_k, evaluate.knn_temperature) with --knn-train/--knn-val, mean cosine to "
-                    "each teacher and PCA pictures on held-out images. Writes eval.json and pca.png.",
+        "top-1 (evaluate.knn_k, evaluate.knn_temperature) with --knn-train/--knn-val, mean cosine to "
+        "each teacher and PCA pictures on held-out images. Writes eval.json and pca.png.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--spec", "--experiment_spec", dest="spec", help="spec YAML of the run (its results_dir)")
     source.add_argument("--results", help="results_dir of a training run")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder or its model.safetensors")
-    parser.add_argument("--knn-train", default=None, help="labelled kNN bank: image folder (class sub-folders) or shards with .cls")
+    parser.add_argument(
+        "--knn-train", default=None, help="labelled kNN bank: image folder (class sub-folders) or shards with .cls"
+    )
     parser.add_argument("--knn-val", default=None, help="labelled kNN queries, same formats as --knn-train")
-    parser.add_argument("--images", default=None,
-                        help="held-out images for fidelity and PCA (default: --knn-val, else dataset.val_dataset)")
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="held-out images for fidelity and PCA (default: --knn-val, else dataset.val_dataset)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: RESULTS/eval)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-images", type=int, default=None, help="cap on images read from each source")
-    parser.add_argument("--no-fidelity", action="store_true", help="skip the teacher fidelity (no teacher weights needed)")
+    parser.add_argument(
+        "--no-fidelity", action="store_true", help="skip the teacher fidelity (no teacher weights needed)"
+    )
     parser.add_argument("--no-pca", action="store_true", help="skip the PCA pictures")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields (with -e)")
     parser.set_defaults(func=eval_command)

@@ -5,6 +5,7 @@ or the mean patch token when no teacher uses a summary. Fidelity and PCA use hel
 else the kNN validation images, else the run's ``dataset.val_dataset`` (``images_dir``, else its first tar
 source).
 """
+
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -70,8 +71,10 @@ def _features(run: TrainedRun, view: StudentView, path: str, opts: EvalOptions) 
         labels.append(batch_labels)
     feats_t, labels_t = torch.cat(feats), torch.cat(labels)
     if (labels_t < 0).any():
-        raise RadioError(f"{path}: {int((labels_t < 0).sum())} images have no label; kNN needs class sub-folders "
-                         "or a .cls member in every shard sample")
+        raise RadioError(
+            f"{path}: {int((labels_t < 0).sum())} images have no label; kNN needs class sub-folders "
+            "or a .cls member in every shard sample"
+        )
     return feats_t, labels_t
 
 
@@ -79,16 +82,28 @@ def evaluate_knn(run: TrainedRun, view: StudentView, opts: EvalOptions) -> Dict[
     train_f, train_l = _features(run, view, opts.knn_train, opts)
     val_f, val_l = _features(run, view, opts.knn_val, opts)
     top1 = knn_top1(train_f, train_l, val_f, val_l, k=opts.knn_k, temperature=opts.knn_temperature)
-    return {"top1": top1, "k": opts.knn_k, "temperature": opts.knn_temperature,
-            "train_images": int(train_l.shape[0]), "val_images": int(val_l.shape[0])}
+    return {
+        "top1": top1,
+        "k": opts.knn_k,
+        "temperature": opts.knn_temperature,
+        "train_images": int(train_l.shape[0]),
+        "val_images": int(val_l.shape[0]),
+    }
 
 
 def held_out_path(run: TrainedRun, opts: EvalOptions) -> str:
     val = run.cfg.dataset.val_dataset
-    path = opts.images or opts.knn_val or val.images_dir or (val.tar_data_sources[0].root_dir if val.tar_data_sources else None)
+    path = (
+        opts.images
+        or opts.knn_val
+        or val.images_dir
+        or (val.tar_data_sources[0].root_dir if val.tar_data_sources else None)
+    )
     if not path:
-        raise RadioError("fidelity and PCA need held-out images: pass --images DIR (or --knn-val DIR), set "
-                         "dataset.val_dataset in the run's spec, or use --no-fidelity --no-pca")
+        raise RadioError(
+            "fidelity and PCA need held-out images: pass --images DIR (or --knn-val DIR), set "
+            "dataset.val_dataset in the run's spec, or use --no-fidelity --no-pca"
+        )
     return path
 
 
@@ -101,12 +116,18 @@ def build_teachers(run: TrainedRun, device: torch.device) -> Dict[str, FrozenTea
             continue
         try:
             teachers[t.name] = FrozenTeacher(
-                t.backbone_type, t.checkpoint_path, input_size=t.input_size, strict=t.strict_loading,
-                num_classes=run.cfg.dataset.num_classes if t.mode == "logits" else 0, device=device, dtype=dtype,
+                t.backbone_type,
+                t.checkpoint_path,
+                input_size=t.input_size,
+                strict=t.strict_loading,
+                num_classes=run.cfg.dataset.num_classes if t.mode == "logits" else 0,
+                device=device,
+                dtype=dtype,
             )
         except CheckpointError as exc:
-            raise CheckpointError(f"teacher {t.name}: {exc}\n(fidelity needs every teacher's weights; "
-                                  "--no-fidelity skips it)") from None
+            raise CheckpointError(
+                f"teacher {t.name}: {exc}\n(fidelity needs every teacher's weights; --no-fidelity skips it)"
+            ) from None
     return teachers
 
 
@@ -122,8 +143,11 @@ def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Opti
         norm.to(device)
     view = StudentView(run, device)
     os.makedirs(out_dir, exist_ok=True)
-    result: Dict[str, object] = {"results_dir": os.path.abspath(results_dir),
-                                 "checkpoint": os.path.abspath(run.checkpoint_dir), "options": asdict(opts)}
+    result: Dict[str, object] = {
+        "results_dir": os.path.abspath(results_dir),
+        "checkpoint": os.path.abspath(run.checkpoint_dir),
+        "options": asdict(opts),
+    }
     if opts.knn_train:
         result["knn"] = evaluate_knn(run, view, opts)
     if path:
@@ -133,7 +157,8 @@ def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Opti
         size = max([view.size] + [t.input_size for t in run.teachers])
         batches = (images for images, _ in iter_image_batches(path, size, opts.batch_size, opts.max_images))
         result["fidelity"] = measure_fidelity(
-            batches, lambda images: adapted_features(run, view(images)),
+            batches,
+            lambda images: adapted_features(run, view(images)),
             lambda images: teacher_targets(teachers, run.teachers, images),
         )
     if opts.pca:
@@ -153,8 +178,10 @@ def format_table(result: dict) -> str:
     lines: List[str] = []
     if "knn" in result:
         knn = result["knn"]
-        lines.append(f"kNN top-1 (k={knn['k']}, T={knn['temperature']}): {100 * knn['top1']:.2f}% "
-                     f"({knn['train_images']} train / {knn['val_images']} val images)")
+        lines.append(
+            f"kNN top-1 (k={knn['k']}, T={knn['temperature']}): {100 * knn['top1']:.2f}% "
+            f"({knn['train_images']} train / {knn['val_images']} val images)"
+        )
     if "fidelity" in result:
         lines.append(f"{'teacher':20s} {'summary cos':>11s} {'spatial cos':>11s} {'images':>6s}")
         for name, scores in result["fidelity"].items():

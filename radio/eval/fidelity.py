@@ -6,6 +6,7 @@ Spatial: per-token cosine between the spatial head's output in teacher space (no
 teacher's feature map, on the smaller of the two grids (bilinear, as the loss matches them). Both are
 means over images (spatial: first over each image's tokens).
 """
+
 from typing import Callable, Dict, Iterable, List
 
 import torch
@@ -45,8 +46,9 @@ def adapted_features(run: TrainedRun, student_input: torch.Tensor) -> Features:
     return out
 
 
-def teacher_targets(teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher],
-                     images: torch.Tensor) -> Dict[str, TeacherOutput]:
+def teacher_targets(
+    teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher], images: torch.Tensor
+) -> Dict[str, TeacherOutput]:
     """Each teacher's outputs on uint8 images [B, 3, S, S], at its own resolution and normalisation."""
     return {
         t.name: teachers[t.name](make_view(images.to(teachers[t.name].device), t.input_size, t.norm_mean, t.norm_std))
@@ -55,8 +57,11 @@ def teacher_targets(teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeac
     }
 
 
-def measure_fidelity(batches: Iterable[torch.Tensor], predict: Callable[[torch.Tensor], Features],
-                     targets: Callable[[torch.Tensor], Dict[str, TeacherOutput]]) -> Dict[str, Dict[str, float]]:
+def measure_fidelity(
+    batches: Iterable[torch.Tensor],
+    predict: Callable[[torch.Tensor], Features],
+    targets: Callable[[torch.Tensor], Dict[str, TeacherOutput]],
+) -> Dict[str, Dict[str, float]]:
     """Mean cosines ``{teacher: {"summary": c, "spatial": c, "images": n}}`` over uint8 image batches.
 
     ``predict(images)`` gives the adapted student's features, ``targets(images)`` the teachers' outputs;

@@ -4,6 +4,7 @@ Every image is resized so its short side is ``size`` and centre-cropped to ``siz
 eval transform); labels come from the class sub-folder (sorted names -> 0, 1, ...) or a shard sample's
 ``.cls`` member, -1 when absent. Undecodable images are skipped and counted, never fatal.
 """
+
 import glob
 import io
 import logging
@@ -80,13 +81,16 @@ def _folder_records(root: str) -> Iterator[Tuple[str, bytes, int]]:
 
 def _records(path: str) -> Iterator[Tuple[str, bytes, int]]:
     if not os.path.isdir(path):
-        raise DataError(f"{path!r} is not a directory; pass an image folder (class sub-folders) or a folder of *.tar shards")
+        raise DataError(
+            f"{path!r} is not a directory; pass an image folder (class sub-folders) or a folder of *.tar shards"
+        )
     shards = sorted(glob.glob(os.path.join(os.path.abspath(path), "**", "*.tar"), recursive=True))
     return _shard_records(shards) if shards else _folder_records(path)
 
 
-def iter_image_batches(path: str, size: int, batch_size: int, max_images: Optional[int] = None,
-                       stats: Optional[ReadStats] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def iter_image_batches(
+    path: str, size: int, batch_size: int, max_images: Optional[int] = None, stats: Optional[ReadStats] = None
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Batches (uint8 [B, 3, size, size], int64 labels [B]) of the images under ``path``, in a fixed order.
 
     Raises ``DataError`` when ``path`` holds no readable image.
@@ -114,8 +118,9 @@ def iter_image_batches(path: str, size: int, batch_size: int, max_images: Option
     if stats.problems:
         log.warning("%s: skipped %d unreadable images, e.g. %s", path, stats.skipped, "; ".join(stats.problems))
     if stats.images == 0:
-        raise DataError(f"{path}: no readable images found (image folder or *.tar shards with "
-                        f"jpg/png/... members expected)")
+        raise DataError(
+            f"{path}: no readable images found (image folder or *.tar shards with jpg/png/... members expected)"
+        )
 
 
 def _stack(images: List[np.ndarray], labels: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
 """PCA pictures of spatial features: the first three principal components of the tokens as RGB."""
+
 from typing import Optional
 
 import numpy as np

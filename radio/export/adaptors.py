@@ -5,6 +5,7 @@ the normaliser's inverse is folded into the head's last Linear, so ``spatial(tok
 teacher's feature space. The summary head predicts the teacher summary after a non-affine LayerNorm,
 which is the target it was trained on (``summary_target: layer_norm`` in the metadata).
 """
+
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -22,34 +23,51 @@ def _head_spec(head: nn.Module, version: str, num_inner: int) -> Dict[str, objec
         return {"kind": "linear", "in_dim": head.in_features, "out_dim": head.out_features}
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
     fc1 = head.mlp.fc1 if version == "attn" else head.fc1
-    return {"kind": version, "in_dim": fc1.in_features, "out_dim": linears[-1].out_features,
-            "hidden": fc1.out_features, "num_inner": num_inner}
+    return {
+        "kind": version,
+        "in_dim": fc1.in_features,
+        "out_dim": linears[-1].out_features,
+        "hidden": fc1.out_features,
+        "num_inner": num_inner,
+    }
 
 
 def build_head_from_spec(spec: Dict[str, object]) -> nn.Module:
     if spec["kind"] == "linear":
         return nn.Linear(int(spec["in_dim"]), int(spec["out_dim"]))
-    return build_head(str(spec["kind"]), int(spec["in_dim"]), int(spec["hidden"]), int(spec["out_dim"]),
-                      int(spec["num_inner"]))
+    return build_head(
+        str(spec["kind"]), int(spec["in_dim"]), int(spec["hidden"]), int(spec["out_dim"]), int(spec["num_inner"])
+    )
 
 
-def export_adaptor(teacher: ResolvedTeacher, summary_head: Optional[nn.Module], spatial_head: Optional[nn.Module],
-                   normalizer: Optional[nn.Module]) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+def export_adaptor(
+    teacher: ResolvedTeacher,
+    summary_head: Optional[nn.Module],
+    spatial_head: Optional[nn.Module],
+    normalizer: Optional[nn.Module],
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """-> (state dict with ``summary.*`` / ``spatial.*`` keys, metadata). ``normalizer`` is folded into the
     spatial head."""
     state: Dict[str, torch.Tensor] = {}
     meta: Dict[str, object] = {
-        "name": teacher.name, "type": teacher.backbone_type, "mode": teacher.mode,
-        "summary_token_idx": teacher.summary_token_idx, "input_size": teacher.input_size,
-        "patch_size": teacher.patch_size, "norm_mean": list(teacher.norm_mean), "norm_std": list(teacher.norm_std),
+        "name": teacher.name,
+        "type": teacher.backbone_type,
+        "mode": teacher.mode,
+        "summary_token_idx": teacher.summary_token_idx,
+        "input_size": teacher.input_size,
+        "patch_size": teacher.patch_size,
+        "norm_mean": list(teacher.norm_mean),
+        "norm_std": list(teacher.norm_std),
     }
     if summary_head is not None:
         meta["summary"] = {**_head_spec(summary_head, "v2", teacher.mlp_num_inner), "summary_target": "layer_norm"}
         state.update({f"summary.{k}": v for k, v in summary_head.state_dict().items()})
     if spatial_head is not None:
         folded = fold_inverse_into_head(spatial_head, normalizer)
-        meta["spatial"] = {**_head_spec(spatial_head, teacher.spatial_mlp_version, teacher.spatial_num_inner),
-                           "feature_normalizer_folded": teacher.feature_normalizer}
+        meta["spatial"] = {
+            **_head_spec(spatial_head, teacher.spatial_mlp_version, teacher.spatial_num_inner),
+            "feature_normalizer_folded": teacher.feature_normalizer,
+        }
         state.update({f"spatial.{k}": v for k, v in folded.state_dict().items()})
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, meta
 

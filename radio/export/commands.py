@@ -1,4 +1,5 @@
 """``radio export --results DIR [--checkpoint PATH] --out OUT_DIR``."""
+
 import argparse
 
 
@@ -19,11 +20,14 @@ def add_commands(subparsers) -> None:
         "export",
         help="export a trained student as a timm-loadable backbone plus per-teacher adaptors",
         description="Writes backbone.safetensors (timm NaFlexVit C-RADIO layout), adaptors/<teacher>.safetensors "
-                    "(PHI-S / standardize inverse folded in) and export.json with the exact timm.create_model call.",
+        "(PHI-S / standardize inverse folded in) and export.json with the exact timm.create_model call.",
     )
     parser.add_argument("--results", required=True, help="results_dir of a training run")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint folder (results/checkpoints/step_*) or its model.safetensors "
-                             "(default: the newest complete one)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint folder (results/checkpoints/step_*) or its model.safetensors "
+        "(default: the newest complete one)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(func=export_command)

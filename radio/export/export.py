@@ -6,6 +6,7 @@ Output folder:
 - ``export.json``: the ``timm.create_model`` call (name + kwargs), token layout, input normalisation and
   per-teacher adaptor metadata; ``README.md`` says the same for people.
 """
+
 import json
 import os
 from typing import Dict, Optional
@@ -24,10 +25,15 @@ def timm_call(manifest: Dict[str, object], out_dir: str) -> str:
     """The Python line that loads the exported backbone with timm (absolute file path)."""
     backbone = manifest["backbone"]
     kwargs = ", ".join(f"{k}={v!r}" for k, v in backbone["timm_kwargs"].items())
-    overlay = dict(file=os.path.join(os.path.abspath(out_dir), BACKBONE_FILE), mean=tuple(backbone["norm_mean"]),
-                   std=tuple(backbone["norm_std"]), input_size=(3, backbone["img_size"], backbone["img_size"]))
-    return (f"timm.create_model({backbone['timm_model']!r}, pretrained=True, "
-            f"pretrained_cfg_overlay={overlay!r}, {kwargs})")
+    overlay = dict(
+        file=os.path.join(os.path.abspath(out_dir), BACKBONE_FILE),
+        mean=tuple(backbone["norm_mean"]),
+        std=tuple(backbone["norm_std"]),
+        input_size=(3, backbone["img_size"], backbone["img_size"]),
+    )
+    return (
+        f"timm.create_model({backbone['timm_model']!r}, pretrained=True, pretrained_cfg_overlay={overlay!r}, {kwargs})"
+    )
 
 
 def _write_readme(manifest: Dict[str, object], out_dir: str) -> None:
@@ -69,8 +75,11 @@ def export_run(results_dir: str, out_dir: str, checkpoint: Optional[str] = None)
     aug = run.cfg.dataset.augmentation
     img_size = int(run.cfg.dataset.img_size)
     os.makedirs(os.path.join(out_dir, "adaptors"), exist_ok=True)
-    save_file(to_timm_state_dict(student), os.path.join(out_dir, BACKBONE_FILE),
-              metadata={"format": "timm-naflexvit", "timm_model": timm_model_name(student)})
+    save_file(
+        to_timm_state_dict(student),
+        os.path.join(out_dir, BACKBONE_FILE),
+        metadata={"format": "timm-naflexvit", "timm_model": timm_model_name(student)},
+    )
     manifest: Dict[str, object] = {
         "results_dir": os.path.abspath(results_dir),
         "checkpoint": os.path.abspath(run.checkpoint_dir),

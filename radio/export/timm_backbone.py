@@ -10,6 +10,7 @@ ViT-B entry. The CLS slots beyond the first become timm's leading register token
 ``forward_features`` returns the same token sequence as ``RadioViT.features``: [CLS slots, registers,
 patches].
 """
+
 from typing import Dict
 
 import torch

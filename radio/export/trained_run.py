@@ -5,6 +5,7 @@ resolved ``config.yaml`` and filled strictly from a checkpoint folder (``model.s
 ``normalizers.safetensors``, read with the one checkpoint reader). Teacher weights are not needed: head
 widths come from the checkpoint's tensors, so exporting works on a machine without the teachers.
 """
+
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -101,7 +102,9 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
     model_path = os.path.join(folder, MODEL_FILE)
     state = read_state_dict(model_path)
 
-    backbone = OmegaConf.merge(cfg.model.backbone, {"pretrained_backbone_path": None})  # weights come from the checkpoint
+    backbone = OmegaConf.merge(
+        cfg.model.backbone, {"pretrained_backbone_path": None}
+    )  # weights come from the checkpoint
     slots = [t.summary_token_idx + 1 for t in teachers if t.summary_token_idx is not None]
     student = build_student(backbone, num_summary_slots=max(slots, default=1))
     dims: Dict[str, Dict[str, int]] = {}
@@ -129,7 +132,12 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
             t.feature_normalizer, dims[t.name]["spatial"], refresh_every_n_steps=phi_s.refresh_every_n_steps
         )
         prefix = f"normalizers.{t.name}."
-        load_exact(norm, {k[len(prefix):]: v for k, v in norm_state.items() if k.startswith(prefix)},
-                   norm_path, f"{t.feature_normalizer} normaliser of {t.name}", _NOT_THIS_RUN)
+        load_exact(
+            norm,
+            {k[len(prefix) :]: v for k, v in norm_state.items() if k.startswith(prefix)},
+            norm_path,
+            f"{t.feature_normalizer} normaliser of {t.name}",
+            _NOT_THIS_RUN,
+        )
         normalizers[t.name] = norm.eval()
     return TrainedRun(results_dir, folder, cfg, teachers, model, normalizers)

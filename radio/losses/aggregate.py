@@ -1,4 +1,5 @@
 """Combining per-teacher losses into the training objective (SPEC §5)."""
+
 from typing import List, Mapping, Tuple
 
 import torch

@@ -1,4 +1,5 @@
 """Per-teacher criterion: the loss between the student's adapted outputs and one teacher's targets."""
+
 from typing import Dict, Optional
 
 import torch

@@ -6,6 +6,7 @@ optional per-row weight, so that masked-out tokens contribute nothing in every l
 multiplied by T², so gradient magnitudes do not shrink as T grows; at T = 1 they are the plain KL / soft
 cross entropy.
 """
+
 from typing import Optional
 
 import torch

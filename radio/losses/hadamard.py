@@ -5,6 +5,7 @@ is 1 (Sylvester), q + 1 for a prime q ≡ 3 (mod 4) (Paley I) or 2(q + 1) for a 
 (Paley II); the factors are combined by Kronecker product. That covers every power of two and the
 common ViT widths (384 = 12·32, 768 = 12·64, 1152 = 36·32, 1280 = 20·64, 1536 = 12·128, ...).
 """
+
 import math
 from functools import lru_cache
 from typing import Optional, Tuple

@@ -4,6 +4,7 @@ Pure Python (no torch): the config resolver calls these while validating a spec,
 is imported. Every function that accepts a user string is case-insensitive and raises ``SpecError``
 naming the field path, the bad value and the valid values.
 """
+
 from typing import Optional
 
 from radio.errors import SpecError
@@ -39,9 +40,7 @@ def _choice(value: str, valid: tuple, field: str, canonical_upper: bool) -> str:
         raise SpecError(f"{field}: expected a string, got {value!r}; valid values: {', '.join(valid)}")
     key = value.strip().upper() if canonical_upper else value.strip().lower()
     if key not in valid:
-        raise SpecError(
-            f"{field}: {value!r} is not a valid value; valid values (case-insensitive): {', '.join(valid)}"
-        )
+        raise SpecError(f"{field}: {value!r} is not a valid value; valid values (case-insensitive): {', '.join(valid)}")
     return key
 
 

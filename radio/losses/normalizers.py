@@ -3,6 +3,7 @@
 The student's head regresses normalised teacher features y' = f(y); for export the inverse f⁻¹ is folded
 into the head's last Linear layer so the exported adaptor predicts teacher-space features directly.
 """
+
 import copy
 from typing import Dict, Optional, Tuple
 

@@ -9,6 +9,7 @@ every ``refresh_every_n_steps`` calls, and a last time on call ``freeze_after_st
 statistics and the transform stay fixed. All sums, counters and the transform are buffers, so
 ``state_dict()`` carries them into checkpoints.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch

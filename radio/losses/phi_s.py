@@ -12,6 +12,7 @@ invariant to rotations of the data. Where no Hadamard matrix of order C is known
 rotation with the same equal-diagonal property is used (``hadamard.balancing_rotation``), with a
 warning naming the width.
 """
+
 import warnings
 from typing import Dict, Optional, Tuple
 

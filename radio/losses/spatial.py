@@ -4,6 +4,7 @@ Teachers run at their own resolution and patch size, so their token grid rarely 
 Both maps are resized bilinearly (antialiased, so downsampling averages instead of aliasing) to the
 smaller of the two grids, or to a configured target grid.
 """
+
 from typing import Optional, Sequence, Tuple, Union
 
 import torch

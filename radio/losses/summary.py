@@ -17,6 +17,7 @@ summary scales on an equal footing. Then one of:
 The running statistics (sum of unit teacher vectors, sum of squared angles, count; float64) are updated
 in training mode only, are buffers (so they are checkpointed), and are sized on first use.
 """
+
 from typing import Any, Dict
 
 import torch

@@ -3,6 +3,7 @@
 Heads live inside the module that the optimizer and the checkpoint see, so they are trained and saved with
 the student (TAO's single-teacher head was never optimised).
 """
+
 from typing import Dict, List, Optional
 
 import torch
@@ -13,8 +14,13 @@ from radio.models.heads import build_head
 
 
 class AdaptedStudent(nn.Module):
-    def __init__(self, student: nn.Module, teachers: List[ResolvedTeacher], teacher_dims: Dict[str, Dict[str, int]],
-                 num_classes: int = 0):
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: List[ResolvedTeacher],
+        teacher_dims: Dict[str, Dict[str, int]],
+        num_classes: int = 0,
+    ):
         """teacher_dims: per teacher name, ``summary`` and ``spatial`` widths of the built teacher (a C-RADIO
         checkpoint may carry other summary slots than its registry entry)."""
         super().__init__()
@@ -25,7 +31,9 @@ class AdaptedStudent(nn.Module):
         self.spatial_heads = nn.ModuleDict()
         for t in self.teachers:
             if t.uses_summary:
-                self.summary_heads[t.name] = self._head(t, width, teacher_dims[t.name]["summary"], t.mlp_num_inner, "v2")
+                self.summary_heads[t.name] = self._head(
+                    t, width, teacher_dims[t.name]["summary"], t.mlp_num_inner, "v2"
+                )
             if t.uses_spatial:
                 self.spatial_heads[t.name] = self._head(
                     t, width, teacher_dims[t.name]["spatial"], t.spatial_num_inner, t.spatial_mlp_version

@@ -5,6 +5,7 @@ and ``.safetensors`` through safetensors. ``load_into`` maps a public layout ont
 (``radio.models.formats``), compares it with the model's own keys and shapes, and either loads it or raises
 ``CheckpointError`` with the missing / unexpected / wrong-shape keys.
 """
+
 import json
 import logging
 import os
@@ -176,8 +177,9 @@ def load_exact(module: nn.Module, state: Dict[str, torch.Tensor], path: str, wha
     module.load_state_dict(state, strict=True)
 
 
-def load_into(model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher",
-              source_split: Tuple[int, int] = (4, 4)) -> LoadReport:
+def load_into(
+    model: nn.Module, path: str, *, strict: bool = True, role: str = "teacher", source_split: Tuple[int, int] = (4, 4)
+) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any supported public layout).
 
     ``role``: 'teacher' keeps C-RADIO adaptor heads and PHI-S normaliser; 'student' drops them and adapts

@@ -1,4 +1,5 @@
 """``radio models [PATTERN]`` (list the registry) and ``radio convert`` (teacher checkpoint converter)."""
+
 import argparse
 
 from radio.models.convert import build_parser, run
@@ -10,8 +11,10 @@ def list_command(args: argparse.Namespace) -> int:
     if not names:
         print(f"no registered model matches {args.pattern!r} (any timm model also works as timm/<name>)")
         return 1
-    print(f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
-          "spatial student")
+    print(
+        f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
+        "spatial student"
+    )
     for name in names:
         i = get_model_info(name)
         print(

@@ -7,6 +7,7 @@ training), and saved in its own naming; without it, the file is only unwrapped a
 TorchHub ``.pth.tar`` pickles an ``argparse.Namespace``: it is read only with ``--trust-pickle``, which
 allows that one class (and, failing that, full unpickling, for files the user vouches for).
 """
+
 import argparse
 import os
 import pickle
@@ -29,16 +30,23 @@ def _read_trusted(path: str) -> Dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        print(f"restricted unpickling refused ({str(e).splitlines()[0]}); --trust-pickle: loading fully",
-              file=sys.stderr)
+        print(
+            f"restricted unpickling refused ({str(e).splitlines()[0]}); --trust-pickle: loading fully", file=sys.stderr
+        )
         obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, dict):  # the tensors only: the pickled objects go no further
         obj = {k: v for k, v in obj.items() if isinstance(v, (dict, torch.Tensor))}
     return unwrap_state_dict(obj, path)
 
 
-def convert(src: str, dst: str, model_name: Optional[str] = None, *, trust_pickle: bool = False,
-            input_size: Optional[int] = None) -> LoadReport:
+def convert(
+    src: str,
+    dst: str,
+    model_name: Optional[str] = None,
+    *,
+    trust_pickle: bool = False,
+    input_size: Optional[int] = None,
+) -> LoadReport:
     """Convert ``src`` to ``dst`` (.safetensors); with ``model_name`` map and check it strictly."""
     if not dst.endswith(".safetensors"):
         raise CheckpointError(f"output must be a .safetensors file: {dst}")
@@ -55,8 +63,11 @@ def convert(src: str, dst: str, model_name: Optional[str] = None, *, trust_pickl
             raise CheckpointError(f"{report.describe()}\nThe checkpoint does not match {model_name}.")
         if isinstance(model, RadioViT):
             state["summary_idxs"] = torch.tensor(model.summary_idxs)
-    save_file({k: v.contiguous().clone() for k, v in state.items()}, dst,
-              metadata={"source": os.path.basename(src), "layout": report.fmt, "model": model_name or ""})
+    save_file(
+        {k: v.contiguous().clone() for k, v in state.items()},
+        dst,
+        metadata={"source": os.path.basename(src), "layout": report.fmt, "model": model_name or ""},
+    )
     return report
 
 
@@ -66,9 +77,12 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     parser.add_argument("dst", help="output .safetensors")
     parser.add_argument("--model", help="registry name to map onto and check against (see `radio models`)")
     parser.add_argument("--input-size", type=int, help="resolution to resample position embeddings to")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="read a pickle that holds Python objects (C-RADIO TorchHub .pth.tar); only for "
-                             "files from a source you trust")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read a pickle that holds Python objects (C-RADIO TorchHub .pth.tar); only for "
+        "files from a source you trust",
+    )
     return parser
 
 

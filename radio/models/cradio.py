@@ -4,6 +4,7 @@ State-dict names follow the public C-RADIO backbone layout (``patch_generator.em
 ``patch_generator.pos_embed``, ``patch_generator.cls_token.token``, ``blocks.N.*`` with layer scale
 ``ls1.grandma``) so the same loader reads C-RADIO releases and our own exports.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple

@@ -1,4 +1,5 @@
 """Random-init teacher weights for the CPU quickstart and tests (no download, clearly labelled)."""
+
 import os
 
 import torch

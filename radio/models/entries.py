@@ -4,6 +4,7 @@ Every constructor takes ``img_size`` (teachers: the resolution position embeddin
 sizes still work), ``num_classes`` (0: no classifier), ``drop_path_rate`` and model-specific overrides.
 Sizes are those of the released checkpoints (see docs in ``shared/reference/checkpoints.md``).
 """
+
 from functools import partial
 from typing import Optional, Sequence
 
@@ -150,19 +151,53 @@ _SIGLIP = dict(class_token=False, global_pool="map")
 # bias-free patch embedding (the converter adds its zero bias), LayerNorm eps 1e-5, plain GELU.
 _CLIPA = dict(global_pool="avg", fc_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer=nn.GELU)
 
-for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16),
-                                    ("giant", 1536, 40, 24)):
-    _register_vit(f"dinov2_vit_{_size}_patch14", timm_name=f"vit_{_size}_patch14_dinov2",
-                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=1)
-    _register_vit(f"dinov2_vit_{_size}_patch14_reg4", timm_name=f"vit_{_size}_patch14_reg4_dinov2",
-                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=518, prefix=5)
+for _size, _dim, _depth, _heads in (
+    ("small", 384, 12, 6),
+    ("base", 768, 12, 12),
+    ("large", 1024, 24, 16),
+    ("giant", 1536, 40, 24),
+):
+    _register_vit(
+        f"dinov2_vit_{_size}_patch14",
+        timm_name=f"vit_{_size}_patch14_dinov2",
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=14,
+        img=518,
+        prefix=1,
+    )
+    _register_vit(
+        f"dinov2_vit_{_size}_patch14_reg4",
+        timm_name=f"vit_{_size}_patch14_reg4_dinov2",
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=14,
+        img=518,
+        prefix=5,
+    )
 
 # DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers); its summary is the CLS token
 # as upstream, not timm's default average pooling.
-for _size, _dim, _depth, _heads in (("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16),
-                                    ("huge_plus", 1280, 32, 20), ("7b", 4096, 40, 32)):
-    _register_vit(f"dinov3_vit_{_size}_patch16", timm_name=f"vit_{_size}_patch16_dinov3",
-                  vit_kwargs=dict(global_pool="token"), dim=_dim, depth=_depth, heads=_heads, patch=16, img=256, prefix=5)
+for _size, _dim, _depth, _heads in (
+    ("small", 384, 12, 6),
+    ("base", 768, 12, 12),
+    ("large", 1024, 24, 16),
+    ("huge_plus", 1280, 32, 20),
+    ("7b", 4096, 40, 32),
+):
+    _register_vit(
+        f"dinov3_vit_{_size}_patch16",
+        timm_name=f"vit_{_size}_patch16_dinov3",
+        vit_kwargs=dict(global_pool="token"),
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=16,
+        img=256,
+        prefix=5,
+    )
 
 # SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
 for _name, _timm, _dim, _depth, _heads, _patch, _img in (
@@ -187,34 +222,100 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("dfn_clip_vit_huge_patch14_224", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
     ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
 ):
-    _register_vit(_name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1,
-                  proj_dim=_proj)
+    _register_vit(
+        _name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1, proj_dim=_proj
+    )
 
 for _name, _dim, _depth, _heads, _img, _proj in (
     ("vit_h_14_siglip_clipa_224", 1280, 32, 16, 224, 1024),
     ("vit_l_14_siglip_clipa_224", 1024, 24, 16, 224, 768),
     ("vit_l_14_siglip_clipa_336", 1024, 24, 16, 336, 768),
 ):
-    _register_vit(_name, vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=_dim, depth=_depth, num_heads=_heads),
-                  dim=_dim, depth=_depth, heads=_heads, patch=14, img=_img, prefix=1, proj_dim=_proj)
+    _register_vit(
+        _name,
+        vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=_dim, depth=_depth, num_heads=_heads),
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=14,
+        img=_img,
+        prefix=1,
+        proj_dim=_proj,
+    )
 
 # Tiny variants: the demo teachers of the CPU quickstart, and one per public layout for the loader tests.
-_register_vit("demo_vit_tiny_patch16", vit_kwargs=dict(patch_size=16, embed_dim=96, depth=2, num_heads=2),
-              dim=96, depth=2, heads=2, patch=16, img=64, prefix=1)
-_register_vit("demo_vit_tiny_patch14",
-              vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=128, depth=2, num_heads=2),
-              dim=128, depth=2, heads=2, patch=14, img=56, prefix=5)
-_register_vit("tiny_dinov2_vit_patch14", vit_kwargs=dict(_DINOV2, patch_size=14, embed_dim=48, depth=2, num_heads=2),
-              dim=48, depth=2, heads=2, patch=14, img=56, prefix=1)
-_register_vit("tiny_dinov2_vit_patch14_reg4",
-              vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=48, depth=2, num_heads=2),
-              dim=48, depth=2, heads=2, patch=14, img=56, prefix=5)
-_register_vit("tiny_clip_vit_patch16", vit_kwargs=dict(_CLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
-              dim=64, depth=2, heads=2, patch=16, img=64, prefix=1, proj_dim=32)
-_register_vit("tiny_siglip_vit_patch16", vit_kwargs=dict(_SIGLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
-              dim=64, depth=2, heads=2, patch=16, img=64, prefix=0)
-_register_vit("tiny_clipa_vit_patch14", vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=64, depth=2, num_heads=2),
-              dim=64, depth=2, heads=2, patch=14, img=56, prefix=1, proj_dim=32)
+_register_vit(
+    "demo_vit_tiny_patch16",
+    vit_kwargs=dict(patch_size=16, embed_dim=96, depth=2, num_heads=2),
+    dim=96,
+    depth=2,
+    heads=2,
+    patch=16,
+    img=64,
+    prefix=1,
+)
+_register_vit(
+    "demo_vit_tiny_patch14",
+    vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=128, depth=2, num_heads=2),
+    dim=128,
+    depth=2,
+    heads=2,
+    patch=14,
+    img=56,
+    prefix=5,
+)
+_register_vit(
+    "tiny_dinov2_vit_patch14",
+    vit_kwargs=dict(_DINOV2, patch_size=14, embed_dim=48, depth=2, num_heads=2),
+    dim=48,
+    depth=2,
+    heads=2,
+    patch=14,
+    img=56,
+    prefix=1,
+)
+_register_vit(
+    "tiny_dinov2_vit_patch14_reg4",
+    vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=48, depth=2, num_heads=2),
+    dim=48,
+    depth=2,
+    heads=2,
+    patch=14,
+    img=56,
+    prefix=5,
+)
+_register_vit(
+    "tiny_clip_vit_patch16",
+    vit_kwargs=dict(_CLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
+    dim=64,
+    depth=2,
+    heads=2,
+    patch=16,
+    img=64,
+    prefix=1,
+    proj_dim=32,
+)
+_register_vit(
+    "tiny_siglip_vit_patch16",
+    vit_kwargs=dict(_SIGLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
+    dim=64,
+    depth=2,
+    heads=2,
+    patch=16,
+    img=64,
+    prefix=0,
+)
+_register_vit(
+    "tiny_clipa_vit_patch14",
+    vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=64, depth=2, num_heads=2),
+    dim=64,
+    depth=2,
+    heads=2,
+    patch=14,
+    img=56,
+    prefix=1,
+    proj_dim=32,
+)
 
 
 def _timm_name(name: str) -> str:
@@ -224,8 +325,9 @@ def _timm_name(name: str) -> str:
     return model_name
 
 
-def create_timm_model(name: str, *, img_size: Optional[int] = None, num_classes: int = 0,
-                      drop_path_rate: float = 0.0, **kwargs) -> nn.Module:
+def create_timm_model(
+    name: str, *, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs
+) -> nn.Module:
     """``timm/<name>``: any timm model, random init (weights come from the teacher checkpoint)."""
     model_name = _timm_name(name)
     args = dict(num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)

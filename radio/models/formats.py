@@ -11,6 +11,7 @@
 
 Key names are in ``shared/reference/checkpoints.md``.
 """
+
 import re
 import sys
 from typing import Dict, Tuple
@@ -79,8 +80,11 @@ def _split_cradio(sd: StateDict, fmt: str) -> Tuple[StateDict, StateDict]:
                 extras[k] = v
     else:
         for k, v in sd.items():
-            (extras if k.startswith(("feature_normalizer.", "adaptors.", "input_conditioner.", "summary_idxs"))
-             else backbone)[k] = v
+            (
+                extras
+                if k.startswith(("feature_normalizer.", "adaptors.", "input_conditioner.", "summary_idxs"))
+                else backbone
+            )[k] = v
     return backbone, extras
 
 
@@ -127,8 +131,9 @@ def _resize_grid(pos: torch.Tensor, side: int) -> torch.Tensor:
     return grid.permute(0, 2, 3, 1).reshape(1, side * side, -1).to(pos.dtype)
 
 
-def _adapt_prefix_rows(token: torch.Tensor, model: RadioViT, source_split: Tuple[int, int],
-                       report: LoadReport) -> torch.Tensor:
+def _adapt_prefix_rows(
+    token: torch.Tensor, model: RadioViT, source_split: Tuple[int, int], report: LoadReport
+) -> torch.Tensor:
     """Student init: map the checkpoint's [CLS slots, registers] rows onto a student with other counts.
 
     ``source_split``: (CLS, registers) of the checkpoint's model type in the registry (checkpoints do not
@@ -150,8 +155,9 @@ def _adapt_prefix_rows(token: torch.Tensor, model: RadioViT, source_split: Tuple
     return torch.cat([fit(cls, model.num_cls_tokens), fit(regs, model.num_registers)])
 
 
-def _cradio_to_model(sd: StateDict, fmt: str, model: RadioViT, role: str, source_split: Tuple[int, int],
-                     report: LoadReport) -> StateDict:
+def _cradio_to_model(
+    sd: StateDict, fmt: str, model: RadioViT, role: str, source_split: Tuple[int, int], report: LoadReport
+) -> StateDict:
     """C-RADIO layouts -> ``RadioViT`` keys (see ``to_model_layout`` for ``role`` and ``source_split``)."""
     if any(k.endswith(SN_ORIGINAL) for k in sd):
         sd = _fold_spectral_reparam(sd, report)
@@ -205,8 +211,11 @@ def _cat_qkv(sd: StateDict, out: StateDict, src: str, names: Tuple[str, str, str
 
 
 _HF_LAYER = [  # HF CLIP/SigLIP encoder layer -> timm block
-    ("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
-    ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+    ("layer_norm1", "norm1"),
+    ("layer_norm2", "norm2"),
+    ("self_attn.out_proj", "attn.proj"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
 ]
 
 
@@ -230,7 +239,7 @@ def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
                 continue  # fused below
             for a, b in _HF_LAYER:
                 if rest.startswith(a + "."):
-                    out[f"blocks.{i}.{b}{rest[len(a):]}"] = v
+                    out[f"blocks.{i}.{b}{rest[len(a) :]}"] = v
                     break
             else:
                 report.dropped[pre + k] = "unknown HF encoder key"
@@ -238,14 +247,19 @@ def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
         simple = {
             "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
             "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
-            "pre_layrnorm.weight": "norm_pre.weight", "pre_layrnorm.bias": "norm_pre.bias",
-            "post_layernorm.weight": "norm.weight", "post_layernorm.bias": "norm.bias",
+            "pre_layrnorm.weight": "norm_pre.weight",
+            "pre_layrnorm.bias": "norm_pre.bias",
+            "post_layernorm.weight": "norm.weight",
+            "post_layernorm.bias": "norm.bias",
             "head.probe": "attn_pool.latent",
             "head.attention.out_proj.weight": "attn_pool.proj.weight",
             "head.attention.out_proj.bias": "attn_pool.proj.bias",
-            "head.layernorm.weight": "attn_pool.norm.weight", "head.layernorm.bias": "attn_pool.norm.bias",
-            "head.mlp.fc1.weight": "attn_pool.mlp.fc1.weight", "head.mlp.fc1.bias": "attn_pool.mlp.fc1.bias",
-            "head.mlp.fc2.weight": "attn_pool.mlp.fc2.weight", "head.mlp.fc2.bias": "attn_pool.mlp.fc2.bias",
+            "head.layernorm.weight": "attn_pool.norm.weight",
+            "head.layernorm.bias": "attn_pool.norm.bias",
+            "head.mlp.fc1.weight": "attn_pool.mlp.fc1.weight",
+            "head.mlp.fc1.bias": "attn_pool.mlp.fc1.bias",
+            "head.mlp.fc2.weight": "attn_pool.mlp.fc2.weight",
+            "head.mlp.fc2.bias": "attn_pool.mlp.fc2.bias",
         }
         if k in simple:
             out[simple[k]] = v
@@ -263,8 +277,13 @@ def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
             report.dropped[pre + k] = "unknown HF vision key"
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", k))}
     for i in layers:
-        _cat_qkv(sd, out, f"vision_model.encoder.layers.{i}.self_attn", ("q_proj", "k_proj", "v_proj"),
-                 f"blocks.{i}.attn.qkv")
+        _cat_qkv(
+            sd,
+            out,
+            f"vision_model.encoder.layers.{i}.self_attn",
+            ("q_proj", "k_proj", "v_proj"),
+            f"blocks.{i}.attn.qkv",
+        )
     return out
 
 
@@ -272,8 +291,10 @@ def _hf_dinov2(sd: StateDict, report: LoadReport) -> StateDict:
     """HF ``Dinov2Model`` / ``Dinov2WithRegistersModel`` -> original DINOv2 names (timm converts those)."""
     out: StateDict = {}
     rules = [
-        (r"embeddings\.cls_token", "cls_token"), (r"embeddings\.mask_token", "mask_token"),
-        (r"embeddings\.register_tokens", "register_tokens"), (r"embeddings\.position_embeddings", "pos_embed"),
+        (r"embeddings\.cls_token", "cls_token"),
+        (r"embeddings\.mask_token", "mask_token"),
+        (r"embeddings\.register_tokens", "register_tokens"),
+        (r"embeddings\.position_embeddings", "pos_embed"),
         (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
         (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
         (r"encoder\.layer\.(\d+)\.layer_scale1\.lambda1", r"blocks.\1.ls1.gamma"),
@@ -322,8 +343,15 @@ def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> S
                 report.dropped[k] = "not part of the vision tower"
     if fmt in ("dinov2", "hf_dinov2"):
         report.dropped["mask_token"] = "DINOv2 masked-modelling token, unused"
-    src_patch = next((v for k, v in sd.items() if v.dim() == 4 and re.search(
-        r"(patch_embed\.proj|conv1|patch_embedding|patch_embeddings\.projection)\.weight$", k)), None)
+    src_patch = next(
+        (
+            v
+            for k, v in sd.items()
+            if v.dim() == 4
+            and re.search(r"(patch_embed\.proj|conv1|patch_embedding|patch_embeddings\.projection)\.weight$", k)
+        ),
+        None,
+    )
     filter_fn = _timm_filter(model)
     try:
         out = filter_fn(sd, model) if filter_fn is not None else dict(sd)
@@ -368,8 +396,9 @@ def _strip_downstream(sd: StateDict, model: nn.Module, report: LoadReport) -> St
     return {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
 
 
-def to_model_layout(sd: StateDict, model: nn.Module, *, path: str, role: str = "teacher",
-                    source_split: Tuple[int, int] = (4, 4)) -> Tuple[StateDict, LoadReport]:
+def to_model_layout(
+    sd: StateDict, model: nn.Module, *, path: str, role: str = "teacher", source_split: Tuple[int, int] = (4, 4)
+) -> Tuple[StateDict, LoadReport]:
     """Map ``sd`` (any supported layout) to ``model``'s key names. -> (mapped state dict, report).
 
     ``role`` 'student' (``RadioViT`` only) drops C-RADIO adaptors/normaliser and adapts the CLS rows (the

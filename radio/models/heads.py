@@ -3,6 +3,7 @@
 ``MLP2`` is C-RADIO's ``v2`` adaptor MLP with its parameter names (``pre_norm.0``, ``fc1``,
 ``blocks.k.{0,2}``, ``final.{0,2}``), so C-RADIO adaptor weights load into it unchanged.
 """
+
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block

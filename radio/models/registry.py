@@ -3,6 +3,7 @@
 Each entry carries a ``ModelInfo`` so configs can be validated (patch size, which features a teacher
 yields) without building the network. ``timm/<name>`` reaches any timm model.
 """
+
 import difflib
 from dataclasses import dataclass
 from typing import Callable, Dict, List

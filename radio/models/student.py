@@ -1,4 +1,5 @@
 """The trained student: a registry C-RADIO ViT sized from the spec, optionally initialised from a file."""
+
 from typing import Optional
 
 import torch
@@ -42,8 +43,9 @@ def build_student(backbone_cfg, num_summary_slots: int, vitdet_cfg=None) -> Radi
     model = create_model(backbone_cfg.type, drop_path_rate=backbone_cfg.drop_path_rate, **overrides)
     if path:
         # A checkpoint of this type has the registry's CLS/register split.
-        load_into(model, path, strict=True, role="student",
-                  source_split=(reference.num_cls_tokens, reference.num_registers))
+        load_into(
+            model, path, strict=True, role="student", source_split=(reference.num_cls_tokens, reference.num_registers)
+        )
     if vitdet_cfg is not None:
         model.set_vitdet_layout(vitdet_cfg.num_global, vitdet_cfg.num_windowed)
     return model

@@ -1,4 +1,5 @@
 """Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 under inference mode."""
+
 import contextlib
 from dataclasses import dataclass
 from typing import Optional
@@ -21,8 +22,9 @@ class TeacherOutput:
     logits: Optional[torch.Tensor]
 
 
-def teacher_features(model: nn.Module, x: torch.Tensor, patch_size: int, *, classify: bool = False,
-                     project: bool = False):
+def teacher_features(
+    model: nn.Module, x: torch.Tensor, patch_size: int, *, classify: bool = False, project: bool = False
+):
     """Run a registry model as a teacher. -> (summary [B, Ds], spatial [B, C, H/p, W/p], logits | None).
 
     C-RADIO: the ``summary_idxs`` CLS slots concatenated, patch tokens (through the released PHI-S
@@ -134,8 +136,11 @@ class FrozenTeacher(nn.Module):
             )
         with torch.inference_mode():
             summary, spatial, logits = teacher_features(
-                self.model, x.to(self.device, self.dtype), self.patch_size,
-                classify=self.num_classes > 0, project=self.summary_proj,
+                self.model,
+                x.to(self.device, self.dtype),
+                self.patch_size,
+                classify=self.num_classes > 0,
+                project=self.summary_proj,
             )
 
         def out(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -4,6 +4,7 @@ On a step that draws a window size (``choose_window``), the windowed blocks atte
 non-overlapping windows of ``window x window`` patch tokens; the prefix tokens (CLS slots, registers) are
 copied into every window and averaged back afterwards. The remaining blocks stay global.
 """
+
 import random
 from typing import List, Optional
 

@@ -1,4 +1,5 @@
 """Spec loading: the seed spec, overrides, per-teacher fallback, and the error messages."""
+
 import os
 
 import pytest
@@ -96,12 +97,18 @@ def test_loss_type_is_case_insensitive(tmp_path):
         (["train.optim.policy=step", "train.optim.policy_params={step_size: 0.5}"], ["step_size", "whole number"]),
         (["train.optim.betas=[2,-1]"], ["train.optim.betas", "[0, 1)"]),
         (["distill.teacher.0.summary_token_idx=-1"], ["summary_token_idx"]),
-        (["distill.teacher.0.match_student_resolution=true", "distill.teacher.0.input_size=128"],
-         ["distill.teacher[0].input_size", "ignored"]),
-        (["distill.teacher.0.mode=spatial", "distill.teacher.0.summary_loss_type=angle"],
-         ["distill.teacher[0].summary_loss_type", "ignored"]),
-        (["distill.teacher.0.mode=summary", "distill.teacher.0.fd_loss_weight=0.5"],
-         ["distill.teacher[0].fd_loss_weight", "combo"]),
+        (
+            ["distill.teacher.0.match_student_resolution=true", "distill.teacher.0.input_size=128"],
+            ["distill.teacher[0].input_size", "ignored"],
+        ),
+        (
+            ["distill.teacher.0.mode=spatial", "distill.teacher.0.summary_loss_type=angle"],
+            ["distill.teacher[0].summary_loss_type", "ignored"],
+        ),
+        (
+            ["distill.teacher.0.mode=summary", "distill.teacher.0.fd_loss_weight=0.5"],
+            ["distill.teacher[0].fd_loss_weight", "combo"],
+        ),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
@@ -147,15 +154,20 @@ def test_default_teacher_names_are_usable_as_keys_and_bad_names_refused(tmp_path
 
 
 def test_automatic_summary_slots_skip_explicit_ones(tmp_path):
-    text = MINIMAL + """    - model: {backbone: {type: demo_vit_tiny_patch14}}
+    text = (
+        MINIMAL
+        + """    - model: {backbone: {type: demo_vit_tiny_patch14}}
       pretrained_teacher_model_path: /w/b.safetensors
       mode: summary
 """
-    cfg = load_run_config(write(tmp_path, text), ["distill.teacher.0.summary_token_idx=0",
-                                                  "distill.teacher.0.mode=summary"])
+    )
+    cfg = load_run_config(
+        write(tmp_path, text), ["distill.teacher.0.summary_token_idx=0", "distill.teacher.0.mode=summary"]
+    )
     first, second = resolve_teachers(cfg)
     assert (first.summary_token_idx, second.summary_token_idx) == (0, 1)
-    cfg = load_run_config(write(tmp_path, text), ["distill.teacher.0.summary_token_idx=1",
-                                                  "distill.teacher.0.mode=summary"])
+    cfg = load_run_config(
+        write(tmp_path, text), ["distill.teacher.0.summary_token_idx=1", "distill.teacher.0.mode=summary"]
+    )
     first, second = resolve_teachers(cfg)
     assert (first.summary_token_idx, second.summary_token_idx) == (1, 0)

@@ -1,4 +1,5 @@
 """Fixtures for the data-pipeline tests."""
+
 import pytest
 
 from radio.data.synthetic import write_synthetic_shards
@@ -11,4 +12,3 @@ def two_sources(tmp_path_factory):
     write_synthetic_shards(str(root / "a"), 60, 20, seed=1, prefix="a", with_json=True, with_cls=True)
     write_synthetic_shards(str(root / "b"), 30, 10, seed=2, prefix="b")
     return str(root / "a"), str(root / "b")
-

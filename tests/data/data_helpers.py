@@ -1,4 +1,5 @@
 """Helpers for the data-pipeline tests: loader configs, plans, hand-made tars."""
+
 import io
 import tarfile
 
@@ -10,8 +11,18 @@ from radio.data.synthetic import jpeg_bytes, synthetic_image
 from radio.data.views import ViewPlan, ViewSpec
 
 
-def make_cfg(roots, *, weights=None, batch_size=4, workers=0, max_error_rate=0.05, data_weight_mode="none",
-             native=None, images_dir=None, **source_fields):
+def make_cfg(
+    roots,
+    *,
+    weights=None,
+    batch_size=4,
+    workers=0,
+    max_error_rate=0.05,
+    data_weight_mode="none",
+    native=None,
+    images_dir=None,
+    **source_fields,
+):
     """A structured ``DatasetConfig`` over ``roots`` (one tar source each)."""
     weights = weights or [1.0] * len(roots)
     sources = [TarDataSource(root_dir=root, scale_factor=w, **source_fields) for root, w in zip(roots, weights)]

@@ -1,5 +1,6 @@
 """Bad data is skipped and counted by reason, logged once with shard and key; the run goes on. A source
 that yields nothing, or too many unreadable samples, stops with a clear error."""
+
 import json
 import logging
 import os
@@ -20,21 +21,24 @@ STEPS = 40  # x 4 samples: several passes over the ~20 samples below
 def messy_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("messy")
     good = image_bytes(1)
-    write_tar(root / "s0.tar", [
-        ("ok0.jpg", image_bytes(2)),
-        ("ok0.json", json.dumps({"uid": "u0", "caption": "a cat"}).encode()),
-        ("corrupt.jpg", b"\xff\xd8\xff\xe0 definitely not a jpeg"),
-        ("cut.jpg", good[: len(good) // 2]),
-        ("empty.jpg", b""),
-        ("textonly.txt", b"no image here"),
-        ("badjson.jpg", image_bytes(3)),
-        ("badjson.json", b"{not json"),
-        ("dotted.name.jpg", image_bytes(4)),  # key "dotted", extension "name.jpg"
-        ("deep/er/nested.jpg", image_bytes(5)),
-        ("ok1.jpg", image_bytes(6)),
-        ("ok1.jpg", image_bytes(7)),  # the same member twice: the first is used
-        ("ok0.cls", b"3"),  # ok0 again, not consecutive: a separate sample without an image
-    ])
+    write_tar(
+        root / "s0.tar",
+        [
+            ("ok0.jpg", image_bytes(2)),
+            ("ok0.json", json.dumps({"uid": "u0", "caption": "a cat"}).encode()),
+            ("corrupt.jpg", b"\xff\xd8\xff\xe0 definitely not a jpeg"),
+            ("cut.jpg", good[: len(good) // 2]),
+            ("empty.jpg", b""),
+            ("textonly.txt", b"no image here"),
+            ("badjson.jpg", image_bytes(3)),
+            ("badjson.json", b"{not json"),
+            ("dotted.name.jpg", image_bytes(4)),  # key "dotted", extension "name.jpg"
+            ("deep/er/nested.jpg", image_bytes(5)),
+            ("ok1.jpg", image_bytes(6)),
+            ("ok1.jpg", image_bytes(7)),  # the same member twice: the first is used
+            ("ok0.cls", b"3"),  # ok0 again, not consecutive: a separate sample without an image
+        ],
+    )
     nested = root / "sub" / "dir"
     nested.mkdir(parents=True)
     write_tar(nested / "s1.tar", [(f"n{i}.jpg", image_bytes(10 + i)) for i in range(6)], gnu=True)
@@ -59,24 +63,43 @@ def run_messy(messy_root, caplog, steps=STEPS):
 def test_the_run_continues_and_counters_say_why(messy_root, caplog):
     batches, keys, counters = run_messy(messy_root, caplog)
     assert len(batches) == STEPS and all(len(b.keys) == 4 for b in batches)
-    for reason in ("error/corrupt_image", "error/empty_member", "skipped/no_image", "error/bad_json",
-                   "error/truncated_tar", "error/corrupt_tar", "format/repeated_key", "format/duplicate_member"):
+    for reason in (
+        "error/corrupt_image",
+        "error/empty_member",
+        "skipped/no_image",
+        "error/bad_json",
+        "error/truncated_tar",
+        "error/corrupt_tar",
+        "format/repeated_key",
+        "format/duplicate_member",
+    ):
         assert counters.get(reason, 0) >= 1, reason
     assert counters["error/corrupt_image"] >= 2  # random bytes and a half-written JPEG
     bad = {"s0.tar:corrupt", "s0.tar:cut", "s0.tar:empty", "s0.tar:textonly"}
     assert not keys & bad
     # Usable samples are used: sidecar-less, bad-JSON, dotted and nested names, GNU tar in sub-folders,
     # the samples of a truncated tar before the damage.
-    for key in ("s0.tar:ok0", "s0.tar:badjson", "s0.tar:dotted", "s0.tar:deep/er/nested", "s0.tar:ok1",
-                "sub/dir/s1.tar:n0", "sub/dir/s1.tar:n5", "truncated.tar:t0"):
+    for key in (
+        "s0.tar:ok0",
+        "s0.tar:badjson",
+        "s0.tar:dotted",
+        "s0.tar:deep/er/nested",
+        "s0.tar:ok1",
+        "sub/dir/s1.tar:n0",
+        "sub/dir/s1.tar:n5",
+        "truncated.tar:t0",
+    ):
         assert key in keys, key
     assert not any(key.startswith("badheader.tar") for key in keys)
 
 
 def test_each_bad_sample_is_logged_once_with_shard_and_key(messy_root, caplog):
     _, _, counters = run_messy(messy_root, caplog)
-    corrupt_logs = [r.getMessage() for r in caplog.records if "error/corrupt_image" in r.getMessage()
-                    and "'corrupt'" in r.getMessage()]
+    corrupt_logs = [
+        r.getMessage()
+        for r in caplog.records
+        if "error/corrupt_image" in r.getMessage() and "'corrupt'" in r.getMessage()
+    ]
     assert len(corrupt_logs) == 1 and "s0.tar" in corrupt_logs[0]
     assert counters["error/corrupt_image"] > 2  # read again in later passes: counted again, not logged
 
@@ -106,7 +129,9 @@ def test_shards_written_by_the_tar_command(tmp_path):
 
 
 def test_too_many_unreadable_samples_stop_the_run(tmp_path):
-    members = [(f"bad{i}.jpg", b"not an image") for i in range(30)] + [(f"ok{i}.jpg", image_bytes(i)) for i in range(10)]
+    members = [(f"bad{i}.jpg", b"not an image") for i in range(30)] + [
+        (f"ok{i}.jpg", image_bytes(i)) for i in range(10)
+    ]
     write_tar(tmp_path / "s.tar", members)
     loader = TrainLoader(make_cfg([str(tmp_path)], max_error_rate=0.05), small_plan(), seed=0, rank=0, world_size=1)
     with pytest.raises(DataError, match="max_error_rate=0.05"):

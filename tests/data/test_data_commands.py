@@ -1,4 +1,5 @@
 """`radio data preview`, `radio shards write`, image-folder sources and the synthetic shard writer."""
+
 import json
 import os
 
@@ -44,13 +45,16 @@ def test_preview_start_step_matches_the_uninterrupted_preview(capsys, two_source
 
 
 def test_preview_ranks_read_disjoint_samples_and_text_output_reports_mixture(capsys, two_sources):
-    ranks = [preview_json(capsys, two_sources, "--steps", "3", "--world-size", "2", "--rank", str(r))
-             for r in (0, 1)]
+    ranks = [preview_json(capsys, two_sources, "--steps", "3", "--world-size", "2", "--rank", str(r)) for r in (0, 1)]
     keys = [{s["key"] for step in r["steps"] for s in step["samples"]} for r in ranks]
     assert len(keys[0]) == len(keys[1]) == 9 and not keys[0] & keys[1]
     overrides = [f"dataset.train_dataset.tar_data_sources.{i}.root_dir={root}" for i, root in enumerate(two_sources)]
-    assert radio_main(["data", "preview", "-e", SPEC, "--steps", "2", "--workers", "0",
-                       "results_dir=/tmp/unused", *overrides]) == 0
+    assert (
+        radio_main(
+            ["data", "preview", "-e", SPEC, "--steps", "2", "--workers", "0", "results_dir=/tmp/unused", *overrides]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "step 1" in text and "source_a" in text and "mixture over these steps" in text
 
@@ -93,8 +97,7 @@ def test_image_folder_source_gives_class_labels(image_folder):
 
 
 def test_synthetic_shards_are_varied_webdataset_shards(tmp_path):
-    paths = write_synthetic_shards(str(tmp_path), 12, 5, seed=3, with_json=True, with_cls=True,
-                                   size_range=(40, 60))
+    paths = write_synthetic_shards(str(tmp_path), 12, 5, seed=3, with_json=True, with_cls=True, size_range=(40, 60))
     assert [os.path.basename(p) for p in paths] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     samples = list(wds.WebDataset(paths, shardshuffle=False).decode("rgb"))
     assert len(samples) == 12 and {"jpg", "json", "cls"} <= set(samples[0])

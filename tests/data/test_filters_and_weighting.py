@@ -1,5 +1,6 @@
 """Native-resolution and near-constant filters (per-reason counters), and data_weight_mode acceptance
 from the counts ``radio shards stats`` writes."""
+
 import json
 import random
 from collections import Counter
@@ -19,15 +20,18 @@ from radio.data.synthetic import jpeg_bytes
 from radio.errors import DataError
 
 
-@pytest.mark.parametrize("limits,size,reason", [
-    (NativeResolutionFilter(min_short_side=100), (300, 99), "dropped/min_short_side"),
-    (NativeResolutionFilter(min_long_side=300), (299, 200), "dropped/min_long_side"),
-    (NativeResolutionFilter(min_area=10_000), (99, 100), "dropped/min_area"),
-    (NativeResolutionFilter(max_aspect_ratio=2.0), (100, 201), "dropped/max_aspect_ratio"),
-    (NativeResolutionFilter(max_aspect_ratio=2.0), (201, 100), "dropped/max_aspect_ratio"),
-    (NativeResolutionFilter(min_short_side=100, max_aspect_ratio=2.0), (100, 200), None),
-    (NativeResolutionFilter(), (1, 100_000), None),  # nothing set: no limits at all
-])
+@pytest.mark.parametrize(
+    "limits,size,reason",
+    [
+        (NativeResolutionFilter(min_short_side=100), (300, 99), "dropped/min_short_side"),
+        (NativeResolutionFilter(min_long_side=300), (299, 200), "dropped/min_long_side"),
+        (NativeResolutionFilter(min_area=10_000), (99, 100), "dropped/min_area"),
+        (NativeResolutionFilter(max_aspect_ratio=2.0), (100, 201), "dropped/max_aspect_ratio"),
+        (NativeResolutionFilter(max_aspect_ratio=2.0), (201, 100), "dropped/max_aspect_ratio"),
+        (NativeResolutionFilter(min_short_side=100, max_aspect_ratio=2.0), (100, 200), None),
+        (NativeResolutionFilter(), (1, 100_000), None),  # nothing set: no limits at all
+    ],
+)
 def test_native_resolution_thresholds(limits, size, reason):
     assert native_resolution_drop(*size, limits) == reason
 
@@ -91,8 +95,7 @@ def test_shards_stats_then_inv_frequency_downweights_repeats(duplicated_source, 
 def test_weight_modes_keep_probability(duplicated_source):
     radio_main(["shards", "stats", duplicated_source])
     counts = KeyCounts(counts_path(duplicated_source))
-    expected = {"inv_frequency": 1 / 40, "inv_sq_frequency": 1 / 1600,
-                "inv_log_frequency": np.log(2) / np.log(41)}
+    expected = {"inv_frequency": 1 / 40, "inv_sq_frequency": 1 / 1600, "inv_log_frequency": np.log(2) / np.log(41)}
     for mode, probability in expected.items():
         acceptance = WeightedAcceptance(mode, counts, seed=0)
         assert acceptance.keep_probability("sha256:same") == pytest.approx(probability)
@@ -104,14 +107,27 @@ def test_weight_modes_keep_probability(duplicated_source):
 def test_weighting_without_counts_file_says_how_to_make_it(tmp_path):
     write_tar(tmp_path / "s.tar", [("a.jpg", image_bytes(0))])
     with pytest.raises(DataError, match="radio shards stats"):
-        TrainLoader(make_cfg([str(tmp_path)], data_weight_mode="inv_frequency"), small_plan(), seed=0, rank=0,
-                    world_size=1)
+        TrainLoader(
+            make_cfg([str(tmp_path)], data_weight_mode="inv_frequency"), small_plan(), seed=0, rank=0, world_size=1
+        )
 
 
 def test_weighting_decisions_do_not_depend_on_the_worker_count(duplicated_source):
     radio_main(["shards", "stats", duplicated_source])
-    runs = [[b.keys for b in take(TrainLoader(make_cfg([duplicated_source], data_weight_mode="inv_sq_frequency",
-                                                       workers=workers), small_plan(), seed=1, rank=0,
-                                              world_size=1), 10)]
-            for workers in (0, 2)]
+    runs = [
+        [
+            b.keys
+            for b in take(
+                TrainLoader(
+                    make_cfg([duplicated_source], data_weight_mode="inv_sq_frequency", workers=workers),
+                    small_plan(),
+                    seed=1,
+                    rank=0,
+                    world_size=1,
+                ),
+                10,
+            )
+        ]
+        for workers in (0, 2)
+    ]
     assert runs[0] == runs[1]

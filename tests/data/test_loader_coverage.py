@@ -1,5 +1,6 @@
 """Distribution: readers (rank x lane) read disjoint parts that together cover a pass exactly once, and
 every rank yields full batches even with fewer shards than readers."""
+
 import pytest
 
 from tests.data.data_helpers import make_cfg, small_plan, take
@@ -58,8 +59,13 @@ def test_fewer_shards_than_readers_every_rank_gets_full_batches(tmp_path):
     world_size, steps = 3, 5
     per_rank = []
     for rank in range(world_size):
-        loader = TrainLoader(make_cfg([root], batch_size=2, workers=2 if rank == 0 else 0), small_plan(), seed=0,
-                             rank=rank, world_size=world_size)
+        loader = TrainLoader(
+            make_cfg([root], batch_size=2, workers=2 if rank == 0 else 0),
+            small_plan(),
+            seed=0,
+            rank=rank,
+            world_size=world_size,
+        )
         batches = take(loader, steps)
         assert [b.step for b in batches] == list(range(steps))
         assert all(len(b.keys) == 2 and all(b.keys) for b in batches)

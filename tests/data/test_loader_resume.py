@@ -1,5 +1,6 @@
 """Resume and determinism: the read order is a pure function of (seed, step), whatever the worker count,
 and a restored state continues exactly, seeking instead of re-reading."""
+
 import json
 
 import pytest
@@ -18,8 +19,9 @@ def test_worker_count_changes_who_reads_not_what(two_sources):
     """Same keys, sources, labels and pixels with 0 and 2 worker processes."""
     runs = []
     for workers in (0, 2):
-        loader = TrainLoader(make_cfg(two_sources, weights=[2, 1], workers=workers), small_plan(), seed=3,
-                             rank=0, world_size=1)
+        loader = TrainLoader(
+            make_cfg(two_sources, weights=[2, 1], workers=workers), small_plan(), seed=3, rank=0, world_size=1
+        )
         runs.append(take(loader, 8))
     for a, b in zip(*runs):
         assert a.keys == b.keys and a.step == b.step
@@ -28,8 +30,9 @@ def test_worker_count_changes_who_reads_not_what(two_sources):
 
 
 def test_seed_changes_the_order(two_sources):
-    orders = [keys_of(take(TrainLoader(make_cfg(two_sources), small_plan(), seed=s, rank=0, world_size=1), 4))
-              for s in (0, 1)]
+    orders = [
+        keys_of(take(TrainLoader(make_cfg(two_sources), small_plan(), seed=s, rank=0, world_size=1), 4)) for s in (0, 1)
+    ]
     assert orders[0] != orders[1]
 
 
@@ -44,8 +47,9 @@ def test_resume_yields_the_uninterrupted_keys_without_rereading(two_sources, sav
     state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
     assert state["step"] == 10
 
-    resumed = TrainLoader(make_cfg(two_sources, weights=[2, 1], workers=resumed_workers), small_plan(), seed=7,
-                          rank=0, world_size=1)
+    resumed = TrainLoader(
+        make_cfg(two_sources, weights=[2, 1], workers=resumed_workers), small_plan(), seed=7, rank=0, world_size=1
+    )
     resumed.load_state_dict(state)
     continued = take(resumed, 15)
     assert [b.step for b in continued] == list(range(10, 25))

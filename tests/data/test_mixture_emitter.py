@@ -1,4 +1,5 @@
 """The mixture guarantee: every prefix of the emitted sequence is within 2 samples of the requested share."""
+
 import json
 import random
 
@@ -20,8 +21,9 @@ def max_prefix_deviation(sequence, shares):
     return worst
 
 
-@pytest.mark.parametrize("weights", WEIGHTS + [[random.Random(i).uniform(0.01, 10) for _ in range(1 + i % 6)]
-                                               for i in range(6)])
+@pytest.mark.parametrize(
+    "weights", WEIGHTS + [[random.Random(i).uniform(0.01, 10) for _ in range(1 + i % 6)] for i in range(6)]
+)
 def test_every_prefix_within_two_samples(weights):
     emitter = MixtureEmitter(weights)
     sequence = emitter.take(50_000)

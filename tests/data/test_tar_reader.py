@@ -1,20 +1,23 @@
 """Tar reading: member names (ustar prefix, GNU long names, pax), grouping, seeking to a resume point."""
+
 import io
 import tarfile
 
 import pytest
 
 from tests.data.data_helpers import write_tar
-from radio.data.tar_reader import (TarFormatError, image_extension, iter_samples, open_shard,
-                                   split_member_path)
+from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, split_member_path
 
 
-@pytest.mark.parametrize("path,key,extension", [
-    ("a.jpg", "a", "jpg"),
-    ("a.b.jpg", "a", "b.jpg"),
-    ("dir/sub.dir/x.seg.png", "dir/sub.dir/x", "seg.png"),
-    ("noext", "noext", ""),
-])
+@pytest.mark.parametrize(
+    "path,key,extension",
+    [
+        ("a.jpg", "a", "jpg"),
+        ("a.b.jpg", "a", "b.jpg"),
+        ("dir/sub.dir/x.seg.png", "dir/sub.dir/x", "seg.png"),
+        ("noext", "noext", ""),
+    ],
+)
 def test_key_is_the_path_up_to_the_first_dot_of_the_basename(path, key, extension):
     assert split_member_path(path) == (key, extension)
 
@@ -49,8 +52,12 @@ def test_grouping_is_by_consecutive_members_and_resume_offsets_seek(tmp_path):
     path = tmp_path / "s.tar"
     write_tar(path, [("a.jpg", b"1"), ("a.json", b"{}"), ("b.jpg", b"2"), ("a.cls", b"3"), ("c.jpg", b"4")])
     samples = samples_of(path)
-    assert [(i, k, m) for i, k, m, _ in samples] == [(0, "a", ["jpg", "json"]), (1, "b", ["jpg"]),
-                                                    (2, "a", ["cls"]), (3, "c", ["jpg"])]
+    assert [(i, k, m) for i, k, m, _ in samples] == [
+        (0, "a", ["jpg", "json"]),
+        (1, "b", ["jpg"]),
+        (2, "a", ["cls"]),
+        (3, "c", ["jpg"]),
+    ]
     resumed = samples_of(path, offset=samples[1][3], index=2)
     assert resumed == samples[2:]
 

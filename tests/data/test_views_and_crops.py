@@ -1,5 +1,6 @@
 """Views: per-step resolutions (seeded, patch-aligned, same everywhere), on-device resize + normalisation;
 crops: one region per sample, reduced-size JPEG decoding for large images."""
+
 import io
 import random
 from collections import Counter
@@ -18,8 +19,11 @@ from radio.data.views import ViewPlan, ViewSpec, align_to_patch, make_view
 def test_sizes_are_patch_aligned_and_follow_the_student():
     plan = ViewPlan(
         ViewSpec("student", 224, 16, {224: 0.5, 256: 0.5}),
-        [ViewSpec("fixed", 432, 16), ViewSpec("follows", 224, 14, follow="student"),
-         ViewSpec("own", 224, 14, {300: 1.0})],
+        [
+            ViewSpec("fixed", 432, 16),
+            ViewSpec("follows", 224, 14, follow="student"),
+            ViewSpec("own", 224, 14, {300: 1.0}),
+        ],
         seed=0,
     )
     seen = Counter()

@@ -1,4 +1,5 @@
 """Checkpoints: atomic folders, discovery of the newest complete one, pruning, safe loading."""
+
 import os
 import random
 
@@ -21,7 +22,9 @@ def payload(value: float) -> ckpt.CheckpointPayload:
 
 
 def save(results, step, keep=2):
-    return ckpt.save_checkpoint(str(results), step, payload(step), rank=0, is_main=True, barrier=lambda: None, keep=keep)
+    return ckpt.save_checkpoint(
+        str(results), step, payload(step), rank=0, is_main=True, barrier=lambda: None, keep=keep
+    )
 
 
 def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):

@@ -1,4 +1,5 @@
 """Single-teacher classification KD: labels from `.cls`, teacher logits, (1 − λ)·CE + λ·KL, heads trained."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """The real CLI in subprocesses: end-to-end runs, --print-config, and user errors without tracebacks."""
+
 import json
 import os
 import subprocess
@@ -40,9 +41,20 @@ def test_distill_runs_end_to_end(demo_assets, tmp_path):
 def test_accelerate_launch_runs_the_same_loop(demo_assets, tmp_path):
     results = str(tmp_path / "acc")
     cmd = [
-        os.path.join(BIN, "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        os.path.join(REPO, "radio", "train.py"), "--spec", QUICKSTART_SPEC,
+        os.path.join(BIN, "accelerate"),
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        os.path.join(REPO, "radio", "train.py"),
+        "--spec",
+        QUICKSTART_SPEC,
         *tiny_run_overrides(demo_assets, results, "train.max_steps=2"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
@@ -86,8 +98,13 @@ def test_teacher_weights_of_another_architecture_are_refused(demo_assets, tmp_pa
     from radio.quickstart import demo_weights_path
 
     other = demo_weights_path(demo_assets, "demo_vit_tiny_patch14")
-    proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
-                 f"distill.teacher.0.pretrained_teacher_model_path={other}")
+    proc = radio(
+        "distill",
+        "-e",
+        QUICKSTART_SPEC,
+        *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+        f"distill.teacher.0.pretrained_teacher_model_path={other}",
+    )
     assert proc.returncode == 2
     assert other in proc.stderr and "another architecture" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -105,7 +122,10 @@ def test_empty_root_dir_is_refused(demo_assets, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = radio(
-        "distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+        "distill",
+        "-e",
+        QUICKSTART_SPEC,
+        *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
         f"dataset.train_dataset.tar_data_sources.1.root_dir={empty}",
     )
     assert proc.returncode == 2

@@ -1,4 +1,5 @@
 """train.compile=true runs the compiled student and keeps checkpoint keys identical to eager runs."""
+
 import os
 
 import pytest
@@ -14,8 +15,11 @@ QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 @pytest.mark.slow
 def test_compiled_run_checkpoints_with_eager_key_names(demo_assets, trained_results, tmp_path):
     results = str(tmp_path / "compiled")
-    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1",
-                                                            "train.compile=true")))
+    run(
+        load_run_config(
+            QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1", "train.compile=true")
+        )
+    )
     compiled = load_file(os.path.join(results, "checkpoints", "step_0000001", "model.safetensors"))
     eager = load_file(os.path.join(trained_results, "checkpoints", "step_0000004", "model.safetensors"))
     assert compiled.keys() == eager.keys()

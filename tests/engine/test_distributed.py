@@ -1,4 +1,5 @@
 """Two CPU ranks over gloo through `accelerate launch`: the same loop, per-rank loader state, resume."""
+
 import json
 import os
 import shutil
@@ -18,17 +19,36 @@ BIN = os.path.dirname(sys.executable)
 def launch_two_ranks(overrides, cwd, port):
     # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` + Accelerator(cpu=True) starts two.
     cmd = [
-        os.path.join(BIN, "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        os.path.join(REPO, "radio", "train.py"), "--spec", QUICKSTART_SPEC, *overrides,
+        os.path.join(BIN, "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        os.path.join(REPO, "radio", "train.py"),
+        "--spec",
+        QUICKSTART_SPEC,
+        *overrides,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 @pytest.mark.slow
 def test_two_rank_ddp_resume_continues_exactly(demo_assets, tmp_path):
-    extra = ("train.max_steps=4", "train.checkpoint_interval_steps=2", "train.keep_checkpoints=3",
-             "dataset.workers=1", "distill.phi_s.refresh_every_n_steps=2")
+    extra = (
+        "train.max_steps=4",
+        "train.checkpoint_interval_steps=2",
+        "train.keep_checkpoints=3",
+        "dataset.workers=1",
+        "distill.phi_s.refresh_every_n_steps=2",
+    )
     full = str(tmp_path / "full")
     first = launch_two_ranks(tiny_run_overrides(demo_assets, full, *extra), str(tmp_path), 29541)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -63,9 +83,16 @@ def metrics(results):
 @pytest.mark.slow
 def test_radio_distill_with_two_gpus_starts_two_ranks(demo_assets, tmp_path):
     results = str(tmp_path / "two")
-    cmd = [os.path.join(BIN, "radio"), "distill", "-e", QUICKSTART_SPEC,
-           *tiny_run_overrides(demo_assets, results, "train.max_steps=1", "train.num_gpus=2")]
+    cmd = [
+        os.path.join(BIN, "radio"),
+        "distill",
+        "-e",
+        QUICKSTART_SPEC,
+        *tiny_run_overrides(demo_assets, results, "train.max_steps=1", "train.num_gpus=2"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "launching:" in proc.stdout
-    assert {"loader_rank0.json", "loader_rank1.json"} <= set(os.listdir(os.path.join(results, "checkpoints", "step_0000001")))
+    assert {"loader_rank0.json", "loader_rank1.json"} <= set(
+        os.listdir(os.path.join(results, "checkpoints", "step_0000001"))
+    )

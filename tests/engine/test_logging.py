@@ -1,4 +1,5 @@
 """Metrics reach metrics.jsonl, TensorBoard and W&B (offline, no network) with per-teacher losses."""
+
 import glob
 import json
 import os
@@ -19,15 +20,28 @@ def test_tensorboard_and_offline_wandb_receive_per_teacher_losses(demo_assets, t
     cfg = load_run_config(
         QUICKSTART_SPEC,
         tiny_run_overrides(
-            demo_assets, results, "train.max_steps=2", "logging.tensorboard=true",
-            "logging.wandb.enable=true", "logging.wandb.mode=offline", "logging.wandb.project=radio-test",
+            demo_assets,
+            results,
+            "train.max_steps=2",
+            "logging.tensorboard=true",
+            "logging.wandb.enable=true",
+            "logging.wandb.mode=offline",
+            "logging.wandb.project=radio-test",
         ),
     )
     run(cfg)
     with open(os.path.join(results, "metrics.jsonl")) as f:
         row = json.loads(f.readline())
-    for key in ("loss/demo_a", "loss/demo_b", "loss/total", "lr", "grad_norm", "images_per_s",
-                "mixture/source_a", "mixture/source_b"):
+    for key in (
+        "loss/demo_a",
+        "loss/demo_b",
+        "loss/total",
+        "lr",
+        "grad_norm",
+        "images_per_s",
+        "mixture/source_a",
+        "mixture/source_b",
+    ):
         assert key in row, key
     events = glob.glob(os.path.join(results, "tensorboard", "events.out.tfevents.*"))
     assert events and os.path.getsize(events[0]) > 0
@@ -38,9 +52,19 @@ def test_tensorboard_and_offline_wandb_receive_per_teacher_losses(demo_assets, t
     assert "loss/demo_a" in acc.Tags()["scalars"]
     (first_run,) = glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
     # A restart continues the same W&B run id instead of starting a new run.
-    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(
-        demo_assets, results, "train.max_steps=3", "logging.wandb.enable=true", "logging.wandb.mode=offline",
-        "logging.wandb.project=radio-test")))
+    run(
+        load_run_config(
+            QUICKSTART_SPEC,
+            tiny_run_overrides(
+                demo_assets,
+                results,
+                "train.max_steps=3",
+                "logging.wandb.enable=true",
+                "logging.wandb.mode=offline",
+                "logging.wandb.project=radio-test",
+            ),
+        )
+    )
     runs = glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb"))
     assert len(runs) == 2
     assert {os.path.basename(p).split("-")[-1] for p in runs} == {os.path.basename(first_run).split("-")[-1]}

@@ -1,4 +1,5 @@
 """Non-finite losses skip the optimizer step (agreed by all ranks); too many in a row stop the run."""
+
 import json
 import os
 
@@ -17,10 +18,20 @@ QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 @pytest.mark.slow
 def test_nonfinite_steps_are_skipped_then_the_run_stops(demo_assets, tmp_path):
     results = str(tmp_path / "run")
-    cfg = load_run_config(QUICKSTART_SPEC, tiny_run_overrides(
-        demo_assets, results, "train.max_steps=20", "train.optim.lr=1e30", "train.optim.warmup_steps=0",
-        "train.clip_grad_norm=0", "train.max_consecutive_nonfinite=3", "train.checkpoint_interval_steps=1",
-        "train.keep_checkpoints=20"))
+    cfg = load_run_config(
+        QUICKSTART_SPEC,
+        tiny_run_overrides(
+            demo_assets,
+            results,
+            "train.max_steps=20",
+            "train.optim.lr=1e30",
+            "train.optim.warmup_steps=0",
+            "train.clip_grad_norm=0",
+            "train.max_consecutive_nonfinite=3",
+            "train.checkpoint_interval_steps=1",
+            "train.keep_checkpoints=20",
+        ),
+    )
     with pytest.raises(RadioError, match="non-finite for 3 steps in a row"):
         run(cfg)
     with open(os.path.join(results, "metrics.jsonl")) as f:

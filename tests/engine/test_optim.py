@@ -1,4 +1,5 @@
 """Every LR policy works (TAO's `linear` crashed), with warm-up and the min_lr floor."""
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,8 +14,13 @@ def optim_cfg(**kw):
 
 @pytest.mark.parametrize(
     "policy, params",
-    [("cosine", {}), ("linear", {}), ("constant", {}), ("step", {"step_size": 5, "gamma": 0.5}),
-     ("multistep", {"milestones": [4, 8], "gamma": 0.1})],
+    [
+        ("cosine", {}),
+        ("linear", {}),
+        ("constant", {}),
+        ("step", {"step_size": 5, "gamma": 0.5}),
+        ("multistep", {"milestones": [4, 8], "gamma": 0.1}),
+    ],
 )
 def test_every_policy_warms_up_then_follows_its_shape(policy, params):
     model = torch.nn.Linear(4, 4)

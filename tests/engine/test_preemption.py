@@ -1,4 +1,5 @@
 """SIGTERM (SLURM pre-emption) mid-run: the step finishes, a checkpoint is written, the process exits 0."""
+
 import os
 import signal
 import subprocess
@@ -16,8 +17,15 @@ QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits(demo_assets, tmp_path):
     results = str(tmp_path / "run")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "radio"), "distill", "-e", QUICKSTART_SPEC,
-           *tiny_run_overrides(demo_assets, results, "train.max_steps=100000", "train.num_epochs=1000", "train.checkpoint_interval=0")]
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "radio"),
+        "distill",
+        "-e",
+        QUICKSTART_SPEC,
+        *tiny_run_overrides(
+            demo_assets, results, "train.max_steps=100000", "train.num_epochs=1000", "train.checkpoint_interval=0"
+        ),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     metrics = os.path.join(results, "metrics.jsonl")
     deadline = time.time() + 300

@@ -1,4 +1,5 @@
 """Kill after a checkpoint, restart: the continuation is bit-identical on CPU fp32 (same keys, same losses)."""
+
 import json
 import os
 import shutil
@@ -22,10 +23,16 @@ def rows(results):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers):
-    extra = ("train.max_steps=6", "train.checkpoint_interval_steps=3", "train.keep_checkpoints=3",
-             "distill.phi_s.refresh_every_n_steps=2", f"dataset.workers={workers}",
-             "dataset.augmentation.stochastic_resolutions={48: 0.5, 64: 0.5}", "distill.vitdet.prob=0.5",
-             "train.grad_accumulation_steps=2")
+    extra = (
+        "train.max_steps=6",
+        "train.checkpoint_interval_steps=3",
+        "train.keep_checkpoints=3",
+        "distill.phi_s.refresh_every_n_steps=2",
+        f"dataset.workers={workers}",
+        "dataset.augmentation.stochastic_resolutions={48: 0.5, 64: 0.5}",
+        "distill.vitdet.prob=0.5",
+        "train.grad_accumulation_steps=2",
+    )
     full = str(tmp_path / "full")
     run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, full, *extra)))
 

@@ -1,4 +1,5 @@
 """A normaliser refresh re-bases the head so its teacher-space prediction does not jump."""
+
 import torch
 import torch.nn as nn
 

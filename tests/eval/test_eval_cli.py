@@ -1,4 +1,5 @@
 """``radio eval`` end to end on a tiny trained run (subprocess), and user errors without tracebacks."""
+
 import argparse
 import json
 import os
@@ -21,8 +22,19 @@ def knn_data(tmp_path_factory):
 
 def test_eval_cli_writes_knn_fidelity_and_pca(trained_results, knn_data, tmp_path):
     out = str(tmp_path / "eval")
-    proc = radio_cli("eval", "--results", trained_results, "--knn-train", knn_data[0], "--knn-val", knn_data[1],
-                     "--out", out, "--batch-size", "8")
+    proc = radio_cli(
+        "eval",
+        "--results",
+        trained_results,
+        "--knn-train",
+        knn_data[0],
+        "--knn-val",
+        knn_data[1],
+        "--out",
+        out,
+        "--batch-size",
+        "8",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "eval.json")) as f:
         result = json.load(f)
@@ -42,11 +54,24 @@ def test_eval_from_spec_uses_its_evaluate_section(trained_results, demo_assets, 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
     out = str(tmp_path / "eval")
-    args = parser.parse_args([
-        "eval", "-e", os.path.join(REPO, "specs", "quickstart.yaml"), "--knn-train", knn_data[0], "--knn-val",
-        knn_data[1], "--out", out, "--no-fidelity", "--no-pca",
-        *tiny_run_overrides(demo_assets, trained_results), "evaluate.knn_k=3", "evaluate.knn_temperature=0.5",
-    ])
+    args = parser.parse_args(
+        [
+            "eval",
+            "-e",
+            os.path.join(REPO, "specs", "quickstart.yaml"),
+            "--knn-train",
+            knn_data[0],
+            "--knn-val",
+            knn_data[1],
+            "--out",
+            out,
+            "--no-fidelity",
+            "--no-pca",
+            *tiny_run_overrides(demo_assets, trained_results),
+            "evaluate.knn_k=3",
+            "evaluate.knn_temperature=0.5",
+        ]
+    )
     assert args.func(args) == 0
     with open(os.path.join(out, "eval.json")) as f:
         result = json.load(f)
@@ -58,12 +83,32 @@ def test_eval_user_errors_exit_2_without_traceback(trained_results, knn_data, tm
     missing = radio_cli("eval", "--results", str(tmp_path / "absent"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "absent" in missing.stderr
 
-    half = radio_cli("eval", "--results", trained_results, "--knn-train", knn_data[0], "--no-fidelity", "--no-pca",
-                     "--out", str(tmp_path / "o"))
+    half = radio_cli(
+        "eval",
+        "--results",
+        trained_results,
+        "--knn-train",
+        knn_data[0],
+        "--no-fidelity",
+        "--no-pca",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert half.returncode == 2 and "Traceback" not in half.stderr and "--knn-val" in half.stderr
 
     # Shards without .cls labels cannot be a kNN bank.
     unlabeled = f"{demo_assets}/data/source_b"
-    nolabel = radio_cli("eval", "--results", trained_results, "--knn-train", unlabeled, "--knn-val", unlabeled,
-                        "--no-fidelity", "--no-pca", "--out", str(tmp_path / "o"))
+    nolabel = radio_cli(
+        "eval",
+        "--results",
+        trained_results,
+        "--knn-train",
+        unlabeled,
+        "--knn-val",
+        unlabeled,
+        "--no-fidelity",
+        "--no-pca",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert nolabel.returncode == 2 and "Traceback" not in nolabel.stderr and "no label" in nolabel.stderr

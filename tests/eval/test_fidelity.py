@@ -1,4 +1,5 @@
 """Teacher fidelity: 1 for a student that reproduces its teachers, lower for the (barely trained) real one."""
+
 import pytest
 import torch
 
@@ -48,9 +49,14 @@ def test_perfect_student_scores_one_and_the_trained_one_scores_lower(fidelity_se
 
     def perfect(batch):  # a student whose adapted features are exactly the teachers' (the kinds it learns)
         outs = targets(batch)
-        return {t.name: {kind: getattr(outs[t.name], kind) for kind, used in
-                         (("summary", t.uses_summary), ("spatial", t.uses_spatial)) if used}
-                for t in run.teachers}
+        return {
+            t.name: {
+                kind: getattr(outs[t.name], kind)
+                for kind, used in (("summary", t.uses_summary), ("spatial", t.uses_spatial))
+                if used
+            }
+            for t in run.teachers
+        }
 
     view = StudentView(run, torch.device("cpu"))
     ideal = measure_fidelity(images, perfect, targets)

@@ -1,4 +1,5 @@
 """Weighted kNN (DINO protocol): a hand-computed case and separable synthetic data."""
+
 import torch
 
 from radio.eval.knn import knn_predict, knn_top1
@@ -38,6 +39,10 @@ def test_separable_clusters_are_classified_perfectly_and_shuffled_labels_are_not
 
 def test_queries_are_processed_in_chunks_with_the_same_result():
     g = torch.Generator().manual_seed(1)
-    bank, labels, queries = torch.randn(50, 8, generator=g), torch.randint(0, 4, (50,), generator=g), torch.randn(30, 8, generator=g)
+    bank, labels, queries = (
+        torch.randn(50, 8, generator=g),
+        torch.randint(0, 4, (50,), generator=g),
+        torch.randn(30, 8, generator=g),
+    )
     whole = knn_predict(bank, labels, queries, num_classes=4, chunk=1000)
     assert torch.equal(knn_predict(bank, labels, queries, num_classes=4, chunk=7), whole)

@@ -1,4 +1,5 @@
 """PCA pictures and the deterministic eval image reader (folders with classes, shards with .cls)."""
+
 import os
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_folder_classes_give_sorted_labels_and_corrupt_files_are_skipped(tmp_pat
     assert [b.shape[0] for b, _ in batches] == [3, 1]
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 0, 1, 1]
-    assert images[0].float().mean() == pytest.approx(10, abs=1) and images[3].float().mean() == pytest.approx(200, abs=1)
+    assert images[0].float().mean() == pytest.approx(10, abs=1) and images[3].float().mean() == pytest.approx(
+        200, abs=1
+    )
     assert stats.images == 4 and stats.skipped == 1
 
 
@@ -54,7 +57,9 @@ def test_shard_labels_come_from_cls_members(tmp_path):
     import webdataset as wds
 
     write_synthetic_shards(str(tmp_path), 6, 4, seed=3, with_cls=True, num_classes=3)
-    expected = [int(s["cls"]) for s in wds.WebDataset(sorted(str(p) for p in tmp_path.glob("*.tar")), shardshuffle=False)]
+    expected = [
+        int(s["cls"]) for s in wds.WebDataset(sorted(str(p) for p in tmp_path.glob("*.tar")), shardshuffle=False)
+    ]
     labels = torch.cat([lab for _, lab in iter_image_batches(str(tmp_path), 16, batch_size=4, max_images=5)])
     assert labels.tolist() == expected[:5]
 

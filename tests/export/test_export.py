@@ -1,4 +1,5 @@
 """radio export: the backbone loads with timm and computes our features; adaptors predict teacher space."""
+
 import json
 import os
 
@@ -34,8 +35,17 @@ def build_timm_model(student: RadioViT, img_size: int) -> torch.nn.Module:
 @pytest.mark.parametrize("init_values,align_corners", [(1e-5, True), (None, False)])
 def test_timm_naflexvit_equals_radiovit_in_eval_mode_at_every_size(init_values, align_corners):
     torch.manual_seed(0)
-    student = RadioViT(embed_dim=32, depth=2, num_heads=2, num_cls_tokens=2, num_registers=3, summary_idxs=(0, 1),
-                       cpe_max_size=128, init_values=init_values, cpe_align_corners=align_corners).eval()
+    student = RadioViT(
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_cls_tokens=2,
+        num_registers=3,
+        summary_idxs=(0, 1),
+        cpe_max_size=128,
+        init_values=init_values,
+        cpe_align_corners=align_corners,
+    ).eval()
     if init_values is not None:  # non-trivial layer scale, so a dropped gamma would show
         for block in student.blocks:
             block.ls1.grandma.data.uniform_(0.5, 1.5)
@@ -63,8 +73,9 @@ def test_written_timm_call_loads_the_export_offline_and_matches(exported, traine
     for h, w in [(64, 64), (64, 96)]:
         x = torch.randn(2, 3, h, w)
         with torch.no_grad():
-            torch.testing.assert_close(model.forward_features(x), run.model.student.features(x)[0],
-                                       atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                model.forward_features(x), run.model.student.features(x)[0], atol=2e-5, rtol=1e-4
+            )
     data_cfg = resolve_data_config({}, model=model)
     assert list(data_cfg["mean"]) == list(run.cfg.dataset.augmentation.norm_mean)
     assert data_cfg["input_size"] == (3, 64, 64)

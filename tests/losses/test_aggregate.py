@@ -1,4 +1,5 @@
 """Multi-teacher aggregation and single-teacher classification KD."""
+
 import math
 
 import numpy as np

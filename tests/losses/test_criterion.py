@@ -1,4 +1,5 @@
 """TeacherCriterion behaviour beyond the golden values: grid matching, valid masks, state, validation."""
+
 import pytest
 import torch
 
@@ -144,4 +145,3 @@ def test_invalid_constructions_and_missing_inputs():
         criterion({"summary": torch.zeros(1, 4)}, {"summary": torch.zeros(1, 4)})
     with pytest.raises(ValueError, match="channels"):
         TeacherCriterion("spatial", "L1")({"spatial": torch.zeros(1, 3, 2, 2)}, {"spatial": torch.zeros(1, 5, 2, 2)})
-

@@ -8,6 +8,7 @@ radio's torch implementation matches them.
 KL / CE convention: Hinton's, T² · KL(softmax(t/T) ‖ softmax(s/T)) and −T² Σ softmax(t/T) log softmax(s/T),
 summed over classes and averaged over rows.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -177,7 +178,8 @@ def test_spatial_losses_with_mask(loss):
     assert ref_spatial(loss, pred, target, mask) == pytest.approx(expected, rel=1e-12)
     criterion = TeacherCriterion("spatial", loss)
     out = criterion(
-        {"spatial": _torch(pred, torch.float32)}, {"spatial": _torch(target, torch.float32)},
+        {"spatial": _torch(pred, torch.float32)},
+        {"spatial": _torch(target, torch.float32)},
         valid_mask=torch.from_numpy(mask),
     )
     assert set(out) == {"total", "spatial"}

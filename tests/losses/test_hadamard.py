@@ -1,4 +1,5 @@
 """Hadamard constructions (Sylvester × Paley) and the balancing-rotation fallback."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Loss-type / mode names and the SPEC §2 mode resolution."""
+
 import subprocess
 import sys
 
@@ -38,7 +39,11 @@ def test_other_enumerations():
     assert normalize_mode("Combo") == "combo"
     assert normalize_summary_loss_type("Tangent_Sphere") == "tangent_sphere"
     assert normalize_feature_normalizer("PHI_S") == "phi_s"
-    bad_values = [(normalize_mode, "pixels"), (normalize_summary_loss_type, "l2"), (normalize_feature_normalizer, "pca")]
+    bad_values = [
+        (normalize_mode, "pixels"),
+        (normalize_summary_loss_type, "l2"),
+        (normalize_feature_normalizer, "pca"),
+    ]
     for fn, bad in bad_values:
         with pytest.raises(SpecError, match="valid values"):
             fn(bad)
@@ -55,8 +60,16 @@ def test_default_loss_per_mode():
 # TAO's auto rule with a loss type set; the teacher yields everything so no combination is impossible.
 @pytest.mark.parametrize(
     "loss, expected",
-    [("KL", "logits"), ("ce", "logits"), ("BALANCED", "spatial"), ("mse", "spatial"),
-     ("L1", "summary"), ("l2", "summary"), ("FD", "summary"), ("cs", "summary")],
+    [
+        ("KL", "logits"),
+        ("ce", "logits"),
+        ("BALANCED", "spatial"),
+        ("mse", "spatial"),
+        ("L1", "summary"),
+        ("l2", "summary"),
+        ("FD", "summary"),
+        ("cs", "summary"),
+    ],
 )
 def test_auto_with_loss_type(loss, expected):
     assert resolve_mode("auto", loss, True, True, num_classes=10) == expected

@@ -1,4 +1,5 @@
 """PHI-S properties on random anisotropic data, the online schedule, checkpoints, folding."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """PHI-S statistics all-reduced over 2 processes (gloo, CPU) equal the single-process estimate."""
+
 import os
 import subprocess
 import sys

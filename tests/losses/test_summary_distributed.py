@@ -1,5 +1,6 @@
 """angle / tangent_sphere running statistics are summed over ranks: 2 gloo processes hold the state a
 single process gets from both ranks' batches."""
+
 import os
 import subprocess
 import sys

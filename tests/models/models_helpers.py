@@ -1,4 +1,5 @@
 """Shared helpers of the model tests."""
+
 import torch
 
 from radio.models.registry import create_model, get_model_info

@@ -4,6 +4,7 @@ Each writer spells out the public key names and shapes of ``shared/reference/che
 HF-transformers modelling code), independently of ``radio.models.formats``, so a test that writes a layout
 here and loads it there checks the mapping. They work on meta tensors too (full-size layouts, no memory).
 """
+
 import argparse
 from typing import Dict
 
@@ -21,8 +22,12 @@ def _blocks(sd: SD):
 
 
 _OPENAI_BLOCK = {
-    "norm1.": "ln_1.", "norm2.": "ln_2.", "attn.qkv.weight": "attn.in_proj_weight",
-    "attn.qkv.bias": "attn.in_proj_bias", "attn.proj.": "attn.out_proj.", "mlp.fc1.": "mlp.c_fc.",
+    "norm1.": "ln_1.",
+    "norm2.": "ln_2.",
+    "attn.qkv.weight": "attn.in_proj_weight",
+    "attn.qkv.bias": "attn.in_proj_bias",
+    "attn.proj.": "attn.out_proj.",
+    "mlp.fc1.": "mlp.c_fc.",
     "mlp.fc2.": "mlp.c_proj.",
 }
 
@@ -30,7 +35,7 @@ _OPENAI_BLOCK = {
 def _openai_block_key(rest: str) -> str:
     for a, b in _OPENAI_BLOCK.items():
         if rest.startswith(a):
-            return b + rest[len(a):]
+            return b + rest[len(a) :]
     raise KeyError(rest)
 
 
@@ -84,8 +89,13 @@ def dinov2_original(sd: SD, *, registers: bool) -> SD:
 
 def _hf_layers(sd: SD, prefix: str) -> SD:
     out: SD = {}
-    names = {"norm1.": "layer_norm1.", "norm2.": "layer_norm2.", "attn.proj.": "self_attn.out_proj.",
-             "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2."}
+    names = {
+        "norm1.": "layer_norm1.",
+        "norm2.": "layer_norm2.",
+        "attn.proj.": "self_attn.out_proj.",
+        "mlp.fc1.": "mlp.fc1.",
+        "mlp.fc2.": "mlp.fc2.",
+    }
     for i, rest, v in _blocks(sd):
         base = f"{prefix}encoder.layers.{i}."
         if rest.startswith("attn.qkv."):
@@ -95,7 +105,7 @@ def _hf_layers(sd: SD, prefix: str) -> SD:
             continue
         for a, b in names.items():
             if rest.startswith(a):
-                out[base + b + rest[len(a):]] = v
+                out[base + b + rest[len(a) :]] = v
     return out
 
 
@@ -147,9 +157,15 @@ def hf_dinov2(sd: SD, *, registers: bool) -> SD:
     }
     if registers:
         out["embeddings.register_tokens"] = orig["register_tokens"]
-    names = {"norm1.": "norm1.", "norm2.": "norm2.", "attn.proj.": "attention.output.dense.",
-             "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2.", "ls1.gamma": "layer_scale1.lambda1",
-             "ls2.gamma": "layer_scale2.lambda1"}
+    names = {
+        "norm1.": "norm1.",
+        "norm2.": "norm2.",
+        "attn.proj.": "attention.output.dense.",
+        "mlp.fc1.": "mlp.fc1.",
+        "mlp.fc2.": "mlp.fc2.",
+        "ls1.gamma": "layer_scale1.lambda1",
+        "ls2.gamma": "layer_scale2.lambda1",
+    }
     for i, rest, v in _blocks(sd):
         base = f"encoder.layer.{i}."
         if rest.startswith("attn.qkv."):
@@ -159,7 +175,7 @@ def hf_dinov2(sd: SD, *, registers: bool) -> SD:
             continue
         for a, b in names.items():
             if rest.startswith(a):
-                out[base + b + rest[len(a):]] = v
+                out[base + b + rest[len(a) :]] = v
     return out
 
 
@@ -178,12 +194,18 @@ def _mlp2(prefix: str, dim: int, hidden: int, out_dim: int, like: torch.Tensor, 
         return (torch.randn(*shape, generator=g) * 0.1).to(like.device) if not like.is_meta else like.new_empty(shape)
 
     return {
-        f"{prefix}pre_norm.0.weight": r(dim), f"{prefix}pre_norm.0.bias": r(dim),
-        f"{prefix}fc1.weight": r(hidden, dim), f"{prefix}fc1.bias": r(hidden),
-        f"{prefix}blocks.0.0.weight": r(hidden), f"{prefix}blocks.0.0.bias": r(hidden),
-        f"{prefix}blocks.0.2.weight": r(hidden, hidden), f"{prefix}blocks.0.2.bias": r(hidden),
-        f"{prefix}final.0.weight": r(hidden), f"{prefix}final.0.bias": r(hidden),
-        f"{prefix}final.2.weight": r(out_dim, hidden), f"{prefix}final.2.bias": r(out_dim),
+        f"{prefix}pre_norm.0.weight": r(dim),
+        f"{prefix}pre_norm.0.bias": r(dim),
+        f"{prefix}fc1.weight": r(hidden, dim),
+        f"{prefix}fc1.bias": r(hidden),
+        f"{prefix}blocks.0.0.weight": r(hidden),
+        f"{prefix}blocks.0.0.bias": r(hidden),
+        f"{prefix}blocks.0.2.weight": r(hidden, hidden),
+        f"{prefix}blocks.0.2.bias": r(hidden),
+        f"{prefix}final.0.weight": r(hidden),
+        f"{prefix}final.0.bias": r(hidden),
+        f"{prefix}final.2.weight": r(out_dim, hidden),
+        f"{prefix}final.2.bias": r(out_dim),
     }
 
 
@@ -217,5 +239,8 @@ def cradio_hub(sd: SD, *, stale_registers: int = 4, extras: bool = True) -> dict
         state.update(_mlp2("_heads.0.", dim, 32, 24, like, 1))
         state.update(_mlp2("_feature_projections.0.", dim, 32, 20, like, 2))
     stale = {k: torch.zeros_like(v) for k, v in state.items()}  # the non-EMA weights must not be chosen
-    return {"args": argparse.Namespace(model="vit_base_patch16_224", teachers=[{"name": "clip"}]),
-            "state_dict": stale, "state_dict_ema": state}
+    return {
+        "args": argparse.Namespace(model="vit_base_patch16_224", teachers=[{"name": "clip"}]),
+        "state_dict": stale,
+        "state_dict_ema": state,
+    }

@@ -1,4 +1,5 @@
 """tools/convert_teacher.py: public layouts in, the plain safetensors state_dict training loads out."""
+
 import os
 import subprocess
 import sys
@@ -45,6 +46,10 @@ def test_without_model_it_only_unwraps(save, tmp_path):
 
 
 def test_tool_script_runs(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_teacher.py"), "--help"],
-                         capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "convert_teacher.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0 and "--trust-pickle" in out.stdout

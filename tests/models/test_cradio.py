@@ -1,4 +1,5 @@
 """C-RADIO ViT: CPE behaviour, agreement with timm's independent RADIO port, C-RADIO release layouts."""
+
 import dataclasses
 
 import pytest
@@ -24,8 +25,9 @@ def test_matches_timm_naflexvit_radio_port(align_corners):
     naflex = pytest.importorskip("timm.models.naflexvit")
     model = distinct_weights(TINY)
     model.patch_generator.align_corners = align_corners
-    cfg = naflex._radio_vit_cfg(embed_dim=64, depth=4, num_heads=2, init_values=1e-5, reg_tokens=5,
-                                pos_embed_align_corners=align_corners)
+    cfg = naflex._radio_vit_cfg(
+        embed_dim=64, depth=4, num_heads=2, init_values=1e-5, reg_tokens=5, pos_embed_align_corners=align_corners
+    )
     ref = naflex.NaFlexVit(cfg=dataclasses.replace(cfg, pos_embed_grid_size=(16, 16)), num_classes=0).eval()
     ref.load_state_dict(naflex.checkpoint_filter_fn(cradio_hf(model.state_dict(), stale_registers=0), ref))
     for hw in [(256, 256), (64, 64), (48, 80), (96, 32)]:
@@ -71,7 +73,7 @@ def _locality_check(run, shape, patch, channels):
     assert base.shape == (1, channels, h, w)
     for i, j in [(0, w - 1), (h - 1, 0), (h // 2, w // 2)]:
         y = x.clone()
-        y[:, :, i * patch:(i + 1) * patch, j * patch:(j + 1) * patch] += 1.0
+        y[:, :, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch] += 1.0
         changed = (run(y) - base).abs().sum(dim=1)[0] > 1e-6
         assert changed.nonzero().tolist() == [[i, j]]
 

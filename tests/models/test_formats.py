@@ -1,4 +1,5 @@
 """Every supported public layout loads strictly into the right model and computes what native weights do."""
+
 import pickle
 
 import pytest
@@ -24,19 +25,49 @@ CASES = [
     ("timm", "demo_vit_tiny_patch16", lambda sd: sd, "w.safetensors", "timm", []),
     ("openai_clip", "tiny_clip_vit_patch16", openai_clip, "w.pt", "openai_clip", []),
     ("open_clip_timm", "tiny_siglip_vit_patch16", open_clip_timm, "w.safetensors", "open_clip_timm", []),
-    ("nv_clip_open_clip", "tiny_clipa_vit_patch14",
-     lambda sd: openai_clip(sd, final_norm="fc_norm"), "w.pth", "openai_clip", ["patch_embed.proj.bias"]),
+    (
+        "nv_clip_open_clip",
+        "tiny_clipa_vit_patch14",
+        lambda sd: openai_clip(sd, final_norm="fc_norm"),
+        "w.pth",
+        "openai_clip",
+        ["patch_embed.proj.bias"],
+    ),
     ("dinov2", "tiny_dinov2_vit_patch14", lambda sd: dinov2_original(sd, registers=False), "w.pth", "dinov2", []),
-    ("dinov2_reg", "tiny_dinov2_vit_patch14_reg4", lambda sd: dinov2_original(sd, registers=True), "w.pth",
-     "dinov2", []),
+    (
+        "dinov2_reg",
+        "tiny_dinov2_vit_patch14_reg4",
+        lambda sd: dinov2_original(sd, registers=True),
+        "w.pth",
+        "dinov2",
+        [],
+    ),
     ("hf_clip", "tiny_clip_vit_patch16", hf_clip, "w.safetensors", "hf_clip", []),
     ("hf_siglip", "tiny_siglip_vit_patch16", hf_siglip, "w.safetensors", "hf_siglip", []),
-    ("hf_dinov2", "tiny_dinov2_vit_patch14", lambda sd: hf_dinov2(sd, registers=False), "w.safetensors",
-     "hf_dinov2", []),
-    ("hf_dinov2_reg", "tiny_dinov2_vit_patch14_reg4", lambda sd: hf_dinov2(sd, registers=True), "w.safetensors",
-     "hf_dinov2", []),
-    ("c_radio_hf", "c_radio_tiny_patch16", lambda sd: cradio_hf(sd, stale_registers=2), "w.safetensors",
-     "c_radio_hf", []),
+    (
+        "hf_dinov2",
+        "tiny_dinov2_vit_patch14",
+        lambda sd: hf_dinov2(sd, registers=False),
+        "w.safetensors",
+        "hf_dinov2",
+        [],
+    ),
+    (
+        "hf_dinov2_reg",
+        "tiny_dinov2_vit_patch14_reg4",
+        lambda sd: hf_dinov2(sd, registers=True),
+        "w.safetensors",
+        "hf_dinov2",
+        [],
+    ),
+    (
+        "c_radio_hf",
+        "c_radio_tiny_patch16",
+        lambda sd: cradio_hf(sd, stale_registers=2),
+        "w.safetensors",
+        "c_radio_hf",
+        [],
+    ),
     ("c_radio_export", "c_radio_tiny_patch16", lambda sd: sd, "w.safetensors", "c_radio", []),
 ]
 
@@ -75,8 +106,9 @@ def test_text_towers_and_tokens_are_reported_as_ignored(save):
     report = FrozenTeacher("tiny_clip_vit_patch16", public, input_size=64).load_report
     assert "text_model.embeddings.token_embedding.weight" in report.dropped
     assert "logit_scale" in report.dropped
-    _, public = _native_and_public("tiny_dinov2_vit_patch14_reg4", lambda sd: dinov2_original(sd, registers=True),
-                                   [], save, "d.pth")
+    _, public = _native_and_public(
+        "tiny_dinov2_vit_patch14_reg4", lambda sd: dinov2_original(sd, registers=True), [], save, "d.pth"
+    )
     assert "mask_token" in FrozenTeacher("tiny_dinov2_vit_patch14_reg4", public, input_size=56).load_report.dropped
 
 

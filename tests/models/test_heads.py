@@ -1,4 +1,5 @@
 """Projection heads: the v2 MLP (C-RADIO's MLP2 names) and the attention head."""
+
 import pytest
 import torch
 from public_layouts import _mlp2
@@ -9,8 +10,15 @@ from radio.models.heads import MLP2, build_head, mlp2_from_state_dict
 def test_v2_structure_and_zero_final_bias():
     head = build_head("v2", 32, 48, 24, num_inner=2)
     keys = set(head.state_dict())
-    assert {"pre_norm.0.weight", "fc1.weight", "blocks.1.0.weight", "blocks.1.2.weight", "final.0.weight",
-            "final.2.weight", "final.2.bias"} <= keys
+    assert {
+        "pre_norm.0.weight",
+        "fc1.weight",
+        "blocks.1.0.weight",
+        "blocks.1.2.weight",
+        "final.0.weight",
+        "final.2.weight",
+        "final.2.bias",
+    } <= keys
     assert len(head.blocks) == 2 and torch.count_nonzero(head.final[2].bias) == 0
     assert head(torch.randn(3, 7, 32)).shape == (3, 7, 24)
     assert head(torch.randn(3, 32)).shape == (3, 24)

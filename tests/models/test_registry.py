@@ -1,4 +1,5 @@
 """Every registry entry builds with the published shape; tiny ones train on CPU; big ones stay on meta."""
+
 import argparse
 
 import pytest
@@ -10,13 +11,25 @@ from radio.models.registry import UnknownModelError, create_model, get_model_inf
 from radio.models.teacher import teacher_features
 
 REQUIRED = [
-    "c_radio_v3_vit_base_patch16_reg4_dinov2", "c_radio_v3_vit_large_patch16_reg4_dinov2",
-    "c_radio_v3_vit_huge_patch16_reg4_dinov2", "c_radio_v2_vit_base_patch16", "c_radio_v2_vit_large_patch16",
-    "c_radio_v2_vit_huge_patch16", "vit_h_14_siglip_clipa_224", "vit_l_14_siglip_clipa_224",
-    "vit_l_14_siglip_clipa_336", "dinov2_vit_large_patch14_reg4", "dinov2_vit_giant_patch14_reg4",
-    "siglip_so400m_patch14_384", "siglip2_so400m_patch16_512", "siglip2_giantopt_patch16_384",
-    "clip_vit_large_patch14_336", "dfn_clip_vit_huge_patch14_378", "c_radio_tiny_patch16",
-    "demo_vit_tiny_patch16", "demo_vit_tiny_patch14",
+    "c_radio_v3_vit_base_patch16_reg4_dinov2",
+    "c_radio_v3_vit_large_patch16_reg4_dinov2",
+    "c_radio_v3_vit_huge_patch16_reg4_dinov2",
+    "c_radio_v2_vit_base_patch16",
+    "c_radio_v2_vit_large_patch16",
+    "c_radio_v2_vit_huge_patch16",
+    "vit_h_14_siglip_clipa_224",
+    "vit_l_14_siglip_clipa_224",
+    "vit_l_14_siglip_clipa_336",
+    "dinov2_vit_large_patch14_reg4",
+    "dinov2_vit_giant_patch14_reg4",
+    "siglip_so400m_patch14_384",
+    "siglip2_so400m_patch16_512",
+    "siglip2_giantopt_patch16_384",
+    "clip_vit_large_patch14_336",
+    "dfn_clip_vit_huge_patch14_378",
+    "c_radio_tiny_patch16",
+    "demo_vit_tiny_patch16",
+    "demo_vit_tiny_patch14",
 ]
 
 # Widths, depths, heads, patch, prefix tokens and summary sizes of the released models (checkpoints.md).
@@ -119,7 +132,8 @@ def test_models_command_lists_entries(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines if line.startswith("c_radio")]
     assert [r[0] for r in rows] == [
-        "c_radio_v3_vit_base_patch16_reg4_dinov2", "c_radio_v3_vit_huge_patch16_reg4_dinov2",
+        "c_radio_v3_vit_base_patch16_reg4_dinov2",
+        "c_radio_v3_vit_huge_patch16_reg4_dinov2",
         "c_radio_v3_vit_large_patch16_reg4_dinov2",
     ]
     assert rows[0][1:7] == ["768", "12", "16", "512", "8", "2304"]

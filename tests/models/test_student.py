@@ -1,4 +1,5 @@
 """build_student: sizing from the spec, C-RADIO / own-export initialisation, the engine-facing contract."""
+
 import pytest
 import torch
 from models_helpers import distinct_weights
@@ -36,8 +37,13 @@ def test_drop_path_rate_is_honoured():
 
 def test_state_dict_follows_the_c_radio_layout():
     keys = set(build_student(BackboneConfig(type=TINY), 1).state_dict())
-    assert {"patch_generator.embedder.weight", "patch_generator.pos_embed", "patch_generator.cls_token.token",
-            "blocks.0.ls1.grandma", "blocks.3.mlp.fc2.bias"} <= keys
+    assert {
+        "patch_generator.embedder.weight",
+        "patch_generator.pos_embed",
+        "patch_generator.cls_token.token",
+        "blocks.0.ls1.grandma",
+        "blocks.3.mlp.fc2.bias",
+    } <= keys
     assert not any(k.startswith(("norm.", "head.", "reg_token")) for k in keys)
 
 

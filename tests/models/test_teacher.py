@@ -1,4 +1,5 @@
 """FrozenTeacher: frozen, bf16, inference mode, float32 targets usable in a loss; demo weights."""
+
 import pytest
 import torch
 from safetensors import safe_open

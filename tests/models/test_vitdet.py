@@ -1,4 +1,5 @@
 """ViTDet windowed attention: the per-step draw, the block layout, and exact window semantics."""
+
 import pytest
 import torch
 from timm.models.vision_transformer import Block

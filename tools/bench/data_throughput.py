@@ -13,6 +13,7 @@ Two measurements per case, printed as a Markdown table:
 
     python tools/bench/data_throughput.py [--images-small 960] [--images-large 320] [--size 224]
 """
+
 import argparse
 import io
 import os
@@ -70,8 +71,11 @@ def run_plain(shards: list, workers: int, images: int, size: int, clock) -> floa
 
 
 def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
-    cfg = DatasetConfig(batch_size=BATCH, workers=workers,
-                        train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root)]))
+    cfg = DatasetConfig(
+        batch_size=BATCH,
+        workers=workers,
+        train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root)]),
+    )
     plan = ViewPlan(ViewSpec("student", size, 16), [], seed=0)
     loader = TrainLoader(cfg, plan, seed=0, rank=0, world_size=1)
     # Every radio worker contributes a chunk to every step, so PREFETCH steps are buffered in all.
@@ -112,8 +116,11 @@ def main() -> None:
             root = os.path.join(tmp, name.split()[0])
             os.makedirs(root)
             shards = write_shards(root, images + (2 * PREFETCH + 2) * BATCH, width, height)
-            for workers, label in ((0, "per core (CPU time, in-process)"), (1, "1 worker (wall clock)"),
-                                   (2, "2 workers (wall clock)")):
+            for workers, label in (
+                (0, "per core (CPU time, in-process)"),
+                (1, "1 worker (wall clock)"),
+                (2, "2 workers (wall clock)"),
+            ):
                 plain = measure(lambda p, *a: run_plain(shards, *a), root, workers, images, args.size, args.repeats)
                 ours = measure(run_radio, root, workers, images, args.size, args.repeats)
                 print(f"| {name} | {label} | {plain:.1f} | {ours:.1f} | {ours / plain:.2f}x |", flush=True)
