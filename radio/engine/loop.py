@@ -15,6 +15,7 @@ from radio.data.views import make_view
 from radio.engine import checkpoint as ckpt
 from radio.engine.accel import build_accelerator, reduce_sum
 from radio.engine.build import build_components
+from radio.engine.flops import StepFlops, VitShape, peak_tflops
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
 from radio.engine.optim import build_optimizer, build_scheduler
@@ -23,6 +24,7 @@ from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
 from radio.models.checkpoint_io import load_exact
+from radio.models.registry import get_model_info
 from radio.models.vitdet import choose_window
 
 
@@ -120,7 +122,16 @@ def run(cfg) -> RunResult:
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     stop = StopRequest()
-    window = MetricsWindow(loader.source_names, device)
+    window = MetricsWindow(loader.source_names, device, peak_tflops(device))
+    step_flops = StepFlops(
+        VitShape(
+            trainable.student.depth,
+            trainable.student.embed_dim,
+            trainable.student.patch_size,
+            trainable.student.num_prefix_tokens,
+        ),
+        {t.name: _vit_shape(t.backbone_type) for t in teachers_cfg},
+    )
     data = iter(loader)
     max_grad_norm = train.clip_grad_norm or math.inf  # inf: measure the norm for logging, clip nothing
     model.train()
@@ -144,7 +155,7 @@ def run(cfg) -> RunResult:
                         finite = False
                         break
                     accelerator.backward(result.loss / accum)
-                window.add(batch, result)
+                window.add(batch, result, step_flops.per_image(batch.sizes) * len(batch.keys))
             if finite:
                 window.add_grad_norm(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
                 optimizer.step()
@@ -192,6 +203,11 @@ def run(cfg) -> RunResult:
             progress.close()
     accelerator.wait_for_everyone()
     return RunResult(results_dir, counters.step, resume_path, False, [t.name for t in teachers_cfg])
+
+
+def _vit_shape(backbone_type: str) -> VitShape:
+    info = get_model_info(backbone_type)
+    return VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
 
 
 def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:

@@ -107,15 +107,17 @@ class MetricsWindow:
     """Accumulates one logging window in device tensors (adding adds no host sync); ``flush`` returns the
     all-rank means, the realised mixture per source, images/s and the summed data counters."""
 
-    def __init__(self, source_names: List[str], device: torch.device):
+    def __init__(self, source_names: List[str], device: torch.device, peak_tflops: Optional[float] = None):
         self.source_names = source_names
         self.device = device
+        self.peak_tflops = peak_tflops  # per device; None: MFU is not logged
         self.reset()
 
     def reset(self) -> None:
         self.sums: Dict[str, torch.Tensor] = {}
         self.micro_steps = 0
         self.images = 0
+        self.flops = 0.0
         self.skipped_terms = 0
         self.sources = torch.zeros(len(self.source_names), dtype=torch.float64, device=self.device)
         self.grad_norms: List[torch.Tensor] = []
@@ -125,10 +127,11 @@ class MetricsWindow:
         value = value.detach().to(torch.float64)
         self.sums[tag] = self.sums[tag] + value if tag in self.sums else value
 
-    def add(self, batch, result) -> None:
-        """batch: the data ``Batch``; result: the engine's ``MicroBatchLoss``."""
+    def add(self, batch, result, flops: float) -> None:
+        """batch: the data ``Batch``; result: the engine's ``MicroBatchLoss``; flops: model FLOPs spent on it."""
         self.micro_steps += 1
         self.images += len(batch.keys)
+        self.flops += flops
         self._add("loss/total", result.loss)
         for tag, value in result.extra.items():
             self._add(tag, value)
@@ -148,22 +151,22 @@ class MetricsWindow:
         elapsed = time.perf_counter() - self.started
         keys = sorted(self.sums)  # the same keys on every rank: the same teachers
         scalars = torch.tensor(
-            [self.micro_steps, self.images, self.skipped_terms], dtype=torch.float64, device=self.device
+            [self.micro_steps, self.images, self.skipped_terms, self.flops], dtype=torch.float64, device=self.device
         )
         # A window of skipped (non-finite) steps has no sums; every rank agrees on skipping, so keys match.
         sums = [self.sums[k].reshape(1) for k in keys]
         packed = torch.cat([*sums, scalars, self.sources])
         packed = reduce_sum(accelerator, packed).cpu().tolist()
-        sums, (micro_steps, images, skipped), mix = (
-            packed[: len(keys)],
-            packed[len(keys) : len(keys) + 3],
-            packed[len(keys) + 3 :],
-        )
+        n = len(keys)
+        sums, (micro_steps, images, skipped, flops), mix = packed[:n], packed[n : n + 4], packed[n + 4 :]
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}
         values["loss_terms_skipped"] = skipped
         for name, count in zip(self.source_names, mix):
             values[f"mixture/{name}"] = count / max(sum(mix), 1.0)
         values["images_per_s"] = images / max(elapsed, 1e-9)
+        values["tflops_per_s"] = flops / max(elapsed, 1e-9) / 1e12  # model FLOPs, all ranks
+        if self.peak_tflops:
+            values["mfu"] = values["tflops_per_s"] / (self.peak_tflops * accelerator.num_processes)
         if self.grad_norms:
             values["grad_norm"] = torch.stack(self.grad_norms).mean().item()
         for key, value in sum_counters(accelerator, counters).items():

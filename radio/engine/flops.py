@@ -1,0 +1,60 @@
+"""Model FLOPs per image for throughput and MFU logging (SPEC §6, §8).
+
+An analytic count of a ViT's matmuls, which is what MFU is measured against: per block and token,
+qkv + proj + MLP = 2·C²·(4 + 2·r) FLOPs and attention 4·N·C, with r the MLP ratio (4 for every registry
+ViT but SigLIP's SO400M, within 7 %). Teachers run forward only; the student forward + backward (×3).
+For the seed example this gives ≈ 1.46 TFLOP per image, the figure SPEC §8 quotes.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+
+# Dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment; MFU is logged only for these.
+_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+def vit_flops(depth: int, width: int, tokens: int, mlp_ratio: float = 4.0) -> float:
+    """Forward FLOPs of ``depth`` ViT blocks of width ``width`` over ``tokens`` tokens (one image)."""
+    per_block = 2 * tokens * width * width * (4 + 2 * mlp_ratio) + 4 * tokens * tokens * width
+    return float(depth * per_block)
+
+
+@dataclass(frozen=True)
+class VitShape:
+    depth: int
+    width: int
+    patch_size: int
+    prefix_tokens: int
+
+    def tokens(self, size: int) -> int:
+        return (size // self.patch_size) ** 2 + self.prefix_tokens
+
+
+class StepFlops:
+    """FLOPs of one image through every teacher (forward) and the student (forward + backward)."""
+
+    def __init__(self, student: VitShape, teachers: Dict[str, VitShape]):
+        self.student = student
+        self.teachers = teachers
+        self._cache: Dict[tuple, float] = {}
+
+    def per_image(self, sizes: Dict[str, int]) -> float:
+        """sizes: the step's resolution per view (``student`` and each teacher name)."""
+        key = tuple(sorted(sizes.items()))
+        if key not in self._cache:
+            s = self.student
+            total = 3.0 * vit_flops(s.depth, s.width, s.tokens(sizes["student"]))
+            for name, t in self.teachers.items():
+                total += vit_flops(t.depth, t.width, t.tokens(sizes[name]))
+            self._cache[key] = total
+        return self._cache[key]
+
+
+def peak_tflops(device: torch.device) -> Optional[float]:
+    """Per-device dense bf16 peak, or None when unknown (CPU, other GPUs): then only TFLOP/s is logged."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for fragment, peak in _PEAK_BF16_TFLOPS.items() if fragment in name), None)

@@ -1,0 +1,39 @@
+"""The analytic FLOP count reproduces SPEC §8's figure for the seed example (≈ 1.46 TFLOP per image)."""
+import pytest
+
+from radio.engine.flops import StepFlops, VitShape
+from radio.models.registry import get_model_info
+
+
+def shape(name: str) -> VitShape:
+    info = get_model_info(name)
+    return VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+
+
+def test_seed_example_flops_per_image():
+    flops = StepFlops(
+        shape("c_radio_v3_vit_base_patch16_reg4_dinov2"),
+        {"dino": shape("c_radio_v3_vit_huge_patch16_reg4_dinov2"), "siglip": shape("vit_h_14_siglip_clipa_224")},
+    )
+    per_image = flops.per_image({"student": 224, "dino": 432, "siglip": 224})
+    assert per_image == pytest.approx(1.46e12, rel=0.01)
+    # Teachers are ~92 % of the work (SPEC §8).
+    student_only = StepFlops(flops.student, {}).per_image({"student": 224})
+    assert 1 - student_only / per_image == pytest.approx(0.925, abs=0.01)
+
+
+def test_window_reports_model_tflops_and_mfu_against_the_peak():
+    from types import SimpleNamespace
+
+    import torch
+
+    from radio.engine.metrics import MetricsWindow
+    from radio.engine.objective import MicroBatchLoss
+
+    window = MetricsWindow(["a"], torch.device("cpu"), peak_tflops=100.0)
+    batch = SimpleNamespace(keys=["k"] * 4, sources=torch.zeros(4, dtype=torch.int64))
+    result = MicroBatchLoss(torch.tensor(1.0), {}, [], {})
+    window.add(batch, result, flops=3e12)
+    values = window.flush(SimpleNamespace(num_processes=1), {})
+    assert values["mfu"] == pytest.approx(values["tflops_per_s"] / 100.0)
+    assert values["tflops_per_s"] == pytest.approx(3.0 * values["images_per_s"] / 4)
