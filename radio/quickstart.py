@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from radio.engine.metrics import read_metrics
+from radio.errors import RadioError
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
 DEMO_SOURCES = (("source_a", 400, 11), ("source_b", 200, 22))  # name, images, seed
@@ -57,6 +58,8 @@ def run_quickstart(out: str, overrides: Sequence[str] = ()) -> Dict[str, Tuple[f
     from radio.engine.loop import run
 
     out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RadioError(f"--out {out!r} is a file; give a folder for the demo data, weights and results.")
     print(f"quickstart: demo data and DEMO random-init teacher weights under {out}")
     prepare_demo_assets(out)
     cfg = load_run_config(str(QUICKSTART_SPEC), quickstart_overrides(out) + list(overrides))
