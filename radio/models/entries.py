@@ -243,79 +243,29 @@ for _name, _dim, _depth, _heads, _img, _proj in (
         proj_dim=_proj,
     )
 
-# Tiny variants: the demo teachers of the CPU quickstart, and one per public layout for the loader tests.
-_register_vit(
-    "demo_vit_tiny_patch16",
-    vit_kwargs=dict(patch_size=16, embed_dim=96, depth=2, num_heads=2),
-    dim=96,
-    depth=2,
-    heads=2,
-    patch=16,
-    img=64,
-    prefix=1,
-)
-_register_vit(
-    "demo_vit_tiny_patch14",
-    vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=128, depth=2, num_heads=2),
-    dim=128,
-    depth=2,
-    heads=2,
-    patch=14,
-    img=56,
-    prefix=5,
-)
-_register_vit(
-    "tiny_dinov2_vit_patch14",
-    vit_kwargs=dict(_DINOV2, patch_size=14, embed_dim=48, depth=2, num_heads=2),
-    dim=48,
-    depth=2,
-    heads=2,
-    patch=14,
-    img=56,
-    prefix=1,
-)
-_register_vit(
-    "tiny_dinov2_vit_patch14_reg4",
-    vit_kwargs=dict(_DINOV2_REG, patch_size=14, embed_dim=48, depth=2, num_heads=2),
-    dim=48,
-    depth=2,
-    heads=2,
-    patch=14,
-    img=56,
-    prefix=5,
-)
-_register_vit(
-    "tiny_clip_vit_patch16",
-    vit_kwargs=dict(_CLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
-    dim=64,
-    depth=2,
-    heads=2,
-    patch=16,
-    img=64,
-    prefix=1,
-    proj_dim=32,
-)
-_register_vit(
-    "tiny_siglip_vit_patch16",
-    vit_kwargs=dict(_SIGLIP, patch_size=16, embed_dim=64, depth=2, num_heads=2),
-    dim=64,
-    depth=2,
-    heads=2,
-    patch=16,
-    img=64,
-    prefix=0,
-)
-_register_vit(
-    "tiny_clipa_vit_patch14",
-    vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=64, depth=2, num_heads=2),
-    dim=64,
-    depth=2,
-    heads=2,
-    patch=14,
-    img=56,
-    prefix=1,
-    proj_dim=32,
-)
+# Tiny variants (depth 2, 2 heads): the demo teachers of the CPU quickstart, and one per public layout for
+# the loader tests. name: (layout, patch, width, img, prefix tokens, projection width)
+_TINY = {
+    "demo_vit_tiny_patch16": ({}, 16, 96, 64, 1, 0),
+    "demo_vit_tiny_patch14": (_DINOV2_REG, 14, 128, 56, 5, 0),
+    "tiny_dinov2_vit_patch14": (_DINOV2, 14, 48, 56, 1, 0),
+    "tiny_dinov2_vit_patch14_reg4": (_DINOV2_REG, 14, 48, 56, 5, 0),
+    "tiny_clip_vit_patch16": (_CLIP, 16, 64, 64, 1, 32),
+    "tiny_siglip_vit_patch16": (_SIGLIP, 16, 64, 64, 0, 0),
+    "tiny_clipa_vit_patch14": (_CLIPA, 14, 64, 56, 1, 32),
+}
+for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
+    _register_vit(
+        _name,
+        vit_kwargs=dict(_layout, patch_size=_patch, embed_dim=_width, depth=2, num_heads=2),
+        dim=_width,
+        depth=2,
+        heads=2,
+        patch=_patch,
+        img=_img,
+        prefix=_prefix,
+        proj_dim=_proj,
+    )
 
 
 def _timm_name(name: str) -> str:
