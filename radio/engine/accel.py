@@ -11,29 +11,50 @@ if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import InitProcessGroupKwargs, gather_object  # noqa: E402
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, gather_object  # noqa: E402
 
 from radio.config.schema import TrainConfig  # noqa: E402
-from radio.errors import RadioError, SpecError  # noqa: E402
+from radio.engine.deepspeed_config import build_deepspeed_config, deepspeed_requested  # noqa: E402
+from radio.errors import SpecError  # noqa: E402
 
 _MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
 
-def build_accelerator(cfg: TrainConfig) -> Accelerator:
+def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
+    """The run's Accelerator: one process, DDP or DeepSpeed ZeRO-2/3, as launched.
+
+    micro_batch: ``dataset.batch_size`` (per rank), written into a DeepSpeed config.
+    """
     on_cpu = not torch.cuda.is_available()
-    if on_cpu and cfg.precision == "fp16":
+    if on_cpu and train.precision == "fp16":
         raise SpecError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
-    # NCCL does not exist on CPU; gloo serves DDP there. Naming a backend
-    # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        # Refuse rather than train with checkpoints that could not resume a sharded optimizer exactly.
-        raise RadioError(
-            "DeepSpeed launches are not supported yet (sharded optimizer checkpoints and non-finite-step "
-            "skipping are not implemented for ZeRO); launch with accelerate_configs/multi_gpu.yaml (DDP) instead."
+    launched = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    if launched and launched.isdigit() and int(launched) != train.grad_accumulation_steps:
+        raise SpecError(
+            f"accelerate launch was given gradient_accumulation_steps={launched}, the spec says "
+            f"train.grad_accumulation_steps={train.grad_accumulation_steps}; set it in the spec only."
         )
-    return Accelerator(mixed_precision=_MIXED_PRECISION[cfg.precision], cpu=on_cpu, kwargs_handlers=handlers)
+    # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed there. Naming a backend
+    # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and world_size > 1 else []
+    plugin = None
+    if deepspeed_requested():
+        from accelerate.utils import DeepSpeedPlugin
+
+        config = build_deepspeed_config(train, micro_batch, world_size)
+        plugin = DeepSpeedPlugin(hf_ds_config=config, zero3_init_flag=False)
+    return Accelerator(
+        mixed_precision=_MIXED_PRECISION[train.precision],
+        cpu=on_cpu and plugin is None,  # cpu=True would quietly turn DeepSpeed off; DS_ACCELERATOR=cpu says CPU
+        kwargs_handlers=handlers,
+        gradient_accumulation_steps=train.grad_accumulation_steps,
+        deepspeed_plugin=plugin,
+    )
+
+
+def uses_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def reduce_sum(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:

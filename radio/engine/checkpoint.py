@@ -1,15 +1,16 @@
-"""Atomic training checkpoints and their discovery.
+"""Atomic training checkpoint folders and their discovery.
 
-Layout of ``results_dir/checkpoints/step_XXXXXXX/``:
-- ``model.safetensors``: the trained module (student + heads), unwrapped.
+Layout of ``results_dir/checkpoints/step_XXXXXXX/`` (what goes in it is ``engine/run_state.py``'s):
+- ``model.safetensors``: the trained module (student + heads), consolidated fp32.
 - ``normalizers.safetensors``: PHI-S / standardisation statistics and loss running state.
-- ``optimizer.pt``: optimizer state (tensors and plain Python values only; read with ``weights_only=True``).
+- ``optimizer.pt`` (DDP; tensors and plain values, read with ``weights_only=True``) or ``deepspeed/``
+  (ZeRO: DeepSpeed's sharded engine state, one optimizer partition per rank, also read weights-only).
 - ``rng_rank{R}.pt``, ``loader_rank{R}.json``: per-rank RNG and data-loader state.
-- ``trainer_state.json``: step counters and the LR scheduler; written last.
+- ``trainer_state.json``: counters, LR scheduler, world size and engine; written last.
 
-Every rank writes (and fsyncs) into ``.step_XXXXXXX.tmp``; the main rank adds ``trainer_state.json`` last
-and renames the folder, so a ``step_*`` folder is complete by construction; a kill at any moment leaves
-at worst a stale temp folder, which the next save removes.
+Every rank writes (and fsyncs) its files into ``.step_XXXXXXX.tmp``; the main rank adds
+``trainer_state.json`` last and renames the folder, so a ``step_*`` folder is complete by construction; a
+kill at any moment leaves at worst a stale temp folder, which the next save removes.
 """
 
 import json
@@ -17,12 +18,10 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from radio.errors import CheckpointError
 
@@ -76,11 +75,6 @@ def _step_of(path: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _state_to_cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    # safetensors refuses shared storage; contiguous clones are cheap next to the write.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-
-
 def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
@@ -104,28 +98,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-@dataclass
-class CheckpointPayload:
-    """What one rank contributes to a checkpoint."""
-
-    model_state: Dict[str, torch.Tensor]
-    normalizer_state: Dict[str, torch.Tensor]
-    optimizer_state: dict
-    trainer_state: dict  # JSON-serialisable: counters + scheduler state
-    loader_state: dict
-    rng: Optional[dict] = None  # filled on load; the caller restores it once everything is built
-
-
 def save_checkpoint(
     results_dir: str,
     step: int,
-    payload: CheckpointPayload,
+    write: Callable[[str], List[str]],
+    trainer_state: dict,
     *,
-    rank: int,
     is_main: bool,
     barrier: Callable[[], None],
     keep: int,
 ) -> str:
+    """Write checkpoint ``step`` atomically; returns its folder.
+
+    ``write(folder)`` runs on every rank (it may hold collectives) and returns the files that rank wrote;
+    they are fsynced before the main rank writes ``trainer_state`` (JSON) and renames the folder.
+    """
     root = checkpoints_root(results_dir)
     final = os.path.join(root, step_dir_name(step))
     tmp = os.path.join(root, "." + step_dir_name(step) + ".tmp")
@@ -139,19 +126,11 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     barrier()
-    written = [os.path.join(tmp, f"rng_rank{rank}.pt"), os.path.join(tmp, f"loader_rank{rank}.json")]
-    torch.save(rng_state(), written[0])
-    _write_json(written[1], payload.loader_state)
-    if is_main:
-        written += [os.path.join(tmp, name) for name in (MODEL_FILE, NORMALIZERS_FILE, OPTIMIZER_FILE)]
-        save_file(_state_to_cpu(payload.model_state), written[2])
-        save_file(_state_to_cpu(payload.normalizer_state), written[3])
-        torch.save(payload.optimizer_state, written[4])
-    for path in written:  # on disk before trainer_state.json declares the folder complete
+    for path in write(tmp):  # on disk before trainer_state.json declares the folder complete
         _fsync(path)
     barrier()
     if is_main:
-        _write_json(os.path.join(tmp, TRAINER_STATE), payload.trainer_state)
+        write_json(os.path.join(tmp, TRAINER_STATE), trainer_state)
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync(root)
@@ -164,43 +143,29 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str, rank: int) -> CheckpointPayload:
-    """Read a checkpoint folder; raises ``CheckpointError`` naming the file on any problem."""
-
-    def read(name: str, reader):
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            raise CheckpointError(
-                f"checkpoint {path!r} is missing {name}; it was not written by this version or is damaged."
-            )
-        try:
-            return reader(file)
-        except Exception as exc:  # corrupt file: say which one
-            raise CheckpointError(f"cannot read {file!r}: {exc}") from None
-
-    rng_file = f"rng_rank{rank}.pt"
-    if not os.path.isfile(os.path.join(path, rng_file)):
+def read_checkpoint_file(folder: str, name: str, reader: Callable[[str], object]):
+    """``reader(folder/name)``; ``CheckpointError`` naming the file when it is missing or unreadable."""
+    file = os.path.join(folder, name)
+    if not os.path.isfile(file):
         raise CheckpointError(
-            f"checkpoint {path!r} has no state for rank {rank} ({rng_file}); resume with the same number of processes "
-            "it was written with."
+            f"checkpoint {folder!r} is missing {name}; it was not written by this version or is damaged."
         )
-    payload = CheckpointPayload(
-        model_state=read(MODEL_FILE, load_file),
-        normalizer_state=read(NORMALIZERS_FILE, load_file),
-        optimizer_state=read(OPTIMIZER_FILE, lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-        trainer_state=read(TRAINER_STATE, _read_json),
-        loader_state=read(f"loader_rank{rank}.json", _read_json),
-        rng=read(rng_file, lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-    )
-    return payload
+    try:
+        return reader(file)
+    except Exception as exc:  # corrupt file: say which one
+        raise CheckpointError(f"cannot read {file!r}: {exc}") from None
 
 
-def _write_json(path: str, data: dict) -> None:
+def read_tensors(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_json(path: str, data: dict) -> None:
     with open(path, "w") as f:
         json.dump(data, f)
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
 

@@ -1,8 +1,6 @@
 """The training loop: build from the resolved config, resume if a checkpoint exists, then step."""
 
 import math
-import os
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -13,17 +11,18 @@ from radio.config.resolve import resolve_teachers
 from radio.config.validate import check_paths
 from radio.data.views import make_view
 from radio.engine import checkpoint as ckpt
-from radio.engine.accel import build_accelerator, reduce_sum
+from radio.engine.accel import build_accelerator, uses_deepspeed
 from radio.engine.build import build_components
 from radio.engine.flops import StepFlops, VitShape, peak_tflops
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
 from radio.engine.optim import build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs, write_resolved_config
+from radio.engine.params import ReplicatedParams, ZeroParams
+from radio.engine.run_state import RunState
 from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
-from radio.models.checkpoint_io import load_exact
 from radio.models.registry import get_model_info
 from radio.models.vitdet import choose_window
 
@@ -37,21 +36,12 @@ class RunResult:
     teacher_names: List[str] = field(default_factory=list)
 
 
-@dataclass
-class Counters:
-    """Loop counters that a checkpoint carries."""
-
-    step: int = 0  # optimizer steps done
-    nonfinite_streak: int = 0
-    nonfinite_total: int = 0
-
-
 def run(cfg) -> RunResult:
     check_paths(cfg)
     teachers_cfg = resolve_teachers(cfg)
-    accelerator = build_accelerator(cfg.train)
-    device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
     results_dir, train = cfg.results_dir, cfg.train
+    accelerator = build_accelerator(train, cfg.dataset.batch_size)
+    device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
     if is_main:
         write_resolved_config(cfg, teachers_cfg, results_dir)
     if accelerator.num_processes != train.num_gpus * train.num_nodes:
@@ -61,7 +51,7 @@ def run(cfg) -> RunResult:
         )
 
     parts = build_components(cfg, teachers_cfg, device=device, rank=rank, world_size=accelerator.num_processes)
-    loader, loss_state = parts.loader, parts.loss_state
+    loader = parts.loader
     accum = train.grad_accumulation_steps
     steps_per_epoch = max(1, loader.steps_per_epoch // accum)
     total_steps = train.num_epochs * steps_per_epoch
@@ -72,51 +62,29 @@ def run(cfg) -> RunResult:
         parts.model.compile()
     optimizer = build_optimizer(parts.model, train.optim)
     scheduler = build_scheduler(optimizer, train.optim, total_steps, steps_per_epoch)
+    # Only the trained module is prepared (wrapped by DDP or sharded by ZeRO); teachers stay as built.
     model, optimizer = accelerator.prepare(parts.model, optimizer)
     trainable = accelerator.unwrap_model(model)
+    zero = uses_deepspeed(accelerator)
+    params = ZeroParams(model, rank) if zero else ReplicatedParams(trainable, optimizer)
+    # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
+    input_dtype = torch.bfloat16 if zero and train.precision == "bf16" else torch.float32
+    state = RunState(params, parts.loss_state, scheduler, loader, rank=rank, world_size=accelerator.num_processes)
     objective = DistillationObjective(
         teachers_cfg,
         parts.teachers,
         parts.criteria,
-        SpatialTargets(parts.normalizers, trainable.spatial_heads),
+        SpatialTargets(parts.normalizers, trainable.spatial_heads, params),
         parts.plan,
     )
-
-    counters = Counters()
     resume_path = ckpt.find_resume_checkpoint(results_dir, train.resume_training_checkpoint_path)
     if resume_path:
-        payload = ckpt.load_checkpoint(resume_path, rank)
-        for module, state, name in (
-            (trainable, payload.model_state, ckpt.MODEL_FILE),
-            (loss_state, payload.normalizer_state, ckpt.NORMALIZERS_FILE),
-        ):
-            load_exact(module, state, os.path.join(resume_path, name), "radio checkpoint", _OTHER_RUN)
-        optimizer.load_state_dict(payload.optimizer_state)
-        scheduler.load_state_dict(payload.trainer_state["scheduler"])
-        loader.load_state_dict(payload.loader_state)
-        counters = Counters(**payload.trainer_state["counters"])
-        ckpt.set_rng_state(payload.rng)
-        accelerator.print(f"resumed from {resume_path} at step {counters.step}")
+        state.load(resume_path)
+        accelerator.print(f"resumed from {resume_path} at step {state.counters.step}")
+    counters = state.counters
 
     def save() -> str:
-        for norm in parts.normalizers.values():
-            norm.sync_statistics()  # a collective: merge every rank's pending statistics first
-        payload = ckpt.CheckpointPayload(
-            model_state=accelerator.get_state_dict(model),
-            normalizer_state=loss_state.state_dict(),
-            optimizer_state=optimizer.state_dict(),
-            trainer_state={"counters": vars(counters), "scheduler": scheduler.state_dict()},
-            loader_state=loader.state_dict(),
-        )
-        return ckpt.save_checkpoint(
-            results_dir,
-            counters.step,
-            payload,
-            rank=rank,
-            is_main=is_main,
-            barrier=accelerator.wait_for_everyone,
-            keep=train.keep_checkpoints,
-        )
+        return state.save(results_dir, barrier=accelerator.wait_for_everyone, keep=train.keep_checkpoints)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
@@ -137,38 +105,31 @@ def run(cfg) -> RunResult:
     model.train()
     try:
         while counters.step < total_steps:
-            finite = True
             for micro in range(accum):
                 batch = next(data)
                 images = batch.images.to(device, non_blocking=True)
                 targets = objective.teacher_targets(images, batch.sizes)
                 student_x = make_view(images, batch.sizes["student"], parts.plan.student.mean, parts.plan.student.std)
                 vitdet_window = choose_window(cfg.distill.vitdet, counters.step * accum + micro, train.seed)
-                # DDP skips the gradient all-reduce only if forward and backward both run under no_sync.
-                with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
-                    with accelerator.autocast():
-                        preds = model(student_x, vitdet_window=vitdet_window)
+                # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.
+                with accelerator.accumulate(model), accelerator.autocast():
+                    preds = model(student_x.to(input_dtype), vitdet_window=vitdet_window)
                     result = objective(preds, targets, batch.labels.to(device))
-                    # Every rank must agree to skip, or DDP would wait forever for the missing gradients.
-                    ok = torch.isfinite(result.loss) & (len(result.skipped) < len(result.terms))
-                    if reduce_sum(accelerator, ok.float()).item() < accelerator.num_processes:
-                        finite = False
-                        break
-                    accelerator.backward(result.loss / accum)
+                    accelerator.backward(_poisoned_if_nonfinite(result.loss))
                 window.add(batch, result, step_flops.per_image(batch.sizes) * len(batch.keys))
-            if finite:
-                window.add_grad_norm(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+            # Gradients are all-reduced, so the norm is the same on every rank; non-finite means some rank's
+            # loss or gradients were. DeepSpeed has already stepped (or skipped) inside the last backward and
+            # reports the norm it computed (inf for a skipped step); its optimizer.step() is a no-op.
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+            if math.isfinite(grad_norm):
                 optimizer.step()
                 counters.nonfinite_streak = 0
+                window.add_grad_norm(grad_norm)
             else:
                 counters.nonfinite_streak += 1
                 counters.nonfinite_total += 1
                 if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-                    raise RadioError(
-                        f"the loss was non-finite for {counters.nonfinite_streak} steps in a row (last at step "
-                        f"{counters.step}); stopping. Lower train.optim.lr, set train.clip_grad_norm, or use "
-                        f"train.precision=fp32; the newest checkpoint is in {ckpt.checkpoints_root(results_dir)}."
-                    )
+                    raise RadioError(_nonfinite_message(counters, train, results_dir))
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             scheduler.step()
@@ -194,8 +155,9 @@ def run(cfg) -> RunResult:
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
                 save()
         save()
+        student_state = {k: v for k, v in params.full_state_dict().items() if k.startswith("student.")}
         if is_main:
-            write_final_outputs(cfg, trainable, teachers_cfg, results_dir)
+            write_final_outputs(cfg, trainable.student, student_state, teachers_cfg, results_dir)
     finally:
         stop.restore()
         logger.close()
@@ -203,6 +165,24 @@ def run(cfg) -> RunResult:
             progress.close()
     accelerator.wait_for_everyone()
     return RunResult(results_dir, counters.step, resume_path, False, [t.name for t in teachers_cfg])
+
+
+def _poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:
+    """``loss``, times NaN where it is not finite: its gradients are then NaN (a NaN constant term could
+    leave them finite), the all-reduced gradients are non-finite on every rank, and the step is skipped
+    everywhere from the norm alone, with no extra collective or host sync per micro-batch."""
+    return loss * torch.where(torch.isfinite(loss.detach()), 1.0, math.nan)
+
+
+def _nonfinite_message(counters, train, results_dir: str) -> str:
+    advice = "Lower train.optim.lr or set train.clip_grad_norm"
+    if train.precision != "fp32":
+        advice += ", or use train.precision=fp32"
+    return (
+        f"the loss or its gradients were non-finite for {counters.nonfinite_streak} optimizer steps in a row "
+        f"(the last at step {counters.step + 1}); stopping. {advice}; the newest checkpoint is in "
+        f"{ckpt.checkpoints_root(results_dir)}."
+    )
 
 
 def _vit_shape(backbone_type: str) -> VitShape:
@@ -215,12 +195,6 @@ def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:
         return True
     epochs_done, epoch_end = divmod(step, steps_per_epoch)
     return bool(train.checkpoint_interval) and epoch_end == 0 and epochs_done % train.checkpoint_interval == 0
-
-
-_OTHER_RUN = (
-    "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
-    "wrote it, or use a fresh results_dir (or train.resume_training_checkpoint_path of a matching run)."
-)
 
 
 def _progress_bar(cfg, is_main: bool, total: int, initial: int):

@@ -2,8 +2,9 @@
 
 import json
 import os
-from typing import List
+from typing import Dict, List
 
+import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -26,10 +27,15 @@ def write_resolved_config(cfg, teachers: List[ResolvedTeacher], results_dir: str
     os.replace(tmp, os.path.join(results_dir, "config.yaml"))
 
 
-def write_final_outputs(cfg, trainable, teachers: List[ResolvedTeacher], results_dir: str) -> None:
-    """``student_final.safetensors`` (backbone only) + ``student_final.json`` and the loss/mixture plots."""
-    student = trainable.student
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in student.state_dict().items()}
+def write_final_outputs(
+    cfg, student, student_state: Dict[str, torch.Tensor], teachers: List[ResolvedTeacher], results_dir: str
+) -> None:
+    """``student_final.safetensors`` (backbone only) + ``student_final.json`` and the loss/mixture plots.
+
+    student_state: the trained module's consolidated fp32 ``student.*`` tensors (under ZeRO the module
+    itself holds a bf16 working copy or a shard).
+    """
+    state = {k.removeprefix("student."): v.detach().cpu().contiguous().clone() for k, v in student_state.items()}
     tmp = os.path.join(results_dir, ".student_final.safetensors.tmp")
     save_file(state, tmp, metadata={"format": "radio-student", "type": cfg.model.backbone.type})
     os.replace(tmp, os.path.join(results_dir, "student_final.safetensors"))

@@ -22,28 +22,50 @@ def last_linear(head: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+# Optimizer state that is a running mean of gradients, and so transforms like a gradient.
+FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
+
+
 @torch.no_grad()
-def rebase_linear(linear: nn.Linear, old: Affine, new: Affine) -> None:
+def rebase_linear(linear: nn.Linear, old: Affine, new: Affine, params) -> None:
     """Make ``linear``'s outputs mean in ``new`` normalised coordinates what they meant in ``old``'s.
 
-    y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so W ← A_n⁻¹ A_o W and b ← A_n⁻¹ (A_o b + s_o − s_n).
+    y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so W ← M W and b ← A_n⁻¹ (A_o b + s_o − s_n) with
+    M = A_n⁻¹ A_o. Gradients transform as ∂L/∂W' = M⁻ᵀ ∂L/∂W, and so do first moments (Adam's ``exp_avg``,
+    SGD's momentum): they are mapped too. Second moments have no exact image and are kept. ``params``
+    (``engine/params.py``) reads and writes the fp32 masters and the working copy under every engine; all
+    ranks must call this together.
     """
     a_old, s_old = (t.to(torch.float64) for t in old)
     a_new, s_new = (t.to(torch.float64) for t in new)
-    weight = linear.weight.to(torch.float64)
-    bias = linear.bias.to(torch.float64) if linear.bias is not None else torch.zeros_like(s_old)
     mix = torch.linalg.solve(a_new, a_old)
-    linear.weight.copy_((mix @ weight).to(linear.weight.dtype))
+    grad_map = torch.linalg.inv(mix).T
+    weight = params.read(linear.weight).to(torch.float64)
+    device = weight.device
+    mix, grad_map, a_new, a_old = mix.to(device), grad_map.to(device), a_new.to(device), a_old.to(device)
+    params.write(linear.weight, mix @ weight)
     if linear.bias is not None:
-        linear.bias.copy_(torch.linalg.solve(a_new, a_old @ bias + s_old - s_new).to(linear.bias.dtype))
+        bias = params.read(linear.bias).to(torch.float64)
+        params.write(linear.bias, torch.linalg.solve(a_new, a_old @ bias + (s_old - s_new).to(device)))
+    for param in [linear.weight] + ([linear.bias] if linear.bias is not None else []):
+        for key in sorted(params.state_keys() & set(FIRST_MOMENTS)):
+            moment = params.read_state(param, key)
+            if moment is not None:
+                params.write_state(param, key, grad_map.to(moment.device) @ moment.to(torch.float64))
 
 
 class SpatialTargets:
-    """Per teacher: observe features, refresh the normaliser when due, return normalised targets."""
+    """Per teacher: observe features, refresh the normaliser when due, return normalised targets.
 
-    def __init__(self, normalizers: nn.ModuleDict, spatial_heads: nn.ModuleDict):
+    A refresh re-bases the teacher's spatial head (``rebase_linear``) before the targets of that
+    micro-batch are used; refreshes fall on the first micro-batch of an optimizer step (the schedule in
+    ``losses/online_stats.py``), so every gradient of a step is taken in one basis.
+    """
+
+    def __init__(self, normalizers: nn.ModuleDict, spatial_heads: nn.ModuleDict, params):
         self.normalizers = normalizers
         self.heads = spatial_heads
+        self.params = params
         self._affine: Dict[str, Affine] = {}
 
     def __call__(self, name: str, features: torch.Tensor) -> torch.Tensor:
@@ -54,7 +76,7 @@ class SpatialTargets:
         if norm.update(features):
             new = _copy(norm.inverse_affine())
             if name in self._affine:
-                rebase_linear(last_linear(self.heads[name]), self._affine[name], new)
+                rebase_linear(last_linear(self.heads[name]), self._affine[name], new, self.params)
             self._affine[name] = new
         return norm(features)
 

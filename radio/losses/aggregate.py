@@ -1,4 +1,4 @@
-"""Combining per-teacher losses into the training objective (SPEC §5)."""
+"""Combining per-teacher losses into the training objective (docs/architecture.md, "losses")."""
 
 from typing import List, Mapping, Tuple
 
@@ -14,8 +14,9 @@ def aggregate_teacher_losses(
     losses: teacher name -> scalar loss; lambdas: teacher name -> ``loss_lambda``. N is the number of
     configured teachers (``len(losses)``) and stays so when terms are skipped: a teacher that produced a
     NaN/inf loss simply contributes nothing this step, the others keep their usual weight.
-    Returns (total, names of the skipped teachers). When every term is skipped the total is NaN, so the
-    engine's non-finite-step rule applies.
+    Returns (total, names of the skipped teachers). When every term is skipped the total is their
+    non-finite sum, still connected to the graph: the engine's non-finite-step rule applies, and
+    backpropagating it makes the step's gradients non-finite on every rank (``engine/loop.py``).
     """
     if not losses:
         raise ValueError("aggregate_teacher_losses needs at least one teacher loss")
@@ -34,7 +35,7 @@ def aggregate_teacher_losses(
         term = value * (float(lambdas[name]) / n)
         total = term if total is None else total + term
     if total is None:
-        total = torch.full((), float("nan"), device=next(iter(losses.values())).device)
+        total = sum(losses.values())
     return total, skipped
 
 

@@ -4,10 +4,11 @@ Statistics are float64 running sums. Each rank accumulates the sums of its own b
 sums; at every refresh the pending sums of all ranks are all-reduced (one collective) and added to the
 *total* sums, from which the transform is recomputed, so every rank holds the same transform. Refresh
 schedule, in ``update`` calls: on the first call that brings data (targets are normalised from the very
-first step), then
-every ``refresh_every_n_steps`` calls, and a last time on call ``freeze_after_steps``, after which the
-statistics and the transform stay fixed. All sums, counters and the transform are buffers, so
-``state_dict()`` carries them into checkpoints.
+first step), then every ``refresh_every_n_steps`` calls after it (calls 1, 1 + n, 1 + 2n ...), and a last
+time on call ``freeze_after_steps + 1`` from the first ``freeze_after_steps`` calls' statistics, after
+which the statistics and the transform stay fixed. With ``n`` and ``freeze_after_steps`` given in
+micro-batches (steps × accumulation), every refresh falls on the first micro-batch of an optimizer step.
+All sums, counters and the transform are buffers, so ``state_dict()`` carries them into checkpoints.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -102,7 +103,7 @@ class OnlineFeatureNormalizer(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        return self.freeze_after_steps is not None and self._steps >= self.freeze_after_steps
+        return self.freeze_after_steps is not None and self._steps > self.freeze_after_steps
 
     @property
     def initialized(self) -> bool:
@@ -116,6 +117,11 @@ class OnlineFeatureNormalizer(nn.Module):
         """
         if self.frozen:
             return False
+        if self.freeze_after_steps is not None and self._steps == self.freeze_after_steps:
+            # The first call past the observed ones: the last refresh, from what was observed, and the freeze.
+            self.steps += 1
+            self._steps += 1
+            return self.refresh()
         rows = feature_rows(features.detach(), self.dim, valid_mask).to(torch.float64)
         # A non-finite teacher vector would poison the running sums for the rest of the run: leave such
         # rows out (zeroed and not counted, which keeps shapes static: no host sync).
@@ -129,7 +135,7 @@ class OnlineFeatureNormalizer(nn.Module):
         step = self._steps
         # Until a refresh has seen data (the first step, unless everything was masked out) every step is
         # due; `initialized` is the same on every rank, so all ranks join the same collectives.
-        due = not self.initialized or step % self.refresh_every_n_steps == 0 or step == self.freeze_after_steps
+        due = not self.initialized or (step - 1) % self.refresh_every_n_steps == 0
         return self.refresh() if due else False
 
     @torch.no_grad()

@@ -157,14 +157,18 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 def compare(state_dict: Dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> None:
     """Fill ``report`` with the keys/shapes in which ``state_dict`` and ``model`` disagree."""
-    expected = model.state_dict()
-    report.missing = [k for k in expected if k not in state_dict]
-    report.unexpected = [k for k in state_dict if k not in expected]
-    report.mismatched = [
-        (k, tuple(v.shape), tuple(expected[k].shape))
-        for k, v in state_dict.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
+    compare_shapes(
+        {k: tuple(v.shape) for k, v in state_dict.items()},
+        {k: tuple(v.shape) for k, v in model.state_dict().items()},
+        report,
+    )
+
+
+def compare_shapes(found: Dict[str, tuple], expected: Dict[str, tuple], report: LoadReport) -> None:
+    """``compare`` on key -> shape maps (for models whose tensors are sharded across ranks)."""
+    report.missing = [k for k in expected if k not in found]
+    report.unexpected = [k for k in found if k not in expected]
+    report.mismatched = [(k, v, expected[k]) for k, v in found.items() if k in expected and v != expected[k]]
 
 
 def load_exact(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str, hint: str) -> None:

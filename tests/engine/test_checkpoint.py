@@ -1,30 +1,51 @@
-"""Checkpoints: atomic folders, discovery of the newest complete one, pruning, safe loading."""
+"""Checkpoints: atomic folders, discovery of the newest complete one, pruning, the run state round trip,
+safe loading."""
 
+import json
 import os
 import random
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from radio.engine import checkpoint as ckpt
+from radio.engine.optim import build_scheduler
+from radio.engine.params import ReplicatedParams
+from radio.engine.run_state import RunState
 from radio.errors import CheckpointError
+from radio.config.schema import OptimConfig
 
 
-def payload(value: float) -> ckpt.CheckpointPayload:
-    return ckpt.CheckpointPayload(
-        model_state={"w": torch.full((2, 2), value)},
-        normalizer_state={"mean": torch.zeros(2)},
-        optimizer_state={"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
-        trainer_state={"step": int(value), "scheduler": {"last_epoch": 3}},
-        loader_state={"step": int(value)},
+class FakeLoader:
+    def __init__(self, step=0):
+        self.step = step
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = state["step"]
+
+
+def run_state(value: float, world_size: int = 1) -> RunState:
+    model = nn.Linear(2, 2)
+    nn.init.constant_(model.weight, value)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    scheduler = build_scheduler(optimizer, OptimConfig(lr=0.1, policy="cosine"), 10, 10)
+    loss_state = nn.ModuleDict({"normalizers": nn.ModuleDict(), "criteria": nn.ModuleDict()})
+    state = RunState(
+        ReplicatedParams(model, optimizer), loss_state, scheduler, FakeLoader(int(value)), rank=0, world_size=world_size
     )
+    state.counters.step = int(value)
+    return state
 
 
 def save(results, step, keep=2):
-    return ckpt.save_checkpoint(
-        str(results), step, payload(step), rank=0, is_main=True, barrier=lambda: None, keep=keep
-    )
+    return run_state(step).save(str(results), barrier=lambda: None, keep=keep)
 
 
 def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
@@ -37,21 +58,32 @@ def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
     assert ckpt.find_resume_checkpoint(str(tmp_path), None).endswith("step_0000003")
 
 
-def test_round_trip_restores_state_and_rng(tmp_path):
+def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
     torch.manual_seed(0)
     random.seed(1)
     np.random.seed(2)
-    path = save(tmp_path, 5)
+    source = run_state(5)
+    path = source.save(str(tmp_path), barrier=lambda: None, keep=2)
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(99)
     random.seed(99)
     np.random.seed(99)
-    loaded = ckpt.load_checkpoint(path, rank=0)
-    ckpt.set_rng_state(loaded.rng)
+    restored = run_state(0)
+    restored.load(path)
     assert torch.equal(torch.rand(3), expected[0])
     assert random.random() == expected[1] and np.random.rand() == expected[2]
-    assert torch.equal(loaded.model_state["w"], torch.full((2, 2), 5.0))
-    assert loaded.trainer_state["step"] == 5 and loaded.loader_state == {"step": 5}
+    assert torch.equal(restored.params.module.weight, source.params.module.weight)
+    for p, q in zip(restored.params.module.parameters(), source.params.module.parameters()):
+        a, b = restored.params.optimizer.state[p], source.params.optimizer.state[q]
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+    assert restored.counters.step == 5 and restored.loader.step == 5
+    assert restored.scheduler.state_dict() == source.scheduler.state_dict()
+
+
+def test_another_world_size_is_refused_naming_both(tmp_path):
+    path = save(tmp_path, 3)
+    with pytest.raises(CheckpointError, match=r"written by 1 process\(es\) under ddp; this run has 2 under ddp"):
+        run_state(0, world_size=2).load(path)
 
 
 def test_stale_temp_folder_is_cleaned_and_never_resumed(tmp_path):
@@ -64,14 +96,23 @@ def test_stale_temp_folder_is_cleaned_and_never_resumed(tmp_path):
 
 def test_pickled_code_in_optimizer_file_is_refused(tmp_path):
     path = save(tmp_path, 1)
+    marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {marker}",))
 
     torch.save({"x": Evil()}, os.path.join(path, "optimizer.pt"))
     with pytest.raises(CheckpointError, match="optimizer.pt"):
-        ckpt.load_checkpoint(path, rank=0)
+        run_state(0).load(path)
+    assert not marker.exists()
+
+
+def test_trainer_state_is_written_last_and_names_the_engine(tmp_path):
+    path = save(tmp_path, 2)
+    with open(os.path.join(path, ckpt.TRAINER_STATE)) as f:
+        state = json.load(f)
+    assert state["engine"] == "ddp" and state["world_size"] == 1 and state["counters"]["step"] == 2
 
 
 def test_explicit_resume_path_must_be_complete(tmp_path):

@@ -32,7 +32,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(demo_assets, tmp_path):
             "train.keep_checkpoints=20",
         ),
     )
-    with pytest.raises(RadioError, match="non-finite for 3 steps in a row"):
+    with pytest.raises(RadioError, match="non-finite for 3 optimizer steps in a row"):
         run(cfg)
     with open(os.path.join(results, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]

@@ -106,7 +106,7 @@ def test_constant_features_do_not_divide_by_zero():
 def test_online_estimate_equals_the_batch_estimate():
     x = anisotropic(3000, 48, seed=3)
     online = PhiStandardizer(48, refresh_every_n_steps=7)
-    for chunk in x.split(100):  # 30 updates; the last refresh is at step 28
+    for chunk in x.split(100):  # 30 updates; the last refresh is at step 29
         online.update(chunk)
     online.refresh()
     batch = PhiStandardizer(48)
@@ -134,8 +134,9 @@ def test_refresh_schedule_and_freeze():
     norm = PhiStandardizer(8, refresh_every_n_steps=100, freeze_after_steps=250)
     data = anisotropic(300 * 4, 8, seed=5).split(4)
     refreshed = [step for step, chunk in enumerate(data, start=1) if norm.update(chunk)]
-    assert refreshed == [1, 100, 200, 250]
-    assert norm.frozen and int(norm.steps) == 250
+    # Refreshes open a step (1, 1 + n, ...); the last one, on the call after the 250 observed, freezes.
+    assert refreshed == [1, 101, 201, 251]
+    assert norm.frozen and int(norm.steps) == 251
     assert norm.total_count.item() == 250 * 4  # nothing after the freeze was counted
     assert norm.log_values()["refreshes"] == 4
 
@@ -312,4 +313,5 @@ def test_loaded_state_restores_the_refresh_schedule():
     copy = build_feature_normalizer("phi_s", 8, refresh_every_n_steps=3)
     copy.load_state_dict(source.state_dict())
     assert copy.initialized
-    assert copy.update(torch.randn(16, 8))  # third update: the scheduled refresh, as in the source
+    assert not copy.update(torch.randn(16, 8))  # third update: none due
+    assert copy.update(torch.randn(16, 8))  # fourth update (1 + 3): the scheduled refresh, as in the source

@@ -10,7 +10,7 @@ import torch
 
 from radio.losses.phi_s import PhiStandardizer
 
-DIM, STEPS, ROWS = 24, 7, 50
+DIM, STEPS, ROWS = 24, 8, 50
 
 
 def step_data(rank: int, step: int) -> torch.Tensor:
@@ -60,21 +60,21 @@ def ranks(tmp_path_factory):
 
 
 def test_both_ranks_refresh_on_the_same_steps_and_hold_the_same_transform(ranks):
-    assert ranks[0]["refreshed"] == ranks[1]["refreshed"] == [1, 3, 6]
+    assert ranks[0]["refreshed"] == ranks[1]["refreshed"] == [1, 4, 7]
     for key in ("total_count", "total_sum", "total_outer", "mean", "transform", "alpha"):
         assert torch.equal(ranks[0]["at_refresh"][key], ranks[1]["at_refresh"][key]), key
-    # Step 7 is not a refresh: each rank still holds its own pending sums.
+    # Step 8 is not a refresh: each rank still holds its own pending sums.
     assert ranks[0]["at_refresh"]["pending_count"].item() == ranks[1]["at_refresh"]["pending_count"].item() == 50
     assert not torch.equal(ranks[0]["at_refresh"]["pending_sum"], ranks[1]["at_refresh"]["pending_sum"])
 
 
 def test_all_reduced_estimate_equals_the_single_process_estimate(ranks):
     single = PhiStandardizer(DIM)
-    single.update(torch.cat([step_data(r, s) for s in range(1, 7) for r in range(2)]))
+    single.update(torch.cat([step_data(r, s) for s in range(1, 8) for r in range(2)]))
     state = ranks[0]["at_refresh"]
     multi = PhiStandardizer(DIM)
     multi.load_state_dict(state)
-    assert state["total_count"].item() == single.total_count.item() == 2 * 6 * 50
+    assert state["total_count"].item() == single.total_count.item() == 2 * 7 * 50
     for got, want in zip(multi.statistics(), single.statistics()):
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
     assert multi.alpha.item() == pytest.approx(single.alpha.item(), rel=1e-12)
