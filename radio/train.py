@@ -16,18 +16,23 @@ def main(argv=None) -> int:
     from radio.cli import EXIT_USER_ERROR
     from radio.config.load import load_run_config
     from radio.engine.loop import run
-    from radio.errors import RadioError
+    from radio.errors import RadioError, SpecError
 
     parser = argparse.ArgumentParser(description="radio distillation (one rank; start with accelerate launch)")
     parser.add_argument("--spec", "-e", required=True, help="spec YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
     args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
     try:
         result = run(load_run_config(args.spec, args.overrides))
     except RadioError as exc:
-        print(f"radio: error: {exc}", file=sys.stderr)
+        # A spec error is the same on every rank: say it once. Anything else may concern one rank alone.
+        if rank == 0:
+            print(f"radio: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, SpecError):
+            print(f"radio: error: [rank {rank}] {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank == 0:
         print(f"done: {result.steps} steps; results in {result.results_dir}")
     return 0
 

@@ -114,25 +114,29 @@ class ZeroParams:
             param.copy_(value.to(param.dtype))
 
     def state_keys(self) -> Set[str]:
-        optimizer = self.engine.optimizer
-        if self.stage < 3:
-            # DeepSpeed links each parameter to its optimizer-state fragment right after the first param
-            # group's first step, before the other groups have any state, and never again: link once more so
-            # every group's state (the no-decay group's too) is reachable.
-            optimizer._hp_optimizer_states_linked = False
-            optimizer._lazy_init_hp_params_optimizer_state()
         # The wrapped torch optimizer holds the state of this rank's flat partitions.
-        return _state_keys(optimizer.optimizer.state)
+        return _state_keys(self.engine.optimizer.optimizer.state)
 
     def read_state(self, param: nn.Parameter, key: str) -> Optional[torch.Tensor]:
         from deepspeed.utils import safe_get_full_optimizer_state
 
+        self._link_optimizer_state()
         return safe_get_full_optimizer_state(param, key)
 
     def write_state(self, param: nn.Parameter, key: str, value: torch.Tensor) -> None:
         from deepspeed.utils import safe_set_full_optimizer_state
 
+        self._link_optimizer_state()
         safe_set_full_optimizer_state(param, value.float(), key)
+
+    def _link_optimizer_state(self) -> None:
+        if self.stage < 3:
+            # ZeRO-1/2 link each parameter to its optimizer-state fragment right after the first param
+            # group's first step, before the other groups have any state, and never again: link once more so
+            # every group's state (the no-decay group's too) is reachable.
+            optimizer = self.engine.optimizer
+            optimizer._hp_optimizer_states_linked = False
+            optimizer._lazy_init_hp_params_optimizer_state()
 
     def full_state_dict(self) -> Dict[str, torch.Tensor]:
         """fp32 masters (not the working copy) for parameters, buffers as they are; every rank must call."""

@@ -43,3 +43,56 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(demo_assets, tmp_path):
     a = load_file(os.path.join(results, "checkpoints", f"step_{first - 1:07d}", "model.safetensors"))
     b = load_file(os.path.join(results, "checkpoints", f"step_{first + 1:07d}", "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def faults(accum: int) -> str:
+    """Micro-batch indices (from 0) of: a NaN loss on rank 1 in step 2's first micro-batch; NaN gradients
+    (finite loss) on rank 0 in step 4's last; then NaN losses in steps 6, 7 and 8, on alternating ranks."""
+
+    def micro(step, index):
+        return (step - 1) * accum + index
+
+    last = accum - 1
+    return ",".join(
+        [
+            f"nan_loss@1:{micro(2, 0)}",
+            f"nan_grad@0:{micro(4, last)}",
+            f"nan_loss@0:{micro(6, last)}",
+            f"nan_loss@1:{micro(7, 0)}",
+            f"nan_loss@0:{micro(8, 0)}",
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine,accum", [("ddp", 1), ("ddp", 2), ("zero2", 1), ("zero2", 2), ("zero3", 2)])
+def test_one_ranks_nonfinite_loss_or_gradients_skip_the_step_everywhere(engine, accum, demo_assets, tmp_path):
+    from tests.engine.launchers import launch
+
+    results = str(tmp_path / "run")
+    overrides = tiny_run_overrides(
+        demo_assets,
+        results,
+        "train.max_steps=10",
+        f"train.grad_accumulation_steps={accum}",
+        "train.precision=fp32",
+        "train.max_consecutive_nonfinite=3",
+        "train.checkpoint_interval_steps=1",
+        "train.keep_checkpoints=10",
+    )
+    script = os.path.join(os.path.dirname(__file__), "fault_injection.py")
+    proc = launch(engine, overrides, script=script, RADIO_TEST_FAULTS=faults(accum))
+    assert proc.returncode != 0
+    assert "non-finite for 3 optimizer steps in a row (the last at step 8)" in proc.stderr, proc.stderr[-4000:]
+    with open(os.path.join(results, "metrics.jsonl")) as f:
+        skipped = {r["step"]: r["nonfinite_skipped_total"] for r in map(json.loads, f)}
+    assert skipped == {1: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3, 7: 4}
+
+    def weights(step):
+        return load_file(os.path.join(results, "checkpoints", f"step_{step:07d}", "model.safetensors"))
+
+    for before, skipped_step in ((1, 2), (3, 4)):
+        a, b = weights(before), weights(skipped_step)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"step {skipped_step} changed the weights"
+    a, b = weights(2), weights(3)
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # a normal step does
