@@ -12,7 +12,6 @@ import torch
 from radio.engine.objective import DistillationObjective
 
 
-
 class NanGradient(torch.autograd.Function):
     """Zero in the forward pass, NaN gradients in the backward pass."""
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from radio.config.schema import OptimConfig
 from radio.engine import checkpoint as ckpt
 from radio.engine.optim import build_scheduler
 from radio.engine.params import ReplicatedParams
 from radio.engine.run_state import RunState
 from radio.errors import CheckpointError
-from radio.config.schema import OptimConfig
 
 
 class FakeLoader:

@@ -55,7 +55,12 @@ def test_sigkill_mid_run_then_the_same_command_finishes_bit_identical(engine, un
     overrides = tiny_run_overrides(demo_assets, results, *RUN)
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(
-            launch_command(engine, overrides), cwd=REPO, env=launch_env(), stdout=log, stderr=log, start_new_session=True
+            launch_command(engine, overrides),
+            cwd=REPO,
+            env=launch_env(),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         deadline = time.time() + 300
         while not list_complete_checkpoints(results):

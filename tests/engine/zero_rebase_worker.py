@@ -30,7 +30,10 @@ def check(stage: int, rank: int) -> None:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 12))
     optimizer = torch.optim.AdamW(
-        [{"params": [module[0].weight, module[2].weight]}, {"params": [module[0].bias, module[2].bias], "weight_decay": 0}],
+        [
+            {"params": [module[0].weight, module[2].weight]},
+            {"params": [module[0].bias, module[2].bias], "weight_decay": 0},
+        ],
         lr=1e-2,
     )
     config = {
