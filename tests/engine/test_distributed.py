@@ -11,33 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, tiny_run_overrides
+from tests.engine.launchers import launch
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 BIN = os.path.dirname(sys.executable)
-
-
-def launch_two_ranks(overrides, cwd, port):
-    # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` + Accelerator(cpu=True) starts two.
-    cmd = [
-        os.path.join(BIN, "accelerate"),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(port),
-        os.path.join(REPO, "radio", "train.py"),
-        "--spec",
-        QUICKSTART_SPEC,
-        *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -50,7 +27,7 @@ def test_two_rank_ddp_resume_continues_exactly(demo_assets, tmp_path):
         "distill.phi_s.refresh_every_n_steps=2",
     )
     full = str(tmp_path / "full")
-    first = launch_two_ranks(tiny_run_overrides(demo_assets, full, *extra), str(tmp_path), 29541)
+    first = launch("ddp", tiny_run_overrides(demo_assets, full, *extra))
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = os.path.join(full, "checkpoints", "step_0000002")
     assert {"loader_rank0.json", "loader_rank1.json", "rng_rank0.pt", "rng_rank1.pt"} <= set(os.listdir(ckpt))
@@ -63,7 +40,7 @@ def test_two_rank_ddp_resume_continues_exactly(demo_assets, tmp_path):
     shutil.copytree(full, cut)
     shutil.rmtree(os.path.join(cut, "checkpoints", "step_0000004"))
     os.remove(os.path.join(cut, "student_final.safetensors"))
-    second = launch_two_ranks(tiny_run_overrides(demo_assets, cut, *extra), str(tmp_path), 29542)
+    second = launch("ddp", tiny_run_overrides(demo_assets, cut, *extra))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout + second.stderr
     resumed = metrics(cut)
