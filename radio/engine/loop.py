@@ -1,6 +1,5 @@
 """The training loop: build from the resolved config, resume if a checkpoint exists, then step."""
 
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -9,7 +8,6 @@ from omegaconf import OmegaConf
 
 from radio.config.resolve import resolve_teachers
 from radio.config.validate import check_paths
-from radio.data.views import make_view
 from radio.engine import checkpoint as ckpt
 from radio.engine.accel import build_accelerator, uses_deepspeed
 from radio.engine.build import build_components
@@ -20,11 +18,11 @@ from radio.engine.optim import build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs, write_resolved_config
 from radio.engine.params import ReplicatedParams, ZeroParams
 from radio.engine.run_state import RunState
+from radio.engine.step import TrainStep
 from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
 from radio.models.registry import get_model_info
-from radio.models.vitdet import choose_window
 
 
 @dataclass
@@ -67,8 +65,6 @@ def run(cfg) -> RunResult:
     trainable = accelerator.unwrap_model(model)
     zero = uses_deepspeed(accelerator)
     params = ZeroParams(model, rank) if zero else ReplicatedParams(trainable, optimizer)
-    # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
-    input_dtype = torch.bfloat16 if zero and train.precision == "bf16" else torch.float32
     state = RunState(params, parts.loss_state, scheduler, loader, rank=rank, world_size=accelerator.num_processes)
     objective = DistillationObjective(
         teachers_cfg,
@@ -82,6 +78,20 @@ def run(cfg) -> RunResult:
         state.load(resume_path)
         accelerator.print(f"resumed from {resume_path} at step {state.counters.step}")
     counters = state.counters
+    train_step = TrainStep(
+        accelerator,
+        model,
+        optimizer,
+        objective,
+        parts.plan,
+        cfg.distill.vitdet,
+        _step_flops(trainable.student, teachers_cfg),
+        seed=train.seed,
+        accum=accum,
+        clip_grad_norm=train.clip_grad_norm,
+        # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
+        input_dtype=torch.bfloat16 if zero and train.precision == "bf16" else torch.float32,
+    )
 
     def save() -> str:
         return state.save(results_dir, barrier=accelerator.wait_for_everyone, keep=train.keep_checkpoints)
@@ -91,63 +101,26 @@ def run(cfg) -> RunResult:
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     stop = StopRequest()
     window = MetricsWindow(loader.source_names, device, peak_tflops(device))
-    step_flops = StepFlops(
-        VitShape(
-            trainable.student.depth,
-            trainable.student.embed_dim,
-            trainable.student.patch_size,
-            trainable.student.num_prefix_tokens,
-        ),
-        {t.name: _vit_shape(t.backbone_type) for t in teachers_cfg},
-    )
     data = iter(loader)
-    max_grad_norm = train.clip_grad_norm or math.inf  # inf: measure the norm for logging, clip nothing
     model.train()
     try:
         while counters.step < total_steps:
-            for micro in range(accum):
-                batch = next(data)
-                images = batch.images.to(device, non_blocking=True)
-                targets = objective.teacher_targets(images, batch.sizes)
-                student_x = make_view(images, batch.sizes["student"], parts.plan.student.mean, parts.plan.student.std)
-                vitdet_window = choose_window(cfg.distill.vitdet, counters.step * accum + micro, train.seed)
-                # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.
-                with accelerator.accumulate(model), accelerator.autocast():
-                    preds = model(student_x.to(input_dtype), vitdet_window=vitdet_window)
-                    result = objective(preds, targets, batch.labels.to(device))
-                    accelerator.backward(_poisoned_if_nonfinite(result.loss))
-                window.add(batch, result, step_flops.per_image(batch.sizes) * len(batch.keys))
-            # Gradients are all-reduced, so the norm is the same on every rank; non-finite means some rank's
-            # loss or gradients were. DeepSpeed has already stepped (or skipped) inside the last backward and
-            # reports the norm it computed (inf for a skipped step); its optimizer.step() is a no-op.
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
-            if math.isfinite(grad_norm):
-                optimizer.step()
-                counters.nonfinite_streak = 0
-                window.add_grad_norm(grad_norm)
-            else:
-                counters.nonfinite_streak += 1
-                counters.nonfinite_total += 1
-                if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-                    raise RadioError(_nonfinite_message(counters, train, results_dir))
-            optimizer.zero_grad(set_to_none=True)
+            outcome = train_step(data, counters.step, window)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             scheduler.step()
-            counters.step += 1
+            counters.count_step(applied=outcome.grad_norm is not None)
+            if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
+                raise RadioError(_nonfinite_message(counters, train, results_dir))
             step = counters.step
             if progress is not None:
                 progress.update(1)
-
             if step % train.log_every_n_steps == 0 or step == total_steps:
-                values = window.flush(accelerator, batch.counters)
+                values = window.flush(accelerator, outcome.last_batch.counters)
                 values.update({"lr": lr, "nonfinite_skipped_total": counters.nonfinite_total})
-                for group, modules in (("normalizer", parts.normalizers), ("criterion", parts.criteria)):
-                    for name, module in modules.items():
-                        values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
+                values.update(_loss_state_values(parts))
                 logger.log(step, values)
                 if progress is not None:
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-
             if stop.agreed(accelerator):
                 save()
                 accelerator.print(f"stop requested: checkpoint written at step {step}, exiting")
@@ -167,11 +140,12 @@ def run(cfg) -> RunResult:
     return RunResult(results_dir, counters.step, resume_path, False, [t.name for t in teachers_cfg])
 
 
-def _poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:
-    """``loss``, times NaN where it is not finite: its gradients are then NaN (a NaN constant term could
-    leave them finite), the all-reduced gradients are non-finite on every rank, and the step is skipped
-    everywhere from the norm alone, with no extra collective or host sync per micro-batch."""
-    return loss * torch.where(torch.isfinite(loss.detach()), 1.0, math.nan)
+def _loss_state_values(parts) -> dict:
+    values = {}
+    for group, modules in (("normalizer", parts.normalizers), ("criterion", parts.criteria)):
+        for name, module in modules.items():
+            values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
+    return values
 
 
 def _nonfinite_message(counters, train, results_dir: str) -> str:
@@ -180,14 +154,18 @@ def _nonfinite_message(counters, train, results_dir: str) -> str:
         advice += ", or use train.precision=fp32"
     return (
         f"the loss or its gradients were non-finite for {counters.nonfinite_streak} optimizer steps in a row "
-        f"(the last at step {counters.step + 1}); stopping. {advice}; the newest checkpoint is in "
+        f"(the last at step {counters.step}); stopping. {advice}; the newest checkpoint is in "
         f"{ckpt.checkpoints_root(results_dir)}."
     )
 
 
-def _vit_shape(backbone_type: str) -> VitShape:
-    info = get_model_info(backbone_type)
-    return VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+def _step_flops(student, teachers_cfg) -> StepFlops:
+    def shape(backbone_type: str) -> VitShape:
+        info = get_model_info(backbone_type)
+        return VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+
+    own = VitShape(student.depth, student.embed_dim, student.patch_size, student.num_prefix_tokens)
+    return StepFlops(own, {t.name: shape(t.backbone_type) for t in teachers_cfg})
 
 
 def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:

@@ -33,6 +33,12 @@ class Counters:
     nonfinite_streak: int = 0
     nonfinite_total: int = 0
 
+    def count_step(self, applied: bool) -> None:
+        """Count one optimizer step; ``applied`` False: skipped for non-finite loss or gradients."""
+        self.step += 1
+        self.nonfinite_streak = 0 if applied else self.nonfinite_streak + 1
+        self.nonfinite_total += 0 if applied else 1
+
 
 class RunState:
     def __init__(self, params, loss_state: nn.Module, scheduler, loader, *, rank: int, world_size: int):

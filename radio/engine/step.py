@@ -1,0 +1,80 @@
+"""One optimizer step, the same under DDP, one process and DeepSpeed ZeRO.
+
+For each micro-batch the teachers compute their targets, the student runs inside
+``accelerator.accumulate`` and the loss is backpropagated — times NaN when it is not finite, so that a bad
+micro-batch on any rank makes the step's all-reduced gradients non-finite on every rank. After the last
+micro-batch the gradient norm decides: finite, the optimizer steps; otherwise the step is skipped on every
+rank with no extra collective. Under ZeRO, DeepSpeed has already stepped (or skipped, on its own overflow
+check) inside the last backward and reports the norm it computed (inf when it skipped); its
+``optimizer.step()`` is a no-op.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from radio.data.loader import Batch
+from radio.data.views import make_view
+from radio.models.vitdet import choose_window
+
+
+@dataclass
+class StepOutcome:
+    last_batch: Batch
+    grad_norm: Optional[float]  # None: the loss or the gradients were non-finite and the step was skipped
+
+
+class TrainStep:
+    def __init__(
+        self,
+        accelerator,
+        model,
+        optimizer,
+        objective,
+        plan,
+        vitdet_cfg,
+        step_flops,
+        *,
+        seed: int,
+        accum: int,
+        clip_grad_norm: Optional[float],
+        input_dtype: torch.dtype,
+    ):
+        self.accelerator, self.model, self.optimizer, self.objective = accelerator, model, optimizer, objective
+        self.step_flops = step_flops  # model FLOPs per image, for the logged TFLOP/s
+        self.plan, self.vitdet_cfg, self.seed, self.accum = plan, vitdet_cfg, seed, accum
+        self.max_grad_norm = clip_grad_norm or math.inf  # inf: measure the norm for logging, clip nothing
+        self.input_dtype = input_dtype  # bf16 under DeepSpeed bf16 (the module is cast, autocast is off)
+
+    def __call__(self, data, step: int, window) -> StepOutcome:
+        """Run optimizer step ``step`` (0-based) on the next ``accum`` batches of ``data``."""
+        accelerator, device, student_view = self.accelerator, self.accelerator.device, self.plan.student
+        for micro in range(self.accum):
+            batch = next(data)
+            images = batch.images.to(device, non_blocking=True)
+            targets = self.objective.teacher_targets(images, batch.sizes)
+            student_x = make_view(images, batch.sizes["student"], student_view.mean, student_view.std)
+            vitdet_window = choose_window(self.vitdet_cfg, step * self.accum + micro, self.seed)
+            # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.
+            with accelerator.accumulate(self.model), accelerator.autocast():
+                preds = self.model(student_x.to(self.input_dtype), vitdet_window=vitdet_window)
+                result = self.objective(preds, targets, batch.labels.to(device))
+                accelerator.backward(poisoned_if_nonfinite(result.loss))
+            window.add(batch, result, self.step_flops.per_image(batch.sizes) * len(batch.keys))
+        # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
+        grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            window.add_grad_norm(grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepOutcome(batch, grad_norm if finite else None)
+
+
+def poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:
+    """``loss``, times NaN where it is not finite: its gradients are then NaN (a NaN constant term could
+    leave them finite), the all-reduced gradients are non-finite on every rank, and the step is skipped
+    everywhere from the norm alone, with no extra collective or host sync per micro-batch."""
+    return loss * torch.where(torch.isfinite(loss.detach()), 1.0, math.nan)
