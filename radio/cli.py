@@ -5,13 +5,14 @@ User-facing problems (``RadioError``) print one paragraph and exit 2, without a 
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 from typing import List, Optional
 
+from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
 from radio.errors import RadioError
-
-EXIT_USER_ERROR = 2
 
 
 def _add_distill(subparsers) -> None:
@@ -24,7 +25,7 @@ def _add_distill(subparsers) -> None:
     p.add_argument("-e", "--spec", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
     p.add_argument("--print-config", action="store_true", help="print the resolved config (per teacher) and exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
-    p.set_defaults(func=_distill)
+    p.set_defaults(func=_distill, stop=None)
 
 
 def _distill(args) -> int:
@@ -43,10 +44,12 @@ def _distill(args) -> int:
                 f"train.num_nodes={cfg.train.num_nodes}: `radio distill` starts the ranks of one node only; start "
                 "multi-node runs with tools/slurm/radio_distill.sbatch (or `accelerate launch` on every node)."
             )
-        return _relaunch_with_accelerate(cfg.train.num_gpus, args.spec, args.overrides)
+        return _relaunch_with_accelerate(cfg.train.num_gpus, args.spec, args.overrides, cfg.results_dir, args.stop)
     from radio.engine.loop import run
 
-    result = run(cfg)
+    result = run(cfg, args.stop)
+    if result.stopped_early:
+        return EXIT_STOPPED
     print(f"done: {result.steps} steps; results in {result.results_dir}")
     return 0
 
@@ -56,8 +59,16 @@ def _needs_launcher(num_processes: int) -> bool:
     return num_processes > 1 and "LOCAL_RANK" not in os.environ and "RANK" not in os.environ
 
 
-def _relaunch_with_accelerate(num_gpus: int, spec: str, overrides: List[str]) -> int:
-    """``radio distill`` with num_gpus > 1 on one node: start the ranks through ``accelerate launch``."""
+def _relaunch_with_accelerate(
+    num_gpus: int, spec: str, overrides: List[str], results_dir: str, stop: StopRequest
+) -> int:
+    """``radio distill`` with num_gpus > 1 on one node: start the ranks through ``accelerate launch``.
+
+    A stop signal sent to this process alone is passed on as SIGTERM (which the launcher forwards to the
+    ranks); the exit status is the run's (``run_status.json``), since the launcher reports only failure.
+    """
+    from radio.engine.outputs import read_run_status
+
     train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
     cmd = [
         sys.executable,
@@ -72,7 +83,18 @@ def _relaunch_with_accelerate(num_gpus: int, spec: str, overrides: List[str]) ->
         *overrides,
     ]
     print("launching:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    started = time.time()
+    proc = subprocess.Popen(cmd)
+    forwarded = False
+    while proc.poll() is None:
+        if stop.signal_name and not forwarded:
+            proc.send_signal(signal.SIGTERM)
+            forwarded = True
+        time.sleep(0.2)
+    status = read_run_status(results_dir, newer_than=started)
+    if status == "stopped":
+        return EXIT_STOPPED
+    return proc.returncode
 
 
 def _add_quickstart(subparsers) -> None:
@@ -112,8 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Before the heavy imports: a stop request (SIGTERM, SIGUSR1, Ctrl-C) during start-up is kept, not fatal.
+    stop = StopRequest()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func is _distill:
+        args.stop = stop
+    else:
+        stop.restore()
     try:
         return args.func(args)
     except RadioError as exc:

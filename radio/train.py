@@ -13,18 +13,24 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 
 def main(argv=None) -> int:
-    from radio.cli import EXIT_USER_ERROR
+    parser = argparse.ArgumentParser(
+        description="radio distillation (one rank; start with accelerate launch). Exit status: 0 finished, "
+        "2 a problem the message names, 75 stopped with a checkpoint (run the same command to resume)."
+    )
+    parser.add_argument("--spec", "-e", required=True, help="spec YAML file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
+    args = parser.parse_args(argv)
+    # Before the heavy imports: a stop request during start-up is kept, not fatal.
+    from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
+
+    stop = StopRequest()
     from radio.config.load import load_run_config
     from radio.engine.loop import run
     from radio.errors import RadioError, SpecError
 
-    parser = argparse.ArgumentParser(description="radio distillation (one rank; start with accelerate launch)")
-    parser.add_argument("--spec", "-e", required=True, help="spec YAML file")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
-    args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     try:
-        result = run(load_run_config(args.spec, args.overrides))
+        result = run(load_run_config(args.spec, args.overrides), stop)
     except RadioError as exc:
         # A spec error is the same on every rank: say it once. Anything else may concern one rank alone.
         if rank == 0:
@@ -32,6 +38,8 @@ def main(argv=None) -> int:
         elif not isinstance(exc, SpecError):
             print(f"radio: error: [rank {rank}] {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    if result.stopped_early:
+        return EXIT_STOPPED
     if rank == 0:
         print(f"done: {result.steps} steps; results in {result.results_dir}")
     return 0

@@ -11,6 +11,7 @@ world size, rank, step), whatever the worker count, and every rank yields one ba
 
 import math
 import random
+import signal
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -312,6 +313,7 @@ class TrainLoader:
                     prefetch_factor=4,
                     persistent_workers=False,
                     generator=torch.Generator().manual_seed(self.seed),
+                    worker_init_fn=_ignore_stop_signals,
                 )
             )
         base_counters = dict(state["counters"])
@@ -391,3 +393,11 @@ def _copy_state(state: dict) -> dict:
     copied["sources"] = list(state["sources"])
     copied["lanes_per_rank"] = list(state["lanes_per_rank"])
     return copied
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers ignore the stop signals (``engine/stop.py``): when SLURM or torchrun signals the whole process
+    group, the main process decides, finishes its step and checkpoints; a worker that died first would
+    take the run down with it."""
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)

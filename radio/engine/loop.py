@@ -15,11 +15,11 @@ from radio.engine.flops import StepFlops, VitShape, peak_tflops
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
 from radio.engine.optim import build_optimizer, build_scheduler
-from radio.engine.outputs import write_final_outputs, write_resolved_config
+from radio.engine.outputs import write_final_outputs, write_resolved_config, write_run_status
 from radio.engine.params import ReplicatedParams, ZeroParams
 from radio.engine.run_state import RunState
 from radio.engine.step import TrainStep
-from radio.engine.stop import StopRequest
+from radio.engine.stop import STOP_FILE, StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError
 from radio.models.registry import get_model_info
@@ -34,7 +34,10 @@ class RunResult:
     teacher_names: List[str] = field(default_factory=list)
 
 
-def run(cfg) -> RunResult:
+def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
+    """Train until done or asked to stop (``stop``: installed by the caller before start-up, so a signal
+    during start-up counts; one is made here otherwise)."""
+    stop = stop or StopRequest()
     check_paths(cfg)
     teachers_cfg = resolve_teachers(cfg)
     results_dir, train = cfg.results_dir, cfg.train
@@ -42,6 +45,8 @@ def run(cfg) -> RunResult:
     device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
     if is_main:
         write_resolved_config(cfg, teachers_cfg, results_dir)
+        if stop.clear_stale_stop_file(results_dir):
+            print(f"note: removed {results_dir}/{STOP_FILE}, left from before this run started.")
     if accelerator.num_processes != train.num_gpus * train.num_nodes:
         accelerator.print(
             f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
@@ -99,11 +104,22 @@ def run(cfg) -> RunResult:
     run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
-    stop = StopRequest()
     window = MetricsWindow(loader.source_names, device, peak_tflops(device))
+
+    def stopped(saved: bool) -> RunResult:
+        why = stop.reason(results_dir) or "another rank"
+        if is_main:
+            StopRequest.consume_stop_file(results_dir)
+            write_run_status(results_dir, "stopped", counters.step, why)
+        where = "checkpoint written" if saved else "nothing trained since the last checkpoint"
+        accelerator.print(f"stop requested ({why}): {where} at step {counters.step}; run the same command to resume")
+        return RunResult(results_dir, counters.step, resume_path, True, [t.name for t in teachers_cfg])
+
     data = iter(loader)
     model.train()
     try:
+        if stop.agreed(accelerator, results_dir):  # asked during start-up
+            return stopped(saved=False)
         while counters.step < total_steps:
             outcome = train_step(data, counters.step, window)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
@@ -121,16 +137,16 @@ def run(cfg) -> RunResult:
                 logger.log(step, values)
                 if progress is not None:
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-            if stop.agreed(accelerator):
+            if stop.agreed(accelerator, results_dir):
                 save()
-                accelerator.print(f"stop requested: checkpoint written at step {step}, exiting")
-                return RunResult(results_dir, step, resume_path, True, [t.name for t in teachers_cfg])
+                return stopped(saved=True)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
                 save()
         save()
         student_state = {k: v for k, v in params.full_state_dict().items() if k.startswith("student.")}
         if is_main:
             write_final_outputs(cfg, trainable.student, student_state, teachers_cfg, results_dir)
+            write_run_status(results_dir, "finished", counters.step)
     finally:
         stop.restore()
         logger.close()

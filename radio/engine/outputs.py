@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -25,6 +25,31 @@ def write_resolved_config(cfg, teachers: List[ResolvedTeacher], results_dir: str
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, os.path.join(results_dir, "config.yaml"))
+
+
+RUN_STATUS_FILE = "run_status.json"
+
+
+def write_run_status(results_dir: str, status: str, step: int, detail: str = "") -> None:
+    """``run_status.json``: how the run's last process ended — ``finished``, ``stopped`` (resumable: run the
+    same command again) or ``failed`` — for job scripts, which cannot see a rank's exit status through
+    ``accelerate launch``."""
+    tmp = os.path.join(results_dir, ".run_status.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"status": status, "step": step, "detail": detail}, f)
+    os.replace(tmp, os.path.join(results_dir, RUN_STATUS_FILE))
+
+
+def read_run_status(results_dir: str, newer_than: float = 0.0) -> Optional[str]:
+    """The ``status`` in ``run_status.json`` if it was written after ``newer_than`` (a time.time()), else None."""
+    path = os.path.join(results_dir, RUN_STATUS_FILE)
+    try:
+        if os.path.getmtime(path) < newer_than:
+            return None
+        with open(path) as f:
+            return json.load(f).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_final_outputs(
