@@ -37,6 +37,7 @@ def _distill(args) -> int:
         from radio.engine.print_config import format_resolved_config
 
         print(format_resolved_config(cfg, resolve_teachers(cfg)))
+        print(f"# files: {_path_problem(cfg) or 'every path the run needs exists and is readable'}")
         return 0
     if _needs_launcher(cfg.train.num_gpus * cfg.train.num_nodes):
         if cfg.train.num_nodes > 1:
@@ -52,6 +53,17 @@ def _distill(args) -> int:
         return EXIT_STOPPED
     print(f"done: {result.steps} steps; results in {result.results_dir}")
     return 0
+
+
+def _path_problem(cfg) -> Optional[str]:
+    """What a run would stop on before starting (a spec may hold placeholder paths while it is drafted)."""
+    from radio.config.validate import check_paths
+
+    try:
+        check_paths(cfg)
+    except RadioError as exc:
+        return f"a run would stop here: {exc}"
+    return None
 
 
 def _needs_launcher(num_processes: int) -> bool:

@@ -43,12 +43,31 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping (keep one)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"spec file {path!r} does not exist (pass an existing YAML file with -e/--spec).")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path!r} is not a text file (expected UTF-8 YAML).") from None
+    except OSError as exc:
+        raise SpecError(f"spec file {path!r} cannot be read ({exc.strerror or exc}).") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"spec file {path!r} is not valid YAML: {exc}") from None
     if data is None:

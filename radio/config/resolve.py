@@ -111,10 +111,14 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-', not starting with '_' and "
                 f"not {', '.join(_RESERVED_NAMES)} (it keys views, metrics and heads)."
             )
-        base_name = t.name or _short_name(info.name)
-        count = names_seen.get(base_name, 0)
-        names_seen[base_name] = count + 1
-        name = base_name if count == 0 else f"{base_name}_{count}"
+        name = t.name or _short_name(info.name)
+        if name in names_seen:
+            raise SpecError(
+                f"{path} and distill.teacher[{names_seen[name]}] are both called {name!r}"
+                f"{'' if t.name else ' (the name derived from the backbone type)'}; give each teacher a distinct "
+                "distill.teacher[i].name (it keys views, heads, metrics and checkpoints)."
+            )
+        names_seen[name] = i
 
         slot = None
         if mode in ("summary", "combo"):

@@ -15,6 +15,10 @@ OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+# What `radio shards stats` writes into each root_dir for data_weight_mode (radio/data/dedup.py reads it).
+DEDUP_COUNTS_FILE = "dedup_counts.sqlite"
+
+
 @dataclass
 class BackboneConfig:
     type: str = "c_radio_v3_vit_base_patch16_reg4_dinov2"

@@ -9,6 +9,7 @@ import glob
 import os
 from typing import Iterable, Optional, Sequence
 
+from radio.config.schema import DEDUP_COUNTS_FILE
 from radio.errors import SpecError
 
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -51,8 +52,9 @@ def _resolution_map(path: str, mapping) -> None:
     for res, prob in mapping.items():
         if int(res) <= 0 or prob < 0:
             raise SpecError(f"{path} entry {res}: {prob} is not valid; use {{resolution > 0: probability >= 0}}.")
-    if mapping and sum(mapping.values()) <= 0:
-        raise SpecError(f"{path} probabilities sum to 0; give at least one resolution a positive probability.")
+    total = sum(mapping.values())
+    if mapping and abs(total - 1.0) > 1e-6:
+        raise SpecError(f"{path} probabilities sum to {total:g}; they must sum to 1 (e.g. {{224: 0.5, 448: 0.5}}).")
 
 
 def validate_run_config(cfg) -> None:
@@ -256,10 +258,11 @@ def check_paths(cfg) -> None:
     images_dir = cfg.dataset.train_dataset.images_dir
     if images_dir and not os.path.isdir(images_dir):
         raise SpecError(f"dataset.train_dataset.images_dir={images_dir!r} is not a folder.")
-    if cfg.model.backbone.pretrained_backbone_path and not os.path.isfile(cfg.model.backbone.pretrained_backbone_path):
-        raise SpecError(
-            f"model.backbone.pretrained_backbone_path={cfg.model.backbone.pretrained_backbone_path!r} does not exist."
-        )
+    student_init = cfg.model.backbone.pretrained_backbone_path
+    if student_init:
+        if not os.path.isfile(student_init):
+            raise SpecError(f"model.backbone.pretrained_backbone_path={student_init!r} does not exist.")
+        _check_readable("model.backbone.pretrained_backbone_path", student_init)
     for i, teacher in enumerate(cfg.distill.teacher):
         path = teacher.pretrained_teacher_model_path
         where = f"distill.teacher[{i}].pretrained_teacher_model_path"
@@ -273,3 +276,21 @@ def check_paths(cfg) -> None:
                 f"{where}={path!r} does not exist; download the weights ahead of time, convert them with "
                 "tools/convert_teacher.py if needed, and point this at the local file."
             )
+        _check_readable(where, path)
+    if str(cfg.dataset.train_dataset.data_weight_mode).lower() != "none":
+        for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
+            if not os.path.isfile(os.path.join(src.root_dir, DEDUP_COUNTS_FILE)):
+                raise SpecError(
+                    f"dataset.train_dataset.data_weight_mode={cfg.dataset.train_dataset.data_weight_mode} needs "
+                    f"de-duplication counts, but {os.path.join(src.root_dir, DEDUP_COUNTS_FILE)} (source {i}) does "
+                    f"not exist: run `radio shards stats {src.root_dir}` (list every root that can share images), "
+                    "or set data_weight_mode=none."
+                )
+
+
+def _check_readable(where: str, path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise SpecError(f"{where}={path!r} cannot be read ({exc.strerror or exc}); give a readable file.") from None

@@ -14,9 +14,9 @@ import os
 import sqlite3
 from typing import Dict, Optional, Tuple
 
+from radio.config.schema import DEDUP_COUNTS_FILE
 from radio.errors import DataError
 
-COUNTS_FILE = "dedup_counts.sqlite"
 WEIGHT_MODES = ("none", "inv_frequency", "inv_sq_frequency", "inv_log_frequency")
 _WEIGHTS = {
     "inv_frequency": lambda c: 1.0 / c,
@@ -42,7 +42,7 @@ def dedup_key(meta: Optional[dict], image_bytes: bytes) -> str:
 
 
 def counts_path(root_dir: str) -> str:
-    return os.path.join(root_dir, COUNTS_FILE)
+    return os.path.join(root_dir, DEDUP_COUNTS_FILE)
 
 
 def write_counts(path: str, counts: Dict[str, int]) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Dict, Iterator, List, Sequence
 
-from radio.data.dedup import COUNTS_FILE, dedup_key, parse_sidecar, write_counts
+from radio.data.dedup import counts_path, dedup_key, parse_sidecar, write_counts
 from radio.data.sources import discover_folder_source
 from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
 from radio.errors import DataError
@@ -76,5 +76,5 @@ def write_dedup_counts(roots: Sequence[str]) -> Dict[str, int]:
         for key in iter_dedup_keys(os.path.abspath(root)):
             counts[key] = counts.get(key, 0) + 1
     for root in roots:
-        write_counts(os.path.join(root, COUNTS_FILE), counts)
+        write_counts(counts_path(root), counts)
     return counts

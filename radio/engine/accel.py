@@ -63,6 +63,12 @@ def reduce_sum(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
     return accelerator.reduce(tensor, reduction="sum")
 
 
+def all_ranks(accelerator: Accelerator, ok: bool) -> bool:
+    """True on every rank when ``ok`` is True on every rank (a collective, so also a barrier)."""
+    flag = torch.tensor([1.0 if ok else 0.0], device=accelerator.device)
+    return reduce_sum(accelerator, flag).item() == accelerator.num_processes
+
+
 def sum_counters(accelerator: Accelerator, counters: Dict[str, int]) -> Dict[str, int]:
     """Sum per-rank counter dicts (ranks may have seen different keys)."""
     if accelerator.num_processes == 1:

@@ -18,7 +18,7 @@ import os
 import random
 import re
 import shutil
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -53,24 +53,59 @@ def list_complete_checkpoints(results_dir: str) -> List[str]:
     return [path for _, path in sorted(found)]
 
 
-def find_resume_checkpoint(results_dir: str, explicit: Optional[str]) -> Optional[str]:
-    """The newest complete checkpoint of ``results_dir``; an ``explicit`` one only while this run has no
-    newer one of its own (a requeued job must not go back to where it started)."""
-    complete = list_complete_checkpoints(results_dir)
-    if explicit and complete and _step_of(complete[-1]) > _step_of(explicit):
-        return complete[-1]
-    if explicit:
-        if not os.path.isfile(os.path.join(explicit, TRAINER_STATE)):
-            raise CheckpointError(
-                f"train.resume_training_checkpoint_path={explicit!r} is not a complete checkpoint folder "
-                f"(it must contain {TRAINER_STATE}); use one of {results_dir}/checkpoints/step_* or leave it unset "
-                "to resume from the newest one."
-            )
-        return explicit
-    return complete[-1] if complete else None
+def resume_candidates(results_dir: str, explicit: Optional[str]) -> Tuple[List[str], bool]:
+    """The checkpoints to try resuming from, best first, and whether they are the explicit one.
+
+    Without ``explicit``: this run's complete checkpoints, newest first (the caller falls back past one that
+    cannot be loaded). With it (``train.resume_training_checkpoint_path``): that one — unless one of this
+    run's own checkpoints descends from it (its trainer state names it as ``origin``): then the run already
+    resumed from it once, and a requeued job must continue from its own progress, not go back.
+    """
+    own = list(reversed(list_complete_checkpoints(results_dir)))
+    if not explicit:
+        return own, False
+    if not os.path.isfile(os.path.join(explicit, TRAINER_STATE)):
+        raise CheckpointError(
+            f"train.resume_training_checkpoint_path={explicit!r} is not a complete checkpoint folder "
+            f"(it must contain {TRAINER_STATE}); use one of {results_dir}/checkpoints/step_* or leave it unset "
+            "to resume from the newest one."
+        )
+    origin = os.path.realpath(explicit)
+    if any(_origin_of(path) == origin for path in own):
+        return own, False
+    return [explicit], True
 
 
-def _step_of(path: str) -> int:
+def _origin_of(path: str) -> Optional[str]:
+    try:
+        return read_json(os.path.join(path, TRAINER_STATE)).get("origin")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def step_folders_after(results_dir: str, step: int) -> List[str]:
+    """``step_*`` folders (complete or not) of ``results_dir`` newer than ``step``."""
+    root = checkpoints_root(results_dir)
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        os.path.join(root, name)
+        for name in os.listdir(root)
+        if STEP_DIR.match(name) and int(STEP_DIR.match(name).group(1)) > step
+    )
+
+
+def set_aside(path: str, why: str) -> str:
+    """Rename a checkpoint folder out of discovery (``step_0000006.damaged``), keeping its files."""
+    target, n = f"{path}.{why}", 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.{why}{n}"
+    os.rename(path, target)
+    return target
+
+
+def step_of(path: str) -> int:
     match = STEP_DIR.match(os.path.basename(os.path.normpath(path)))
     return int(match.group(1)) if match else -1
 
@@ -105,13 +140,16 @@ def save_checkpoint(
     trainer_state: dict,
     *,
     is_main: bool,
-    barrier: Callable[[], None],
+    agree: Callable[[bool], bool],
     keep: int,
 ) -> str:
     """Write checkpoint ``step`` atomically; returns its folder.
 
     ``write(folder)`` runs on every rank (it may hold collectives) and returns the files that rank wrote;
     they are fsynced before the main rank writes ``trainer_state`` (JSON) and renames the folder.
+    ``agree(ok)`` is True when every rank's ``ok`` is (a collective; it also serves as the barrier). A write
+    that fails on any rank — a full disk above all — removes the partial folder on every rank and raises a
+    ``CheckpointError`` saying so; earlier checkpoints are untouched.
     """
     root = checkpoints_root(results_dir)
     final = os.path.join(root, step_dir_name(step))
@@ -119,28 +157,72 @@ def save_checkpoint(
     if os.path.isfile(os.path.join(final, TRAINER_STATE)):
         # Only a run restarted after its last save gets here (nothing trained since): the folder already
         # holds this state, and replacing it would open a window with no complete checkpoint.
-        barrier()
+        agree(True)
         return final
-    if is_main:
+
+    def phase(action, ranks_doing_it: bool) -> None:
+        error = None
+        if ranks_doing_it:
+            try:
+                action()
+            except Exception as exc:  # a full disk, an unwritable folder ...: said once, clearly, below
+                error = exc
+        if not agree(error is None):
+            if is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_error(results_dir, step, error)
+
+    def prepare() -> None:
         os.makedirs(root, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(final):  # a step folder without trainer_state.json: damaged, kept aside
+            set_aside(final, "incomplete")
         os.makedirs(tmp)
-    barrier()
-    for path in write(tmp):  # on disk before trainer_state.json declares the folder complete
-        _fsync(path)
-    barrier()
-    if is_main:
+
+    def write_and_sync() -> None:
+        for path in write(tmp):  # on disk before trainer_state.json declares the folder complete
+            _fsync(path)
+
+    def commit() -> None:
         write_json(os.path.join(tmp, TRAINER_STATE), trainer_state)
+        _fsync(os.path.join(tmp, TRAINER_STATE))
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync(root)
+
+    phase(prepare, is_main)
+    phase(write_and_sync, True)
+    phase(commit, is_main)
+    if is_main:
         for stale in list_complete_checkpoints(results_dir)[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
         for name in os.listdir(root):
             if name.startswith(".") and name.endswith(".tmp"):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    barrier()
+    agree(True)
     return final
+
+
+def _write_error(results_dir: str, step: int, error: Optional[Exception]) -> CheckpointError:
+    root = checkpoints_root(results_dir)
+    complete = list_complete_checkpoints(results_dir)
+    kept = f"the newest complete checkpoint is still {complete[-1]}" if complete else "no earlier checkpoint exists"
+    what = f"{type(error).__name__}: {error}" if error is not None else "another rank could not write its part"
+    return CheckpointError(
+        f"could not write checkpoint {step_dir_name(step)} into {root} ({what}); {free_space(results_dir)} "
+        f"(results_dir={results_dir!r}). The partial folder was removed and {kept}. Free some space (or fix the folder) and run "
+        "the same command again to resume from it."
+    )
+
+
+def free_space(path: str) -> str:
+    """ "N MiB free" on the file system holding ``path`` (or its nearest existing parent)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        return f"{shutil.disk_usage(path or '.').free / 2**20:.0f} MiB free there"
+    except OSError:
+        return "free space unknown"
 
 
 def read_checkpoint_file(folder: str, name: str, reader: Callable[[str], object]):
@@ -153,7 +235,7 @@ def read_checkpoint_file(folder: str, name: str, reader: Callable[[str], object]
     try:
         return reader(file)
     except Exception as exc:  # corrupt file: say which one
-        raise CheckpointError(f"cannot read {file!r}: {exc}") from None
+        raise CheckpointError(f"cannot read {file!r}: {type(exc).__name__}: {exc}") from None
 
 
 def read_tensors(path: str) -> dict:

@@ -1,6 +1,7 @@
 """The training loop: build from the resolved config, resume if a checkpoint exists, then step."""
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional
 
 import torch
@@ -9,15 +10,15 @@ from omegaconf import OmegaConf
 from radio.config.resolve import resolve_teachers
 from radio.config.validate import check_paths
 from radio.engine import checkpoint as ckpt
-from radio.engine.accel import build_accelerator, uses_deepspeed
+from radio.engine.accel import all_ranks, build_accelerator, uses_deepspeed
 from radio.engine.build import build_components
 from radio.engine.flops import StepFlops, VitShape, peak_tflops
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
-from radio.engine.optim import build_optimizer, build_scheduler
+from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs, write_resolved_config, write_run_status
 from radio.engine.params import ReplicatedParams, ZeroParams
-from radio.engine.run_state import RunState
+from radio.engine.run_state import RunState, resume
 from radio.engine.step import TrainStep
 from radio.engine.stop import STOP_FILE, StopRequest
 from radio.engine.targets import SpatialTargets
@@ -78,9 +79,11 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
         SpatialTargets(parts.normalizers, trainable.spatial_heads, params),
         parts.plan,
     )
-    resume_path = ckpt.find_resume_checkpoint(results_dir, train.resume_training_checkpoint_path)
+    agree = partial(all_ranks, accelerator)
+    resume_path = resume(
+        state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
+    )
     if resume_path:
-        state.load(resume_path)
         accelerator.print(f"resumed from {resume_path} at step {state.counters.step}")
     counters = state.counters
     train_step = TrainStep(
@@ -99,7 +102,7 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
     )
 
     def save() -> str:
-        return state.save(results_dir, barrier=accelerator.wait_for_everyone, keep=train.keep_checkpoints)
+        return state.save(results_dir, agree=agree, keep=train.keep_checkpoints)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
@@ -123,10 +126,10 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
         while counters.step < total_steps:
             outcome = train_step(data, counters.step, window)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
-            scheduler.step()
+            advance_schedule(scheduler)
             counters.count_step(applied=outcome.grad_norm is not None)
             if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-                raise RadioError(_nonfinite_message(counters, train, results_dir))
+                raise RadioError(_nonfinite_message(counters, train, results_dir, outcome.skipped_teachers))
             step = counters.step
             if progress is not None:
                 progress.update(1)
@@ -164,10 +167,15 @@ def _loss_state_values(parts) -> dict:
     return values
 
 
-def _nonfinite_message(counters, train, results_dir: str) -> str:
+def _nonfinite_message(counters, train, results_dir: str, skipped_teachers) -> str:
     advice = "Lower train.optim.lr or set train.clip_grad_norm"
     if train.precision != "fp32":
         advice += ", or use train.precision=fp32"
+    if skipped_teachers:
+        advice = (
+            f"Non-finite terms in the last step came from teacher(s) {', '.join(sorted(skipped_teachers))}: if a "
+            "teacher's outputs are NaN/inf, check its pretrained_teacher_model_path weights. Otherwise: " + advice
+        )
     return (
         f"the loss or its gradients were non-finite for {counters.nonfinite_streak} optimizer steps in a row "
         f"(the last at step {counters.step}); stopping. {advice}; the newest checkpoint is in "

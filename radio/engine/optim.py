@@ -1,6 +1,7 @@
 """Optimizer with decay/no-decay groups and per-step learning-rate schedules with warm-up."""
 
 import math
+import warnings
 from typing import Callable, Iterable, List, Tuple
 
 import torch
@@ -85,3 +86,11 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int
 ) -> LambdaLR:
     return LambdaLR(optimizer, lr_multiplier(cfg, total_steps, warmup_steps(cfg, steps_per_epoch)))
+
+
+def advance_schedule(scheduler: LambdaLR) -> None:
+    """``scheduler.step()``, once per optimizer step, taken or skipped (non-finite): the schedule follows
+    steps, not updates. Torch warns when the optimizer has not stepped before it; here that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before", category=UserWarning)
+        scheduler.step()

@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from radio.config.resolve import ResolvedTeacher
+from radio.engine.checkpoint import free_space
 from radio.engine.report import write_report
+from radio.errors import RadioError
 
 
 def resolved_config_dict(cfg, teachers: List[ResolvedTeacher]) -> dict:
@@ -19,12 +21,17 @@ def resolved_config_dict(cfg, teachers: List[ResolvedTeacher]) -> dict:
 
 
 def write_resolved_config(cfg, teachers: List[ResolvedTeacher], results_dir: str) -> None:
-    os.makedirs(results_dir, exist_ok=True)
     text = OmegaConf.to_yaml(OmegaConf.create(resolved_config_dict(cfg, teachers)))
     tmp = os.path.join(results_dir, ".config.yaml.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(results_dir, "config.yaml"))
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(results_dir, "config.yaml"))
+    except OSError as exc:
+        raise RadioError(
+            f"cannot write {results_dir}/config.yaml: {exc.strerror} ({free_space(results_dir)})."
+        ) from None
 
 
 RUN_STATUS_FILE = "run_status.json"

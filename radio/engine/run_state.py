@@ -8,8 +8,8 @@
 """
 
 import os
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -49,8 +49,10 @@ class RunState:
         self.rank = rank
         self.world_size = world_size
         self.counters = Counters()
+        # The explicit resume_training_checkpoint_path this run's lineage started from (ckpt.resume_candidates).
+        self.origin: Optional[str] = None
 
-    def save(self, results_dir: str, *, barrier: Callable[[], None], keep: int) -> str:
+    def save(self, results_dir: str, *, agree: Callable[[bool], bool], keep: int) -> str:
         """Write a checkpoint of the current step on every rank (a collective); returns its folder."""
         for norm in self.loss_state["normalizers"].values():
             norm.sync_statistics()  # a collective: merge every rank's pending statistics first
@@ -79,14 +81,18 @@ class RunState:
             "scheduler": self.scheduler.state_dict(),
             "world_size": self.world_size,
             "engine": self.params.kind,
+            "origin": self.origin,
         }
         return ckpt.save_checkpoint(
-            results_dir, self.counters.step, write, trainer_state, is_main=is_main, barrier=barrier, keep=keep
+            results_dir, self.counters.step, write, trainer_state, is_main=is_main, agree=agree, keep=keep
         )
 
     def load(self, folder: str) -> None:
         """Restore everything from ``folder``; ``CheckpointError`` naming the file or the mismatch."""
         trainer = ckpt.read_checkpoint_file(folder, ckpt.TRAINER_STATE, ckpt.read_json)
+        trainer_path = os.path.join(folder, ckpt.TRAINER_STATE)
+        if not isinstance(trainer, dict) or not {"counters", "scheduler"} <= set(trainer):
+            raise CheckpointError(f"{trainer_path} is damaged: it must be an object with counters and scheduler.")
         written_by = (trainer.get("world_size", self.world_size), trainer.get("engine", self.params.kind))
         if written_by != (self.world_size, self.params.kind):
             raise CheckpointError(
@@ -106,11 +112,58 @@ class RunState:
         normalizers_path = os.path.join(folder, ckpt.NORMALIZERS_FILE)
         normalizer_state = ckpt.read_checkpoint_file(folder, ckpt.NORMALIZERS_FILE, load_file)
         load_exact(self.loss_state, normalizer_state, normalizers_path, "radio checkpoint", _OTHER_RUN)
+        try:
+            counters = Counters(**trainer["counters"])
+            scheduler = dict(trainer["scheduler"])
+        except (TypeError, ValueError) as exc:
+            valid = ", ".join(f.name for f in fields(Counters))
+            raise CheckpointError(f"{trainer_path} is damaged ({exc}); counters must hold {valid}.") from None
         self.params.load(folder)
-        self.scheduler.load_state_dict(trainer["scheduler"])
+        self.scheduler.load_state_dict(scheduler)
         self.loader.load_state_dict(loader_state)
-        self.counters = Counters(**trainer["counters"])
+        self.counters = counters
+        self.origin = trainer.get("origin")
         ckpt.set_rng_state(rng)  # last: building and loading above may draw random numbers
+
+
+def resume(state: RunState, results_dir: str, explicit: Optional[str], *, agree, is_main: bool, say) -> Optional[str]:
+    """Load the best usable checkpoint into ``state`` on every rank; returns its folder (None: fresh start).
+
+    A checkpoint any rank cannot load is reported and the previous one tried (all ranks together, ``agree``);
+    once one loads, the newer step folders — damaged, incomplete, or superseded by an explicit
+    ``resume_training_checkpoint_path`` — are renamed aside (``step_0000006.damaged``; nothing is deleted),
+    so later saves and restarts never meet them. ``say``: print on the main rank.
+    """
+    candidates, from_explicit = ckpt.resume_candidates(results_dir, explicit)
+    failed: Dict[str, str] = {}
+    for path in candidates:
+        try:
+            state.load(path)
+            error = None
+        except CheckpointError as exc:
+            error = str(exc)
+        if not agree(error is None):
+            failed[path] = error or "another rank could not load its part"
+            if from_explicit:
+                raise CheckpointError(f"train.resume_training_checkpoint_path={path!r} cannot be used: {failed[path]}")
+            say(f"warning: checkpoint {path} cannot be used: {failed[path]}")
+            continue
+        if from_explicit:
+            state.origin = os.path.realpath(path)
+        if is_main:
+            for newer in ckpt.step_folders_after(results_dir, state.counters.step):
+                complete = os.path.isfile(os.path.join(newer, ckpt.TRAINER_STATE))
+                why = "damaged" if newer in failed else "superseded" if complete else "incomplete"
+                say(f"note: {newer} set aside as {os.path.basename(ckpt.set_aside(newer, why))}")
+        agree(True)
+        return path
+    if failed:
+        listing = "\n".join(f"  {path}: {why}" for path, why in failed.items())
+        raise CheckpointError(
+            f"no checkpoint in {ckpt.checkpoints_root(results_dir)} can be loaded:\n{listing}\nRepair or move them "
+            "aside to start fresh, or use another results_dir."
+        )
+    return None
 
 
 def _check_shapes(state: Dict[str, torch.Tensor], expected: Dict[str, tuple], path: str) -> None:

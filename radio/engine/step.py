@@ -11,7 +11,7 @@ check) inside the last backward and reports the norm it computed (inf when it sk
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Set
 
 import torch
 
@@ -24,6 +24,7 @@ from radio.models.vitdet import choose_window
 class StepOutcome:
     last_batch: Batch
     grad_norm: Optional[float]  # None: the loss or the gradients were non-finite and the step was skipped
+    skipped_teachers: Set[str]  # teachers whose term was non-finite in some micro-batch (on this rank)
 
 
 class TrainStep:
@@ -51,6 +52,7 @@ class TrainStep:
     def __call__(self, data, step: int, window) -> StepOutcome:
         """Run optimizer step ``step`` (0-based) on the next ``accum`` batches of ``data``."""
         accelerator, device, student_view = self.accelerator, self.accelerator.device, self.plan.student
+        skipped: Set[str] = set()
         for micro in range(self.accum):
             batch = next(data)
             images = batch.images.to(device, non_blocking=True)
@@ -63,6 +65,7 @@ class TrainStep:
                 result = self.objective(preds, targets, batch.labels.to(device))
                 accelerator.backward(poisoned_if_nonfinite(result.loss))
             window.add(batch, result, self.step_flops.per_image(batch.sizes) * len(batch.keys))
+            skipped.update(result.skipped)
         # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
         grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
         finite = math.isfinite(grad_norm)
@@ -70,7 +73,7 @@ class TrainStep:
             self.optimizer.step()
             window.add_grad_norm(grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
-        return StepOutcome(batch, grad_norm if finite else None)
+        return StepOutcome(batch, grad_norm if finite else None, skipped)
 
 
 def poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,10 @@ class SpatialTargets:
             if name in self._affine:
                 rebase_linear(last_linear(self.heads[name]), self._affine[name], new, self.params)
             self._affine[name] = new
+        if not norm.initialized:
+            # No finite teacher feature seen yet (a teacher that outputs NaN/inf): the term is non-finite
+            # and left out like any other (losses/aggregate.py); the statistics never saw the bad rows.
+            return torch.full_like(features, float("nan"))
         return norm(features)
 
 

@@ -75,19 +75,32 @@ def _is_tensor_dict(obj) -> bool:
 
 
 def _read_raw(path: str):
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e}); give a readable checkpoint file.") from None
     # torch.save writes a zip archive ("PK") or, in the legacy format, a raw pickle (0x80 protocol byte).
     if head[:2] == b"PK" or head[:1] == b"\x80":
+        if path.endswith(".safetensors"):
+            # torch.load would hand a .safetensors name to safetensors, whatever the file holds.
+            raise CheckpointError(
+                f"{path}: named .safetensors but holds a torch.save file; rename it to .pt (it is then read with "
+                "torch.load(weights_only=True)) or convert it with tools/convert_teacher.py."
+            )
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=head[:2] == b"PK")
         except pickle.UnpicklingError as e:
+            if "GLOBAL" not in str(e):  # not a refused Python object: the pickle stream itself is broken
+                raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint (not a valid pickle)") from None
             raise CheckpointError(
                 f"{path}: refusing to unpickle Python objects (torch.load weights_only=True rejected it: "
-                f"{str(e).splitlines()[0]}). {TRUST_PICKLE_HINT}"
+                f"{_refused_global(e)}). {TRUST_PICKLE_HINT}"
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-            raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({e})") from None
+            raise CheckpointError(
+                f"{path}: truncated or corrupt PyTorch checkpoint ({type(e).__name__}: {e})"
+            ) from None
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -98,6 +111,11 @@ def _read_raw(path: str):
             f"{path}: not a readable checkpoint; expected a .safetensors file or a torch.save file, and "
             f"safetensors reports: {e} (truncated or corrupt?)"
         ) from None
+
+
+def _refused_global(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+    return lines[0] if lines else str(error).splitlines()[0]
 
 
 def unwrap_state_dict(obj, path: str) -> Dict[str, torch.Tensor]:

@@ -109,6 +109,11 @@ def test_loss_type_is_case_insensitive(tmp_path):
             ["distill.teacher.0.mode=summary", "distill.teacher.0.fd_loss_weight=0.5"],
             ["distill.teacher[0].fd_loss_weight", "combo"],
         ),
+        (
+            ["dataset.augmentation.stochastic_resolutions={64: 0.5, 128: 0.2}"],
+            ["dataset.augmentation.stochastic_resolutions", "sum to 0.7", "must sum to 1"],
+        ),
+        (["distill.teacher.0.stochastic_resolutions={64: 2.0}"], ["distill.teacher[0].stochastic_resolutions"]),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_valid(tmp_path, overrides, expected):
@@ -171,3 +176,28 @@ def test_automatic_summary_slots_skip_explicit_ones(tmp_path):
     )
     first, second = resolve_teachers(cfg)
     assert (first.summary_token_idx, second.summary_token_idx) == (1, 0)
+
+
+def test_two_teachers_with_one_name_are_refused(tmp_path):
+    two = (
+        MINIMAL
+        + """    - model: {backbone: {type: demo_vit_tiny_patch16}}
+      pretrained_teacher_model_path: /w/b.safetensors
+"""
+    )
+    with pytest.raises(SpecError, match=r"distill.teacher\[1\] and distill.teacher\[0\] are both called 'x'"):
+        load_run_config(write(tmp_path, two), ["distill.teacher.0.name=x", "distill.teacher.1.name=x"])
+    with pytest.raises(SpecError, match="derived from the backbone type.*distinct distill.teacher"):
+        load_run_config(write(tmp_path, two), [])  # both demo_vit_tiny_patch16, unnamed
+
+
+def test_a_key_given_twice_in_the_file_is_refused(tmp_path):
+    with pytest.raises(SpecError, match="'results_dir' is given twice"):
+        load_run_config(write(tmp_path, MINIMAL + "results_dir: /tmp/other\n"), [])
+
+
+def test_a_binary_file_as_the_spec_is_refused(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(SpecError, match="not a text file"):
+        load_run_config(str(path), [])

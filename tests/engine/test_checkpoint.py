@@ -1,9 +1,11 @@
 """Checkpoints: atomic folders, discovery of the newest complete one, pruning, the run state round trip,
 safe loading."""
 
+import errno
 import json
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from radio.config.schema import OptimConfig
 from radio.engine import checkpoint as ckpt
 from radio.engine.optim import build_scheduler
 from radio.engine.params import ReplicatedParams
-from radio.engine.run_state import RunState
+from radio.engine.run_state import RunState, resume
 from radio.errors import CheckpointError
 
 
@@ -44,8 +46,21 @@ def run_state(value: float, world_size: int = 1) -> RunState:
     return state
 
 
+def edit_trainer_state(folder, change):
+    path = os.path.join(folder, ckpt.TRAINER_STATE)
+    with open(path) as f:
+        state = json.load(f)
+    change(state)
+    with open(path, "w") as f:
+        json.dump(state, f)
+
+
+def resume_into(results, explicit=None):
+    return resume(run_state(0), str(results), explicit, agree=lambda ok: ok, is_main=True, say=print)
+
+
 def save(results, step, keep=2):
-    return run_state(step).save(str(results), barrier=lambda: None, keep=keep)
+    return run_state(step).save(str(results), agree=lambda ok: ok, keep=keep)
 
 
 def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
@@ -55,7 +70,7 @@ def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
     assert names == ["step_0000002", "step_0000003"]
     # A half-written folder (no trainer_state.json) is never chosen.
     os.makedirs(tmp_path / "checkpoints" / "step_0000009")
-    assert ckpt.find_resume_checkpoint(str(tmp_path), None).endswith("step_0000003")
+    assert resume_into(tmp_path).endswith("step_0000003")
 
 
 def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
@@ -63,7 +78,7 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
     random.seed(1)
     np.random.seed(2)
     source = run_state(5)
-    path = source.save(str(tmp_path), barrier=lambda: None, keep=2)
+    path = source.save(str(tmp_path), agree=lambda ok: ok, keep=2)
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(99)
     random.seed(99)
@@ -89,7 +104,7 @@ def test_another_world_size_is_refused_naming_both(tmp_path):
 def test_stale_temp_folder_is_cleaned_and_never_resumed(tmp_path):
     stale = tmp_path / "checkpoints" / ".step_0000007.tmp"
     os.makedirs(stale)
-    assert ckpt.find_resume_checkpoint(str(tmp_path), None) is None
+    assert resume_into(tmp_path) is None
     save(tmp_path, 8)
     assert not stale.exists()
 
@@ -117,15 +132,85 @@ def test_trainer_state_is_written_last_and_names_the_engine(tmp_path):
 
 def test_explicit_resume_path_must_be_complete(tmp_path):
     with pytest.raises(CheckpointError, match="resume_training_checkpoint_path"):
-        ckpt.find_resume_checkpoint(str(tmp_path), str(tmp_path / "nope"))
+        resume_into(tmp_path, str(tmp_path / "nope"))
 
 
-def test_an_explicit_resume_path_gives_way_to_newer_checkpoints_of_this_run(tmp_path):
-    other = tmp_path / "other"
-    start = save(other, 2)
-    assert ckpt.find_resume_checkpoint(str(tmp_path / "run"), start) == start
-    newer = save(tmp_path / "run", 5)
-    assert ckpt.find_resume_checkpoint(str(tmp_path / "run"), start) == newer
+def test_an_explicit_checkpoint_of_another_run_is_used_once_then_this_runs_own_progress(tmp_path):
+    start = save(tmp_path / "other", 2)
+    state = run_state(0)
+    assert resume(state, str(tmp_path / "run"), start, agree=lambda ok: ok, is_main=True, say=print) == start
+    state.counters.step = 5  # trained on from the explicit start: its checkpoints descend from it
+    newer = state.save(str(tmp_path / "run"), agree=lambda ok: ok, keep=2)
+    assert resume_into(tmp_path / "run", start) == newer  # a requeued job continues, it does not go back
+
+
+def test_an_explicit_older_own_checkpoint_wins_and_newer_ones_are_set_aside(tmp_path):
+    for step in (2, 4, 6):
+        save(tmp_path, step, keep=3)
+    older = os.path.join(ckpt.checkpoints_root(str(tmp_path)), "step_0000002")
+    assert resume_into(tmp_path, older) == older
+    names = sorted(os.listdir(ckpt.checkpoints_root(str(tmp_path))))
+    assert names == ["step_0000002", "step_0000004.superseded", "step_0000006.superseded"]
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda p: open(os.path.join(p, "model.safetensors"), "wb").write(b"\x00" * 10), "model.safetensors"),
+        (lambda p: open(os.path.join(p, "rng_rank0.pt"), "wb").close(), "rng_rank0.pt'.*EOFError"),
+        (lambda p: os.remove(os.path.join(p, "optimizer.pt")), "missing optimizer.pt"),
+        (lambda p: edit_trainer_state(p, lambda s: s["counters"].update(extra=1)), "damaged .*unexpected keyword"),
+        (
+            lambda p: edit_trainer_state(p, lambda s: s.pop("scheduler")),
+            "must be an object with counters and scheduler",
+        ),
+    ],
+)
+def test_a_damaged_newest_checkpoint_is_reported_set_aside_and_the_previous_one_used(tmp_path, capsys, damage, reason):
+    previous = save(tmp_path, 2, keep=3)
+    newest = save(tmp_path, 4, keep=3)
+    damage(newest)
+    assert resume_into(tmp_path) == previous
+    out = capsys.readouterr().out
+    assert re.search(f"checkpoint {re.escape(newest)} cannot be used: .*{reason}", out), out
+    assert not os.path.exists(newest) and os.path.isdir(newest + ".damaged")  # kept, out of discovery
+
+
+def test_when_no_checkpoint_loads_nothing_is_set_aside(tmp_path):
+    only = save(tmp_path, 2)
+    os.remove(os.path.join(only, "model.safetensors"))
+    with pytest.raises(CheckpointError, match="no checkpoint in .* can be loaded"):
+        resume_into(tmp_path)
+    assert os.path.isdir(only)
+
+
+def test_a_step_folder_without_trainer_state_is_set_aside_and_the_step_saved_again(tmp_path):
+    previous = save(tmp_path, 2, keep=3)
+    half = os.path.join(ckpt.checkpoints_root(str(tmp_path)), "step_0000004")
+    os.makedirs(half)
+    open(os.path.join(half, "model.safetensors"), "w").close()
+    assert resume_into(tmp_path) == previous
+    assert os.path.isdir(half + ".incomplete")
+    assert save(tmp_path, 4, keep=3) == half  # no "Directory not empty"
+
+
+def test_a_failed_write_removes_the_partial_folder_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import radio.engine.run_state as run_state_module
+
+    previous = save(tmp_path, 2, keep=3)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_state_module, "save_file", disk_full)
+    with pytest.raises(
+        CheckpointError, match=r"could not write checkpoint step_0000004 .*No space left on device.*MiB free"
+    ) as info:
+        save(tmp_path, 4, keep=3)
+    assert f"the newest complete checkpoint is still {previous}" in str(info.value)
+    assert os.listdir(ckpt.checkpoints_root(str(tmp_path))) == ["step_0000002"]
+    monkeypatch.undo()
+    assert save(tmp_path, 4, keep=3).endswith("step_0000004")  # once there is space again
 
 
 def test_saving_a_step_that_exists_keeps_the_complete_folder(tmp_path):

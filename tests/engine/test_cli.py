@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from radio.cli import main as radio_main
 from tests.conftest import REPO, radio_cli as radio, tiny_run_overrides
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
@@ -131,3 +133,58 @@ def test_empty_root_dir_is_refused(demo_assets, tmp_path):
     assert proc.returncode == 2
     assert "tar_data_sources[1].root_dir" in proc.stderr and str(empty) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, name, expected",
+    [
+        (
+            lambda p: torch.save({"w": torch.zeros(2)}, p),
+            "t.safetensors",
+            "named .safetensors but holds a torch.save file",
+        ),
+        (lambda p: open(p, "wb").write(b"\x80" + bytes(range(256)) * 4), "t.pt", "corrupt PyTorch checkpoint"),
+        (lambda p: open(p, "wb").write(bytes(range(256)) * 4), "t.safetensors", "not a readable checkpoint"),
+    ],
+)
+def test_unusable_teacher_files_are_named_without_a_traceback(demo_assets, tmp_path, capsys, content, name, expected):
+    path = str(tmp_path / name)
+    content(path)
+    overrides = [
+        *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+        f"distill.teacher.0.pretrained_teacher_model_path={path}",
+    ]
+    assert radio_main(["distill", "-e", QUICKSTART_SPEC, *overrides]) == 2  # in-process: a traceback would fail
+    err = capsys.readouterr().err
+    assert path in err and expected in err, err[-2000:]
+
+
+def test_print_config_says_which_files_a_run_would_stop_on(demo_assets, tmp_path, capsys):
+    overrides = [
+        *tiny_run_overrides(demo_assets, str(tmp_path / "r")),
+        "dataset.train_dataset.data_weight_mode=inv_frequency",
+    ]
+    assert radio_main(["distill", "-e", QUICKSTART_SPEC, "--print-config", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "# files: a run would stop here: " in out and "needs de-duplication counts" in out
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["distill.teacher.0.pretrained_teacher_model_path=/proc/self/mem"], "/proc/self/mem' cannot be read"),
+        (["dataset.train_dataset.data_weight_mode=inv_frequency"], "needs de-duplication counts"),
+    ],
+)
+def test_cheap_checks_stop_the_run_before_any_model_is_built(
+    demo_assets, tmp_path, capsys, monkeypatch, extra, expected
+):
+    import radio.engine.loop as loop
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models were built before the check")
+
+    monkeypatch.setattr(loop, "build_components", no_models)
+    overrides = [*tiny_run_overrides(demo_assets, str(tmp_path / "r")), *extra]
+    assert radio_main(["distill", "-e", QUICKSTART_SPEC, *overrides]) == 2
+    assert expected in capsys.readouterr().err

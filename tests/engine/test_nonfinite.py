@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from radio.config.load import load_run_config
 from radio.engine.loop import run
@@ -96,3 +96,40 @@ def test_one_ranks_nonfinite_loss_or_gradients_skip_the_step_everywhere(engine, 
         assert all(torch.equal(a[k], b[k]) for k in a), f"step {skipped_step} changed the weights"
     a, b = weights(2), weights(3)
     assert not all(torch.equal(a[k], b[k]) for k in a)  # a normal step does
+
+
+def nan_weights(source: str, target: str) -> str:
+    state = load_file(source)
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}, target)
+    return target
+
+
+@pytest.mark.slow
+def test_a_teacher_with_nan_weights_is_left_out_and_counted(demo_assets, tmp_path):
+    from radio.quickstart import demo_weights_path
+
+    bad = nan_weights(demo_weights_path(demo_assets, "demo_vit_tiny_patch14"), str(tmp_path / "nan_b.safetensors"))
+    results = str(tmp_path / "one")
+    extra = ("train.max_steps=3", f"distill.teacher.1.pretrained_teacher_model_path={bad}")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, *extra)))
+    with open(os.path.join(results, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert all(r["loss_terms_skipped"] == 1 and r["nonfinite_skipped_total"] == 0 for r in rows)  # demo_a trains
+    stats = load_file(os.path.join(results, "checkpoints", "step_0000003", "normalizers.safetensors"))
+    assert all(torch.isfinite(v).all() for v in stats.values())  # the statistics never saw the NaN features
+
+
+@pytest.mark.slow
+def test_when_every_teacher_is_nan_the_streak_stops_the_run_naming_them(demo_assets, tmp_path):
+    from radio.quickstart import demo_weights_path
+
+    paths = [
+        nan_weights(demo_weights_path(demo_assets, name), str(tmp_path / f"nan_{i}.safetensors"))
+        for i, name in enumerate(("demo_vit_tiny_patch16", "demo_vit_tiny_patch14"))
+    ]
+    extra = [f"distill.teacher.{i}.pretrained_teacher_model_path={p}" for i, p in enumerate(paths)]
+    cfg = load_run_config(
+        QUICKSTART_SPEC, tiny_run_overrides(demo_assets, str(tmp_path / "all"), "train.max_consecutive_nonfinite=2", *extra)
+    )
+    with pytest.raises(RadioError, match="non-finite for 2 optimizer steps in a row .*teacher\\(s\\) demo_a, demo_b"):
+        run(cfg)
