@@ -1,6 +1,7 @@
 """Optimizer with decay/no-decay groups and per-step learning-rate schedules with warm-up."""
 
 import math
+import re
 import warnings
 from typing import Callable, Iterable, List, Tuple
 
@@ -92,5 +93,5 @@ def advance_schedule(scheduler: LambdaLR) -> None:
     """``scheduler.step()``, once per optimizer step, taken or skipped (non-finite): the schedule follows
     steps, not updates. Torch warns when the optimizer has not stepped before it; here that is intended."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before", category=UserWarning)
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         scheduler.step()
