@@ -4,9 +4,14 @@
 class RadioError(Exception):
     """A problem the user can fix: the message names the field/file/key and what would be valid."""
 
+    # True when every rank raises the same message (the ranks agreed on it): printed once, not per rank.
+    same_on_every_rank = False
+
 
 class SpecError(RadioError):
     """The spec file or a command-line override is invalid."""
+
+    same_on_every_rank = True
 
 
 class DataError(RadioError):
@@ -15,3 +20,9 @@ class DataError(RadioError):
 
 class CheckpointError(RadioError):
     """A checkpoint file is missing, corrupt, unsafe, or does not match the model."""
+
+
+def on_every_rank(error: RadioError) -> RadioError:
+    """Mark ``error`` as raised alike on every rank (see ``RadioError.same_on_every_rank``)."""
+    error.same_on_every_rank = True
+    return error

@@ -26,16 +26,16 @@ def main(argv=None) -> int:
     stop = StopRequest()
     from radio.config.load import load_run_config
     from radio.engine.loop import run
-    from radio.errors import RadioError, SpecError
+    from radio.errors import RadioError
 
     rank = int(os.environ.get("RANK", "0"))
     try:
         result = run(load_run_config(args.spec, args.overrides), stop)
     except RadioError as exc:
-        # A spec error is the same on every rank: say it once. Anything else may concern one rank alone.
+        # Errors the ranks agreed on are said once; anything else may concern one rank alone.
         if rank == 0:
             print(f"radio: error: {exc}", file=sys.stderr)
-        elif not isinstance(exc, SpecError):
+        elif not exc.same_on_every_rank:
             print(f"radio: error: [rank {rank}] {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     if result.stopped_early:

@@ -1,7 +1,8 @@
 """Accelerate set-up and the few collectives the loop needs."""
 
 import os
-from typing import Dict
+import warnings
+from typing import Dict, Optional
 
 import torch
 
@@ -44,6 +45,8 @@ def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
 
         config = build_deepspeed_config(train, micro_batch, world_size)
         plugin = DeepSpeedPlugin(hf_ds_config=config, zero3_init_flag=False)
+        # DeepSpeed's collectives call torch APIs that torch marks deprecated, once per bucket and step.
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     return Accelerator(
         mixed_precision=_MIXED_PRECISION[train.precision],
         cpu=on_cpu and plugin is None,  # cpu=True would quietly turn DeepSpeed off; DS_ACCELERATOR=cpu says CPU
@@ -63,10 +66,13 @@ def reduce_sum(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
     return accelerator.reduce(tensor, reduction="sum")
 
 
-def all_ranks(accelerator: Accelerator, ok: bool) -> bool:
-    """True on every rank when ``ok`` is True on every rank (a collective, so also a barrier)."""
-    flag = torch.tensor([1.0 if ok else 0.0], device=accelerator.device)
-    return reduce_sum(accelerator, flag).item() == accelerator.num_processes
+def first_error(accelerator: Accelerator, error: Optional[str]) -> Optional[str]:
+    """Every rank passes its error (None: fine); every rank gets the first one, naming the rank when it is not
+    rank 0, or None when all are fine. A collective, so also a barrier."""
+    if accelerator.num_processes == 1:
+        return error
+    errors = gather_object([error])
+    return next((e if rank == 0 else f"(rank {rank}) {e}" for rank, e in enumerate(errors) if e is not None), None)
 
 
 def sum_counters(accelerator: Accelerator, counters: Dict[str, int]) -> Dict[str, int]:

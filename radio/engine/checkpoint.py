@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from radio.errors import CheckpointError
+from radio.errors import CheckpointError, on_every_rank
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer_state.json"
@@ -140,16 +140,17 @@ def save_checkpoint(
     trainer_state: dict,
     *,
     is_main: bool,
-    agree: Callable[[bool], bool],
+    agree: Callable[[Optional[str]], Optional[str]],
     keep: int,
 ) -> str:
     """Write checkpoint ``step`` atomically; returns its folder.
 
     ``write(folder)`` runs on every rank (it may hold collectives) and returns the files that rank wrote;
     they are fsynced before the main rank writes ``trainer_state`` (JSON) and renames the folder.
-    ``agree(ok)`` is True when every rank's ``ok`` is (a collective; it also serves as the barrier). A write
-    that fails on any rank — a full disk above all — removes the partial folder on every rank and raises a
-    ``CheckpointError`` saying so; earlier checkpoints are untouched.
+    ``agree(error)`` hands each rank's error (None: fine) to all and returns the first (a collective; it also
+    serves as the barrier, ``engine/accel.first_error``). A write that fails on any rank — a full disk above
+    all — removes the partial folder and raises the same ``CheckpointError`` on every rank; earlier
+    checkpoints are untouched.
     """
     root = checkpoints_root(results_dir)
     final = os.path.join(root, step_dir_name(step))
@@ -157,7 +158,7 @@ def save_checkpoint(
     if os.path.isfile(os.path.join(final, TRAINER_STATE)):
         # Only a run restarted after its last save gets here (nothing trained since): the folder already
         # holds this state, and replacing it would open a window with no complete checkpoint.
-        agree(True)
+        agree(None)
         return final
 
     def phase(action, ranks_doing_it: bool) -> None:
@@ -166,11 +167,12 @@ def save_checkpoint(
             try:
                 action()
             except Exception as exc:  # a full disk, an unwritable folder ...: said once, clearly, below
-                error = exc
-        if not agree(error is None):
+                error = f"{type(exc).__name__}: {exc}"
+        error = agree(error)
+        if error is not None:
             if is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise _write_error(results_dir, step, error)
+            raise on_every_rank(_write_error(results_dir, step, error))
 
     def prepare() -> None:
         os.makedirs(root, exist_ok=True)
@@ -199,17 +201,16 @@ def save_checkpoint(
         for name in os.listdir(root):
             if name.startswith(".") and name.endswith(".tmp"):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    agree(True)
+    agree(None)
     return final
 
 
-def _write_error(results_dir: str, step: int, error: Optional[Exception]) -> CheckpointError:
+def _write_error(results_dir: str, step: int, error: str) -> CheckpointError:
     root = checkpoints_root(results_dir)
     complete = list_complete_checkpoints(results_dir)
     kept = f"the newest complete checkpoint is still {complete[-1]}" if complete else "no earlier checkpoint exists"
-    what = f"{type(error).__name__}: {error}" if error is not None else "another rank could not write its part"
     return CheckpointError(
-        f"could not write checkpoint {step_dir_name(step)} into {root} ({what}); {free_space(results_dir)} "
+        f"could not write checkpoint {step_dir_name(step)} into {root} ({error}); {free_space(results_dir)} "
         f"(results_dir={results_dir!r}). The partial folder was removed and {kept}. Free some space (or fix the folder) and run "
         "the same command again to resume from it."
     )

@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 from radio.config.resolve import resolve_teachers
 from radio.config.validate import check_paths
 from radio.engine import checkpoint as ckpt
-from radio.engine.accel import all_ranks, build_accelerator, uses_deepspeed
+from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
 from radio.engine.build import build_components
 from radio.engine.flops import StepFlops, VitShape, peak_tflops
+from radio.engine.lock import ResultsDirLock
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
 from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
@@ -22,7 +23,7 @@ from radio.engine.run_state import RunState, resume
 from radio.engine.step import TrainStep
 from radio.engine.stop import STOP_FILE, StopRequest
 from radio.engine.targets import SpatialTargets
-from radio.errors import RadioError
+from radio.errors import RadioError, on_every_rank
 from radio.models.registry import get_model_info
 
 
@@ -41,13 +42,23 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
     stop = stop or StopRequest()
     check_paths(cfg)
     teachers_cfg = resolve_teachers(cfg)
+    accelerator = build_accelerator(cfg.train, cfg.dataset.batch_size)
+    agree = partial(first_error, accelerator)
+    lock = ResultsDirLock(cfg.results_dir)
+    in_use = agree(lock.acquire() if accelerator.is_main_process else None)
+    if in_use:
+        raise on_every_rank(RadioError(in_use))
+    try:
+        return _run_locked(cfg, teachers_cfg, accelerator, agree, stop)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> RunResult:
     results_dir, train = cfg.results_dir, cfg.train
-    accelerator = build_accelerator(train, cfg.dataset.batch_size)
     device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
-    if is_main:
-        write_resolved_config(cfg, teachers_cfg, results_dir)
-        if stop.clear_stale_stop_file(results_dir):
-            print(f"note: removed {results_dir}/{STOP_FILE}, left from before this run started.")
+    if is_main and stop.clear_stale_stop_file(results_dir):
+        print(f"note: removed {results_dir}/{STOP_FILE}, left from before this run started.")
     if accelerator.num_processes != train.num_gpus * train.num_nodes:
         accelerator.print(
             f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
@@ -79,12 +90,13 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
         SpatialTargets(parts.normalizers, trainable.spatial_heads, params),
         parts.plan,
     )
-    agree = partial(all_ranks, accelerator)
     resume_path = resume(
         state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
     )
     if resume_path:
         accelerator.print(f"resumed from {resume_path} at step {state.counters.step}")
+    if is_main:  # only now: a launch refused above must not leave its config next to another run's checkpoints
+        write_resolved_config(cfg, teachers_cfg, results_dir)
     counters = state.counters
     train_step = TrainStep(
         accelerator,
@@ -129,7 +141,9 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
             advance_schedule(scheduler)
             counters.count_step(applied=outcome.grad_norm is not None)
             if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-                raise RadioError(_nonfinite_message(counters, train, results_dir, outcome.skipped_teachers))
+                raise on_every_rank(
+                    RadioError(_nonfinite_message(counters, train, results_dir, outcome.skipped_teachers))
+                )
             step = counters.step
             if progress is not None:
                 progress.update(1)

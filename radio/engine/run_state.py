@@ -16,13 +16,16 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from radio.engine import checkpoint as ckpt
-from radio.errors import CheckpointError
+from radio.errors import CheckpointError, on_every_rank
 from radio.models.checkpoint_io import LoadReport, compare_shapes, load_exact
 
 _OTHER_RUN = (
     "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
     "wrote it, or use a fresh results_dir (or train.resume_training_checkpoint_path of a matching run)."
 )
+
+
+_ENGINES = {"ddp": "DDP (or one process)", "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3"}
 
 
 @dataclass
@@ -52,7 +55,7 @@ class RunState:
         # The explicit resume_training_checkpoint_path this run's lineage started from (ckpt.resume_candidates).
         self.origin: Optional[str] = None
 
-    def save(self, results_dir: str, *, agree: Callable[[bool], bool], keep: int) -> str:
+    def save(self, results_dir: str, *, agree: Callable[[Optional[str]], Optional[str]], keep: int) -> str:
         """Write a checkpoint of the current step on every rank (a collective); returns its folder."""
         for norm in self.loss_state["normalizers"].values():
             norm.sync_statistics()  # a collective: merge every rank's pending statistics first
@@ -96,9 +99,10 @@ class RunState:
         written_by = (trainer.get("world_size", self.world_size), trainer.get("engine", self.params.kind))
         if written_by != (self.world_size, self.params.kind):
             raise CheckpointError(
-                f"checkpoint {folder!r} was written by {written_by[0]} process(es) under {written_by[1]}; this run has "
-                f"{self.world_size} under {self.params.kind}. Resume with the launch that wrote it (same number of "
-                "processes and the same accelerate config), or start a fresh results_dir."
+                f"checkpoint {folder!r} was written by {written_by[0]} process(es) under "
+                f"{_ENGINES.get(written_by[1], written_by[1])}; this run has {self.world_size} under "
+                f"{_ENGINES[self.params.kind]}. Resume with the launch that wrote it (same number of processes and "
+                "the same accelerate config), or start a fresh results_dir."
             )
         rng = ckpt.read_checkpoint_file(folder, f"rng_rank{self.rank}.pt", ckpt.read_tensors)
         loader_state = ckpt.read_checkpoint_file(folder, f"loader_rank{self.rank}.json", ckpt.read_json)
@@ -142,11 +146,14 @@ def resume(state: RunState, results_dir: str, explicit: Optional[str], *, agree,
             error = None
         except CheckpointError as exc:
             error = str(exc)
-        if not agree(error is None):
-            failed[path] = error or "another rank could not load its part"
+        error = agree(error)
+        if error is not None:
+            failed[path] = error
             if from_explicit:
-                raise CheckpointError(f"train.resume_training_checkpoint_path={path!r} cannot be used: {failed[path]}")
-            say(f"warning: checkpoint {path} cannot be used: {failed[path]}")
+                raise on_every_rank(
+                    CheckpointError(f"train.resume_training_checkpoint_path={path!r} cannot be used: {error}")
+                )
+            say(f"warning: checkpoint {path} cannot be used: {error}")
             continue
         if from_explicit:
             state.origin = os.path.realpath(path)
@@ -155,13 +162,15 @@ def resume(state: RunState, results_dir: str, explicit: Optional[str], *, agree,
                 complete = os.path.isfile(os.path.join(newer, ckpt.TRAINER_STATE))
                 why = "damaged" if newer in failed else "superseded" if complete else "incomplete"
                 say(f"note: {newer} set aside as {os.path.basename(ckpt.set_aside(newer, why))}")
-        agree(True)
+        agree(None)
         return path
     if failed:
         listing = "\n".join(f"  {path}: {why}" for path, why in failed.items())
-        raise CheckpointError(
-            f"no checkpoint in {ckpt.checkpoints_root(results_dir)} can be loaded:\n{listing}\nRepair or move them "
-            "aside to start fresh, or use another results_dir."
+        raise on_every_rank(
+            CheckpointError(
+                f"no checkpoint in {ckpt.checkpoints_root(results_dir)} can be loaded:\n{listing}\nRepair or move them "
+                "aside to start fresh, or use another results_dir."
+            )
         )
     return None
 

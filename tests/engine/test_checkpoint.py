@@ -56,11 +56,11 @@ def edit_trainer_state(folder, change):
 
 
 def resume_into(results, explicit=None):
-    return resume(run_state(0), str(results), explicit, agree=lambda ok: ok, is_main=True, say=print)
+    return resume(run_state(0), str(results), explicit, agree=lambda error: error, is_main=True, say=print)
 
 
 def save(results, step, keep=2):
-    return run_state(step).save(str(results), agree=lambda ok: ok, keep=keep)
+    return run_state(step).save(str(results), agree=lambda error: error, keep=keep)
 
 
 def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
@@ -78,7 +78,7 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
     random.seed(1)
     np.random.seed(2)
     source = run_state(5)
-    path = source.save(str(tmp_path), agree=lambda ok: ok, keep=2)
+    path = source.save(str(tmp_path), agree=lambda error: error, keep=2)
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(99)
     random.seed(99)
@@ -97,7 +97,9 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
 
 def test_another_world_size_is_refused_naming_both(tmp_path):
     path = save(tmp_path, 3)
-    with pytest.raises(CheckpointError, match=r"written by 1 process\(es\) under ddp; this run has 2 under ddp"):
+    with pytest.raises(
+        CheckpointError, match=r"written by 1 process\(es\) under DDP \(or one process\); this run has 2 under DDP"
+    ):
         run_state(0, world_size=2).load(path)
 
 
@@ -138,9 +140,9 @@ def test_explicit_resume_path_must_be_complete(tmp_path):
 def test_an_explicit_checkpoint_of_another_run_is_used_once_then_this_runs_own_progress(tmp_path):
     start = save(tmp_path / "other", 2)
     state = run_state(0)
-    assert resume(state, str(tmp_path / "run"), start, agree=lambda ok: ok, is_main=True, say=print) == start
+    assert resume(state, str(tmp_path / "run"), start, agree=lambda error: error, is_main=True, say=print) == start
     state.counters.step = 5  # trained on from the explicit start: its checkpoints descend from it
-    newer = state.save(str(tmp_path / "run"), agree=lambda ok: ok, keep=2)
+    newer = state.save(str(tmp_path / "run"), agree=lambda error: error, keep=2)
     assert resume_into(tmp_path / "run", start) == newer  # a requeued job continues, it does not go back
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from radio.config.load import load_run_config
 from radio.engine.loop import run
+from radio.errors import CheckpointError, RadioError
 from tests.conftest import REPO, tiny_run_overrides
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
@@ -60,11 +61,42 @@ def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers
 
 @pytest.mark.slow
 def test_resume_with_other_heads_names_the_keys_instead_of_crashing(demo_assets, tmp_path):
-    from radio.errors import CheckpointError
-
     results = str(tmp_path / "run")
     run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
     changed = tiny_run_overrides(demo_assets, results, "train.max_steps=2", "distill.mlp_hidden_size=64")
     with pytest.raises(CheckpointError, match="wrong-shape keys") as info:
         run(load_run_config(QUICKSTART_SPEC, changed))
     assert "fresh results_dir" in str(info.value)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_results_dir_is_refused(demo_assets, tmp_path):
+    from radio.engine.lock import ResultsDirLock
+
+    results = str(tmp_path / "run")
+    holder = ResultsDirLock(results)
+    assert holder.acquire() is None  # another run holds the folder
+    with pytest.raises(RadioError, match=r"is in use by another run \(pid \d+ on .* since .*\); wait for it"):
+        run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
+    holder.release()
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_runs_config_alone(demo_assets, tmp_path):
+    results = str(tmp_path / "run")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
+    config = os.path.join(results, "config.yaml")
+    before = open(config).read()
+    state_file = os.path.join(results, "checkpoints", "step_0000001", "trainer_state.json")
+    with open(state_file) as f:
+        state = json.load(f)
+    state["world_size"] = 2  # as if written by a 2-rank launch
+    with open(state_file, "w") as f:
+        json.dump(state, f)
+    other = tiny_run_overrides(demo_assets, results, "train.max_steps=2", "distill.mlp_hidden_size=64")
+    with pytest.raises(
+        CheckpointError, match=r"written by 2 process\(es\) under DDP \(or one process\); this run has 1"
+    ):
+        run(load_run_config(QUICKSTART_SPEC, other))
+    assert open(config).read() == before

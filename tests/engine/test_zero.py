@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -67,7 +68,7 @@ def test_sigkill_mid_run_then_the_same_command_finishes_bit_identical(engine, un
             assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
             assert time.time() < deadline
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, wherever they are
+        kill_tree(proc.pid)
         proc.wait()
     assert not os.path.exists(os.path.join(results, "student_final.safetensors")), "finished before the kill"
 
@@ -82,6 +83,14 @@ def test_sigkill_mid_run_then_the_same_command_finishes_bit_identical(engine, un
     a = load_file(os.path.join(results, "student_final.safetensors"))
     b = load_file(os.path.join(full, "student_final.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it at once, as a scheduler ending a job does (the ranks
+    run in sessions of their own, so the launcher's process group alone would miss them)."""
+    launcher = psutil.Process(pid)
+    for process in [launcher, *launcher.children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
 
 
 def engine_state(results: str) -> dict:
