@@ -4,6 +4,7 @@ User-facing problems (``RadioError``) print one paragraph and exit 2, without a 
 """
 
 import argparse
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from typing import List, Optional
 
 from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
-from radio.errors import RadioError
+from radio.errors import RadioError, disk_full_message
 
 
 def _add_distill(subparsers) -> None:
@@ -158,6 +159,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.func(args)
     except RadioError as exc:
         print(f"radio: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"radio: error: {disk_full_message(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

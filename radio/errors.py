@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints their message (no traceback) and exits non-zero."""
 
+import os
+
 
 class RadioError(Exception):
     """A problem the user can fix: the message names the field/file/key and what would be valid."""
@@ -26,3 +28,19 @@ def on_every_rank(error: RadioError) -> RadioError:
     """Mark ``error`` as raised alike on every rank (see ``RadioError.same_on_every_rank``)."""
     error.same_on_every_rank = True
     return error
+
+
+def disk_full_message(error: OSError) -> str:
+    """One line for "no space left on device" wherever it struck (metrics, logs, config)."""
+    import shutil
+
+    where = os.path.dirname(os.path.abspath(error.filename)) if error.filename else os.getcwd()
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"no space left on the device holding {where} ({free}) while writing {error.filename or 'a file'}. "
+        "Checkpoints are written atomically, so the newest complete one is intact: free some space and run the "
+        "same command again to resume from it."
+    )

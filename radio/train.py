@@ -4,6 +4,7 @@ The same code path as ``radio distill``: parse, validate, run the loop on this r
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     stop = StopRequest()
     from radio.config.load import load_run_config
     from radio.engine.loop import run
-    from radio.errors import RadioError
+    from radio.errors import RadioError, disk_full_message
 
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -37,6 +38,11 @@ def main(argv=None) -> int:
             print(f"radio: error: {exc}", file=sys.stderr)
         elif not exc.same_on_every_rank:
             print(f"radio: error: [rank {rank}] {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"radio: error: {disk_full_message(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     if result.stopped_early:
         return EXIT_STOPPED

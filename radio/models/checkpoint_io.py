@@ -77,11 +77,15 @@ def _is_tensor_dict(obj) -> bool:
 def _read_raw(path: str):
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(9)
+        size = os.path.getsize(path)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot be read ({e.strerror or e}); give a readable checkpoint file.") from None
-    # torch.save writes a zip archive ("PK") or, in the legacy format, a raw pickle (0x80 protocol byte).
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header. torch.save: a zip archive
+    # ("PK\x03\x04") or, in the legacy format, a raw pickle (0x80 protocol byte).
+    header_length = int.from_bytes(head[:8], "little")
+    is_safetensors = head[8:9] == b"{" and 8 + header_length <= size
+    if not is_safetensors and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):
         if path.endswith(".safetensors"):
             # torch.load would hand a .safetensors name to safetensors, whatever the file holds.
             raise CheckpointError(
@@ -89,7 +93,7 @@ def _read_raw(path: str):
                 "torch.load(weights_only=True)) or convert it with tools/convert_teacher.py."
             )
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=head[:2] == b"PK")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=head[:4] == b"PK\x03\x04")
         except pickle.UnpicklingError as e:
             if "GLOBAL" not in str(e):  # not a refused Python object: the pickle stream itself is broken
                 raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint (not a valid pickle)") from None

@@ -266,3 +266,27 @@ def test_sharded_hf_checkpoint_through_its_index(save, tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors not found"):
         read_state_dict(str(index))
+
+
+@pytest.mark.parametrize("header_length", [0x180, 0x4B50])  # first bytes b"\x80", b"PK"
+def test_safetensors_whose_header_length_looks_like_torch_is_read_as_safetensors(tmp_path, header_length):
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "w.safetensors")
+
+    def length(pad):
+        save_file({"w": torch.arange(3.0)}, path, metadata={"pad": "x" * pad})
+        with open(path, "rb") as f:
+            return int.from_bytes(f.read(8), "little")
+
+    base = length(0)  # the file starts with its header length; headers are padded to 8 bytes
+    pad = next(p for p in range(header_length - base - 8, header_length - base + 8) if length(p) == header_length)
+    assert length(pad) == header_length
+    assert torch.equal(read_state_dict(path)["w"], torch.arange(3.0))
+
+
+def test_a_torch_file_named_safetensors_is_refused_with_the_fix(tmp_path):
+    path = str(tmp_path / "w.safetensors")
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="named .safetensors but holds a torch.save file; rename it to .pt"):
+        read_state_dict(path)
