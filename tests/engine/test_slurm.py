@@ -21,10 +21,17 @@ from tests.engine.launchers import free_port, launch_env
 SBATCH = os.path.join(REPO, "tools", "slurm", "radio_distill.sbatch")
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 FAKE_SRUN = """#!/bin/bash
-# srun on one machine: the command once per node, SLURM_NODEID set as SLURM sets it.
+# srun on one machine: the command once per node, SLURM_NODEID set as SLURM sets it. Node 0 starts first and
+# hosts the rendezvous store (on real nodes only the first host's address matches, here all do).
 while [[ "$1" == --* ]]; do shift; done
 pids=()
-for ((node = 0; node < SLURM_NNODES; node++)); do SLURM_NODEID=$node SLURM_PROCID=$node "$@" & pids+=($!); done
+for ((node = 0; node < SLURM_NNODES; node++)); do
+  SLURM_NODEID=$node SLURM_PROCID=$node "$@" & pids+=($!)
+  for ((try = 0; node == 0 && try < 600; try++)); do
+    (exec 3<>/dev/tcp/127.0.0.1/$MASTER_PORT) 2>/dev/null && break
+    sleep 0.1
+  done
+done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 exit $status
@@ -58,9 +65,7 @@ def cluster(tmp_path):
             GPUS_PER_NODE="1",
             MASTER_PORT=str(free_port()),
             ACCELERATE_CONFIG="accelerate_configs/multi_gpu.yaml",
-            RADIO_ENV=os.path.join(
-                os.path.dirname(os.path.dirname(os.path.realpath(os.sys.executable))), "bin", "activate"
-            ),
+            RADIO_ENV=os.path.join(sys.prefix, "bin", "activate"),
         )
         log = open(tmp_path / f"job-{len(os.listdir(tmp_path))}.out", "w")
         return subprocess.Popen(
@@ -85,7 +90,7 @@ def test_two_nodes_preempted_by_the_time_limit_requeue_and_resume_bit_identicall
     monkeypatch.setenv("RADIO_DEMO", demo_assets)
     full = str(tmp_path / "full")
     job, log = cluster(full, *RUN)
-    assert job.wait(timeout=600) == 0, open(log).read()[-4000:]
+    assert job.wait(timeout=300) == 0, open(log).read()[-4000:]
 
     results = str(tmp_path / "preempted")
     job, log = cluster(results, *RUN)
@@ -103,7 +108,7 @@ def test_two_nodes_preempted_by_the_time_limit_requeue_and_resume_bit_identicall
     assert not os.path.exists(os.path.join(results, "student_final.safetensors"))
 
     job, log = cluster(results, *RUN)  # the requeued job: same script, same arguments
-    assert job.wait(timeout=600) == 0, open(log).read()[-4000:]
+    assert job.wait(timeout=300) == 0, open(log).read()[-4000:]
     assert "resumed from" in open(log).read()
     a, b = rows(results), rows(full)
     assert sorted(a) == sorted(b) and all(a[s]["loss/total"] == b[s]["loss/total"] for s in a)
