@@ -5,7 +5,8 @@ Layout of ``results_dir/checkpoints/step_XXXXXXX/`` (what goes in it is ``engine
 - ``normalizers.safetensors``: PHI-S / standardisation statistics and loss running state.
 - ``optimizer.pt`` (DDP; tensors and plain values, read with ``weights_only=True``) or ``deepspeed/``
   (ZeRO: DeepSpeed's sharded engine state, one optimizer partition per rank, also read weights-only).
-- ``rng_rank{R}.pt``, ``loader_rank{R}.json``: per-rank RNG and data-loader state.
+- ``rng_rank{R}.pt``, ``loader_rank{R}.json``, ``metrics_rank{R}.json``: per-rank RNG, data-loader state
+  and the logging window in progress.
 - ``trainer_state.json``: counters, LR scheduler, world size and engine; written last.
 
 Every rank writes (and fsyncs) its files into ``.step_XXXXXXX.tmp``; the main rank adds

@@ -82,7 +82,10 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     trainable = accelerator.unwrap_model(model)
     zero = uses_deepspeed(accelerator)
     params = ZeroParams(model, rank) if zero else ReplicatedParams(trainable, optimizer)
-    state = RunState(params, parts.loss_state, scheduler, loader, rank=rank, world_size=accelerator.num_processes)
+    window = MetricsWindow(loader.source_names, device, peak_tflops(device))
+    state = RunState(
+        params, parts.loss_state, scheduler, loader, window, rank=rank, world_size=accelerator.num_processes
+    )
     objective = DistillationObjective(
         teachers_cfg,
         parts.teachers,
@@ -119,7 +122,6 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
-    window = MetricsWindow(loader.source_names, device, peak_tflops(device))
 
     def stopped(saved: bool) -> RunResult:
         why = stop.reason(results_dir) or "another rank"
@@ -152,7 +154,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
                 values.update({"lr": lr, "nonfinite_skipped_total": counters.nonfinite_total})
                 values.update(_loss_state_values(parts))
                 logger.log(step, values)
-                if progress is not None:
+                if progress is not None and "loss/total" in values:  # absent when every step was skipped
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if stop.agreed(accelerator, results_dir):
                 save()

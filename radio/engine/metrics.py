@@ -128,10 +128,14 @@ class MetricsWindow:
         self.sums[tag] = self.sums[tag] + value if tag in self.sums else value
 
     def add(self, batch, result, flops: float) -> None:
-        """batch: the data ``Batch``; result: the engine's ``MicroBatchLoss``; flops: model FLOPs spent on it."""
-        self.micro_steps += 1
+        """batch: the data ``Batch``; result: the engine's ``MicroBatchLoss``, None for a micro-batch of a
+        skipped (non-finite) step (its data counts, its losses do not); flops: model FLOPs spent on it."""
         self.images += len(batch.keys)
         self.flops += flops
+        self.sources += torch.bincount(batch.sources.to(self.device), minlength=len(self.source_names)).double()
+        if result is None:
+            return
+        self.micro_steps += 1
         self._add("loss/total", result.loss)
         for tag, value in result.extra.items():
             self._add(tag, value)
@@ -139,11 +143,31 @@ class MetricsWindow:
             for key, value in parts.items():
                 self._add(f"loss/{name}" if key == "total" else f"loss/{name}/{key}", value)
         self.skipped_terms += len(result.skipped)
-        self.sources += torch.bincount(batch.sources.to(self.device), minlength=len(self.source_names)).double()
 
     def add_grad_norm(self, value) -> None:
         if value is not None:
             self.grad_norms.append(torch.as_tensor(value, device=self.device).detach().double())
+
+    def state_dict(self) -> dict:
+        """The partial window, JSON-able (float64 values round-trip exactly): a run resumed mid-window logs
+        what the uninterrupted run logs."""
+        return {
+            "sums": {k: v.item() for k, v in self.sums.items()},
+            "counts": [self.micro_steps, self.images, self.flops, self.skipped_terms],
+            "sources": self.sources.tolist(),
+            "grad_norms": [g.item() for g in self.grad_norms],
+            "elapsed": time.perf_counter() - self.started,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        def tensor(value):
+            return torch.tensor(value, dtype=torch.float64, device=self.device)
+
+        self.sums = {k: tensor(v) for k, v in state["sums"].items()}
+        self.micro_steps, self.images, self.flops, self.skipped_terms = state["counts"]
+        self.sources = tensor(state["sources"])
+        self.grad_norms = [tensor(g) for g in state["grad_norms"]]
+        self.started = time.perf_counter() - state["elapsed"]  # the time before the restart, not the downtime
 
     def flush(self, accelerator, counters: Dict[str, int]) -> Dict[str, float]:
         from radio.engine.accel import reduce_sum, sum_counters

@@ -4,7 +4,7 @@
   ``model.safetensors``; the optimizer in ``optimizer.pt`` (DDP) or DeepSpeed's sharded ``deepspeed/``;
 - the loss state (normaliser statistics, criteria running statistics);
 - the LR scheduler and the loop counters, the world size and engine that wrote them;
-- per rank: the data loader's position and the RNG streams.
+- per rank: the data loader's position, the RNG streams and the logging window in progress.
 """
 
 import os
@@ -44,11 +44,12 @@ class Counters:
 
 
 class RunState:
-    def __init__(self, params, loss_state: nn.Module, scheduler, loader, *, rank: int, world_size: int):
+    def __init__(self, params, loss_state: nn.Module, scheduler, loader, window, *, rank: int, world_size: int):
         self.params = params
         self.loss_state = loss_state
         self.scheduler = scheduler
         self.loader = loader
+        self.window = window  # the logging window in progress (engine/metrics.MetricsWindow)
         self.rank = rank
         self.world_size = world_size
         self.counters = Counters()
@@ -63,12 +64,11 @@ class RunState:
         is_main = self.rank == 0
 
         def write(folder: str) -> List[str]:
-            written = [
-                os.path.join(folder, f"rng_rank{self.rank}.pt"),
-                os.path.join(folder, f"loader_rank{self.rank}.json"),
-            ]
+            written = [os.path.join(folder, f"{name}_rank{self.rank}") for name in ("rng", "loader", "metrics")]
+            written = [written[0] + ".pt", written[1] + ".json", written[2] + ".json"]
             torch.save(ckpt.rng_state(), written[0])
             ckpt.write_json(written[1], self.loader.state_dict())
+            ckpt.write_json(written[2], self.window.state_dict())
             written += self.params.save(folder, is_main=is_main)
             if is_main:
                 for name, state in (
@@ -106,6 +106,7 @@ class RunState:
             )
         rng = ckpt.read_checkpoint_file(folder, f"rng_rank{self.rank}.pt", ckpt.read_tensors)
         loader_state = ckpt.read_checkpoint_file(folder, f"loader_rank{self.rank}.json", ckpt.read_json)
+        window_state = ckpt.read_checkpoint_file(folder, f"metrics_rank{self.rank}.json", ckpt.read_json)
         model_path = os.path.join(folder, ckpt.MODEL_FILE)
         model_state = ckpt.read_checkpoint_file(folder, ckpt.MODEL_FILE, load_file)
         if self.params.kind == "ddp":
@@ -125,6 +126,10 @@ class RunState:
         self.params.load(folder)
         self.scheduler.load_state_dict(scheduler)
         self.loader.load_state_dict(loader_state)
+        try:
+            self.window.load_state_dict(window_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{folder}/metrics_rank{self.rank}.json is damaged ({exc!r}).") from None
         self.counters = counters
         self.origin = trainer.get("origin")
         ckpt.set_rng_state(rng)  # last: building and loading above may draw random numbers

@@ -53,6 +53,7 @@ class TrainStep:
         """Run optimizer step ``step`` (0-based) on the next ``accum`` batches of ``data``."""
         accelerator, device, student_view = self.accelerator, self.accelerator.device, self.plan.student
         skipped: Set[str] = set()
+        done = []
         for micro in range(self.accum):
             batch = next(data)
             images = batch.images.to(device, non_blocking=True)
@@ -64,7 +65,7 @@ class TrainStep:
                 preds = self.model(student_x.to(self.input_dtype), vitdet_window=vitdet_window)
                 result = self.objective(preds, targets, batch.labels.to(device))
                 accelerator.backward(poisoned_if_nonfinite(result.loss))
-            window.add(batch, result, self.step_flops.per_image(batch.sizes) * len(batch.keys))
+            done.append((batch, result))
             skipped.update(result.skipped)
         # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
         grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
@@ -72,6 +73,8 @@ class TrainStep:
         if finite:
             self.optimizer.step()
             window.add_grad_norm(grad_norm)
+        for batch, result in done:  # a skipped step's data counts, its (non-finite) losses are not averaged
+            window.add(batch, result if finite else None, self.step_flops.per_image(batch.sizes) * len(batch.keys))
         self.optimizer.zero_grad(set_to_none=True)
         return StepOutcome(batch, grad_norm if finite else None, skipped)
 

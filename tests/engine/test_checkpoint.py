@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from radio.config.schema import OptimConfig
 from radio.engine import checkpoint as ckpt
+from radio.engine.metrics import MetricsWindow
 from radio.engine.optim import build_scheduler
 from radio.engine.params import ReplicatedParams
 from radio.engine.run_state import RunState, resume
@@ -39,8 +40,15 @@ def run_state(value: float, world_size: int = 1) -> RunState:
     optimizer.step()
     scheduler = build_scheduler(optimizer, OptimConfig(lr=0.1, policy="cosine"), 10, 10)
     loss_state = nn.ModuleDict({"normalizers": nn.ModuleDict(), "criteria": nn.ModuleDict()})
+    window = MetricsWindow(["a"], torch.device("cpu"))
     state = RunState(
-        ReplicatedParams(model, optimizer), loss_state, scheduler, FakeLoader(int(value)), rank=0, world_size=world_size
+        ReplicatedParams(model, optimizer),
+        loss_state,
+        scheduler,
+        FakeLoader(int(value)),
+        window,
+        rank=0,
+        world_size=world_size,
     )
     state.counters.step = int(value)
     return state
@@ -78,6 +86,8 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
     random.seed(1)
     np.random.seed(2)
     source = run_state(5)
+    source.window.sums["loss/total"] = torch.tensor(1 / 3, dtype=torch.float64)  # a window half-way through
+    source.window.micro_steps = 2
     path = source.save(str(tmp_path), agree=lambda error: error, keep=2)
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(99)
@@ -93,6 +103,7 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
     assert restored.counters.step == 5 and restored.loader.step == 5
     assert restored.scheduler.state_dict() == source.scheduler.state_dict()
+    assert restored.window.sums["loss/total"].item() == 1 / 3 and restored.window.micro_steps == 2
 
 
 def test_another_world_size_is_refused_naming_both(tmp_path):
