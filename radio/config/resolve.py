@@ -2,7 +2,7 @@
 
 TAO silently lets per-teacher defaults override global ones and feeds raw pixels when a teacher's
 normalisation is empty; here every unset per-teacher field takes the global value (or the dataset
-augmentation's mean/std), and ``mode: auto`` is resolved with the rules of SPEC §2.
+augmentation's mean/std), and ``mode: auto`` is resolved with the rules in docs/losses.md ("Modes").
 """
 
 import re

@@ -1,9 +1,9 @@
-"""Model FLOPs per image for throughput and MFU logging (SPEC §6, §8).
+"""Model FLOPs per image for throughput and MFU logging (docs/benchmarks.md, "Performance goals").
 
 An analytic count of a ViT's matmuls, which is what MFU is measured against: per block and token,
 qkv + proj + MLP = 2·C²·(4 + 2·r) FLOPs and attention 4·N·C, with r the MLP ratio (4 for every registry
 ViT but SigLIP's SO400M, within 7 %). Teachers run forward only; the student forward + backward (×3).
-For the seed example this gives ≈ 1.46 TFLOP per image, the figure SPEC §8 quotes.
+For the seed example this gives ≈ 1.46 TFLOP per image, the figure the performance goals quote (docs/benchmarks.md).
 """
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Distillation losses and teacher-feature normalisers (SPEC §5).
+"""Distillation losses and teacher-feature normalisers (docs/losses.md).
 
 Modules (import from them directly; this package imports nothing, so the torch-free ``names`` can be
 used by the config resolver without loading torch):

@@ -1,4 +1,4 @@
-"""Loss functions of SPEC §5 on plain tensors.
+"""Loss functions of docs/losses.md on plain tensors.
 
 Feature losses are computed per row (a token, a summary vector or a logit vector) and reduced with an
 optional per-row weight, so that masked-out tokens contribute nothing in every loss type. Logit losses
@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-FD_BETA = 2.0  # smooth-L1 transition point of the FD loss (SPEC §5)
+FD_BETA = 2.0  # smooth-L1 transition point of the FD loss (docs/losses.md)
 BALANCED_CS_WEIGHT = 0.9
 BALANCED_FD_WEIGHT = 0.1
 

@@ -1,4 +1,4 @@
-"""Canonical names for loss types, modes, summary losses and feature normalisers (SPEC §2, §5).
+"""Canonical names for loss types, modes, summary losses and feature normalisers (docs/losses.md).
 
 Pure Python (no torch): the config resolver calls these while validating a spec, before anything heavy
 is imported. Every function that accepts a user string is case-insensitive and raises ``SpecError``
@@ -18,7 +18,7 @@ MODES = ("logits", "summary", "spatial", "combo", "auto")
 SUMMARY_LOSS_TYPES = ("cosine", "angle", "ce", "tangent_sphere")
 FEATURE_NORMALIZERS = ("phi_s", "standardize", "none")
 
-# Default loss per resolved mode when no loss type is set (SPEC §2). In `combo` the loss type applies to
+# Default loss per resolved mode when no loss type is set (docs/losses.md). In `combo` the loss type applies to
 # the spatial term (the summary term uses `summary_loss_type`), so it shares spatial's default.
 DEFAULT_LOSS_TYPE = {"logits": "KL", "summary": "CS", "spatial": "BALANCED", "combo": "BALANCED"}
 
@@ -78,7 +78,7 @@ def resolve_mode(
     *,
     field_prefix: str = "distill",
 ) -> str:
-    """Resolve ``mode: auto`` and reject impossible mode/loss/teacher combinations (SPEC §2).
+    """Resolve ``mode: auto`` and reject impossible mode/loss/teacher combinations (docs/losses.md).
 
     ``auto`` with a loss type follows TAO's rule (KL/CE -> logits, BALANCED/MSE -> spatial,
     L1/L2/FD/CS -> summary); with none, ``combo`` when the teacher yields spatial and summary features,

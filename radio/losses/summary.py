@@ -1,4 +1,4 @@
-"""Losses on summary vectors (CLS-token predictions vs. the teacher's summary), SPEC §5.
+"""Losses on summary vectors (CLS-token predictions vs. the teacher's summary), docs/losses.md.
 
 The teacher's summary first passes a non-affine LayerNorm, which puts teachers with very different
 summary scales on an equal footing. Then one of:

@@ -2,7 +2,7 @@
 
 Every constructor takes ``img_size`` (teachers: the resolution position embeddings are sized for; other
 sizes still work), ``num_classes`` (0: no classifier), ``drop_path_rate`` and model-specific overrides.
-Sizes are those of the released checkpoints (see docs in ``shared/reference/checkpoints.md``).
+Sizes are those of the released checkpoints (see ``docs/checkpoint_layouts.md``).
 """
 
 from functools import partial

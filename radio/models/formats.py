@@ -9,7 +9,7 @@
   other timm families (EVA: DINOv3, ...) through timm's own ``checkpoint_filter_fn`` of that family, which
   also resamples position embeddings to the model's input size (patch kernels are never resampled).
 
-Key names are in ``shared/reference/checkpoints.md``.
+Key names are in ``docs/checkpoint_layouts.md``.
 """
 
 import re

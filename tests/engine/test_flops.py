@@ -1,4 +1,4 @@
-"""The analytic FLOP count reproduces SPEC §8's figure for the seed example (≈ 1.46 TFLOP per image)."""
+"""The analytic FLOP count reproduces the performance goals' figure (docs/benchmarks.md) for the seed example (≈ 1.46 TFLOP per image)."""
 import pytest
 
 from radio.engine.flops import StepFlops, VitShape
@@ -17,7 +17,7 @@ def test_seed_example_flops_per_image():
     )
     per_image = flops.per_image({"student": 224, "dino": 432, "siglip": 224})
     assert per_image == pytest.approx(1.46e12, rel=0.01)
-    # Teachers are ~92 % of the work (SPEC §8).
+    # Teachers are ~92 % of the work (docs/benchmarks.md).
     student_only = StepFlops(flops.student, {}).per_image({"student": 224})
     assert 1 - student_only / per_image == pytest.approx(0.925, abs=0.01)
 

@@ -1,4 +1,4 @@
-"""Loss-type / mode names and the SPEC §2 mode resolution."""
+"""Loss-type / mode names and the mode resolution of docs/losses.md."""
 
 import subprocess
 import sys

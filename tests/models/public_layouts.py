@@ -1,6 +1,6 @@
 """Writers of the public checkpoint layouts, from a model's native state dict (test helper).
 
-Each writer spells out the public key names and shapes of ``shared/reference/checkpoints.md`` (and of the
+Each writer spells out the public key names and shapes of ``docs/checkpoint_layouts.md`` (and of the
 HF-transformers modelling code), independently of ``radio.models.formats``, so a test that writes a layout
 here and loads it there checks the mapping. They work on meta tensors too (full-size layouts, no memory).
 """
