@@ -9,10 +9,14 @@ assembles the chunks of a step into its ``Batch``. So each step's content is a p
 world size, rank, step), whatever the worker count, and every rank yields one batch per step.
 """
 
+import atexit
 import math
+import multiprocessing
+import os
 import random
 import signal
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -299,9 +303,13 @@ class TrainLoader:
             max_error_rate=self.max_error_rate,
             acceptance=self.acceptance,
         )
+        release = None  # called once workers may be ended by a signal (the DataLoader ends them so)
         if self.workers == 0:
             chunks, num_workers = stream.chunks(0, 1), 1
         else:
+            released = multiprocessing.RawValue("b", 0)
+            release = partial(_release, released)
+            atexit.register(release)  # also when the process exits without closing this iterator
             num_workers = min(self.workers, MAX_LANES_PER_RANK)
             # A private generator: without one the DataLoader draws its worker seed from the global RNG,
             # which the student's stochastic layers use too, so resume and worker count would change training.
@@ -313,19 +321,24 @@ class TrainLoader:
                     prefetch_factor=4,
                     persistent_workers=False,
                     generator=torch.Generator().manual_seed(self.seed),
-                    worker_init_fn=_ignore_stop_signals,
+                    worker_init_fn=partial(_stop_signals_are_for_the_main_process, released),
                 )
             )
         base_counters = dict(state["counters"])
         latest_counters: Dict[int, Dict[str, int]] = {}
-        while True:
-            step_chunks = [next(chunks) for _ in range(num_workers)]
-            for chunk in step_chunks:
-                if chunk.error:
-                    raise DataError(chunk.error)
-                latest_counters[chunk.worker] = chunk.counters
-            batch = self._assemble(step_chunks, base_counters, latest_counters)
-            yield batch
+        try:
+            while True:
+                step_chunks = [next(chunks) for _ in range(num_workers)]
+                for chunk in step_chunks:
+                    if chunk.error:
+                        raise DataError(chunk.error)
+                    latest_counters[chunk.worker] = chunk.counters
+                batch = self._assemble(step_chunks, base_counters, latest_counters)
+                yield batch
+        finally:
+            if release is not None:
+                release()
+                atexit.unregister(release)
 
     def _assemble(
         self, chunks: List[_Chunk], base_counters: Dict[str, int], latest_counters: Dict[int, Dict[str, int]]
@@ -395,9 +408,20 @@ def _copy_state(state: dict) -> dict:
     return copied
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Workers ignore the stop signals (``engine/stop.py``): when SLURM or torchrun signals the whole process
-    group, the main process decides, finishes its step and checkpoints; a worker that died first would
-    take the run down with it."""
+def _release(released) -> None:
+    released.value = 1
+
+
+def _stop_signals_are_for_the_main_process(released, worker_id: int) -> None:
+    """Workers ignore the stop signals (``engine/stop.py``) while the run uses them: when SLURM or torchrun
+    signals the whole process group, the main process decides, finishes its step and checkpoints; a worker
+    that died first would take the run down with it. Once the loader is done (``released``), a signal ends
+    the worker as usual: that is how the DataLoader shuts its workers down."""
+
+    def on_signal(signum, frame):
+        if released.value:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
     for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+        signal.signal(getattr(signal, name), on_signal)

@@ -167,6 +167,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
             write_final_outputs(cfg, trainable.student, student_state, teachers_cfg, results_dir)
             write_run_status(results_dir, "finished", counters.step)
     finally:
+        data.close()  # ends the DataLoader workers now, whatever ended the run
         stop.restore()
         logger.close()
         if progress is not None:
