@@ -63,7 +63,8 @@ def _read_yaml(path: str) -> dict:
     if not p.is_file():
         raise SpecError(f"spec file {path!r} does not exist (pass an existing YAML file with -e/--spec).")
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        with open(p, encoding="utf-8") as f:  # a stream, so YAML errors name the file
+            data = yaml.load(f, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise SpecError(f"spec file {path!r} is not a text file (expected UTF-8 YAML).") from None
     except OSError as exc:

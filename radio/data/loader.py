@@ -416,12 +416,11 @@ def _stop_signals_are_for_the_main_process(released, worker_id: int) -> None:
     """Workers ignore the stop signals (``engine/stop.py``) while the run uses them: when SLURM or torchrun
     signals the whole process group, the main process decides, finishes its step and checkpoints; a worker
     that died first would take the run down with it. Once the loader is done (``released``), a signal ends
-    the worker as usual: that is how the DataLoader shuts its workers down."""
+    the worker: that is how the DataLoader shuts its workers down."""
 
     def on_signal(signum, frame):
         if released.value:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            os._exit(0)  # a clean exit: the DataLoader's SIGCHLD check reports workers killed by a signal
 
     for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
         signal.signal(getattr(signal, name), on_signal)

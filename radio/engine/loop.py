@@ -71,6 +71,12 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     steps_per_epoch = max(1, loader.steps_per_epoch // accum)
     total_steps = train.num_epochs * steps_per_epoch
     if train.max_steps:
+        if train.max_steps > total_steps:
+            accelerator.print(
+                f"note: train.max_steps={train.max_steps} is more than the {total_steps} steps of train.num_epochs="
+                f"{train.num_epochs} x {steps_per_epoch} steps per epoch; the run ends at {total_steps} (max_steps "
+                "only shortens a run: raise train.num_epochs for a longer one)."
+            )
         total_steps = min(total_steps, train.max_steps)
     if train.compile:
         # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
@@ -124,6 +130,8 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
 
     def stopped(saved: bool) -> RunResult:
+        if progress is not None:
+            progress.close()  # the message on a line of its own
         why = stop.reason(results_dir) or "another rank"
         if is_main:
             StopRequest.consume_stop_file(results_dir)

@@ -54,6 +54,10 @@ def test_a_full_disk_stops_with_one_message_and_the_run_resumes_once_there_is_sp
     kept = sorted(n for n in os.listdir(os.path.join(results, "checkpoints")) if not n.startswith("."))
     assert kept and all(os.path.isfile(os.path.join(results, "checkpoints", n, "trainer_state.json")) for n in kept)
 
+    still_full = distill(demo_assets, results)  # restarted before any space was freed
+    assert still_full.returncode == 2 and "Traceback" not in still_full.stderr, still_full.stderr[-3000:]
+    assert "space" in still_full.stderr
+
     resize(int(20 * size / 1024))
     again = distill(demo_assets, results)
     assert again.returncode == 0, again.stderr[-3000:]
