@@ -39,7 +39,12 @@ class RunResult:
 def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
     """Train until done or asked to stop (``stop``: installed by the caller before start-up, so a signal
     during start-up counts; one is made here otherwise)."""
-    stop = stop or StopRequest()
+    if stop is None:
+        stop = StopRequest()
+        try:
+            return run(cfg, stop)
+        finally:
+            stop.restore()  # a caller's handlers stay until its process exits: a late signal is no crash
     check_paths(cfg)
     teachers_cfg = resolve_teachers(cfg)
     accelerator = build_accelerator(cfg.train, cfg.dataset.batch_size)
@@ -176,7 +181,6 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
             write_run_status(results_dir, "finished", counters.step)
     finally:
         data.close()  # ends the DataLoader workers now, whatever ended the run
-        stop.restore()
         logger.close()
         if progress is not None:
             progress.close()
