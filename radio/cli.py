@@ -4,7 +4,6 @@ User-facing problems (``RadioError``) print one paragraph and exit 2, without a 
 """
 
 import argparse
-import errno
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import time
 from typing import List, Optional
 
 from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
-from radio.errors import RadioError, disk_full_message
+from radio.errors import RadioError, user_error_message
 
 
 def _add_distill(subparsers) -> None:
@@ -157,13 +156,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         stop.restore()
     try:
         return args.func(args)
-    except RadioError as exc:
-        print(f"radio: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except (RadioError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None:
             raise
-        print(f"radio: error: {disk_full_message(exc)}", file=sys.stderr)
+        print(f"radio: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,8 @@
 """User-facing errors: the CLI prints their message (no traceback) and exits non-zero."""
 
+import errno
 import os
+from typing import Optional
 
 
 class RadioError(Exception):
@@ -44,3 +46,12 @@ def disk_full_message(error: OSError) -> str:
         "Checkpoints are written atomically, so the newest complete one is intact: free some space and run the "
         "same command again to resume from it."
     )
+
+
+def user_error_message(error: Exception) -> Optional[str]:
+    """The one-line message for an error the user can act on (a ``RadioError``, a full disk), else None."""
+    if isinstance(error, RadioError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return disk_full_message(error)
+    return None

@@ -4,7 +4,6 @@ The same code path as ``radio distill``: parse, validate, run the loop on this r
 """
 
 import argparse
-import errno
 import os
 import sys
 
@@ -27,22 +26,20 @@ def main(argv=None) -> int:
     stop = StopRequest()
     from radio.config.load import load_run_config
     from radio.engine.loop import run
-    from radio.errors import RadioError, disk_full_message
+    from radio.errors import RadioError, user_error_message
 
     rank = int(os.environ.get("RANK", "0"))
     try:
         result = run(load_run_config(args.spec, args.overrides), stop)
-    except RadioError as exc:
+    except (RadioError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
         # Errors the ranks agreed on are said once; anything else may concern one rank alone.
         if rank == 0:
-            print(f"radio: error: {exc}", file=sys.stderr)
-        elif not exc.same_on_every_rank:
-            print(f"radio: error: [rank {rank}] {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        print(f"radio: error: {disk_full_message(exc)}", file=sys.stderr)
+            print(f"radio: error: {message}", file=sys.stderr)
+        elif not getattr(exc, "same_on_every_rank", False):
+            print(f"radio: error: [rank {rank}] {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     if result.stopped_early:
         return EXIT_STOPPED
