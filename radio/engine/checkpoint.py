@@ -106,11 +106,6 @@ def set_aside(path: str, why: str) -> str:
     return target
 
 
-def step_of(path: str) -> int:
-    match = STEP_DIR.match(os.path.basename(os.path.normpath(path)))
-    return int(match.group(1)) if match else -1
-
-
 def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
