@@ -101,7 +101,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_resumes(demo_
 def test_a_stop_during_start_up_is_kept_and_loses_nothing(demo_assets, tmp_path):
     results, log = str(tmp_path / "run"), str(tmp_path / "log")
     proc = start(distill_command(demo_assets, results), log)
-    time.sleep(0.5)  # still importing torch / building the models
+    wait_for(lambda: os.path.exists(os.path.join(results, ".lock")), proc, log)  # about to build the models
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=300) == EXIT_STOPPED, open(log).read()[-3000:]
     assert "nothing trained since the last checkpoint at step 0" in open(log).read()
