@@ -14,6 +14,9 @@ QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 
 @pytest.mark.slow
 def test_compiled_run_checkpoints_with_eager_key_names(demo_assets, trained_results, tmp_path):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     results = str(tmp_path / "compiled")
     run(
         load_run_config(
@@ -23,3 +26,4 @@ def test_compiled_run_checkpoints_with_eager_key_names(demo_assets, trained_resu
     compiled = load_file(os.path.join(results, "checkpoints", "step_0000001", "model.safetensors"))
     eager = load_file(os.path.join(trained_results, "checkpoints", "step_0000004", "model.safetensors"))
     assert compiled.keys() == eager.keys()
+    assert counters["stats"]["unique_graphs"] >= 1  # the student really ran through torch.compile
