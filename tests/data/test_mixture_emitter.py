@@ -51,7 +51,9 @@ def test_loader_slots_follow_the_emitter(two_sources, weights, world_size, worke
     """Interleaving every rank's batches in global slot order gives the emitter's sequence, so the prefix
     bound holds for the data the ranks actually train on, whatever the world size and worker count."""
     roots = list(two_sources) + [two_sources[0]] * (len(weights) - 2)
-    steps, batch_size = 6, 3
+    # 4 per rank: not a multiple of [2, 1]'s period (3), so every rank's batch differs and a slot given to
+    # the wrong rank, or read in the wrong order, changes the interleaved sequence.
+    steps, batch_size = 6, 4
     per_rank = []
     for rank in range(world_size):
         cfg = make_cfg(roots, weights=weights, batch_size=batch_size, workers=workers)
