@@ -103,8 +103,8 @@ class ZeroParams:
         from deepspeed.utils import safe_set_full_fp32_param
 
         value = value.float()
-        # The master alone would be overwritten by nothing but would not reach the next forward; the working
-        # copy alone would be overwritten from the master after the next step: set both.
+        # The master alone would not reach the next forward; the working copy alone would be overwritten from
+        # the master after the next step: set both.
         safe_set_full_fp32_param(param, value)
         if self.stage == 3:
             with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
