@@ -29,12 +29,12 @@ def _add_distill(subparsers) -> None:
 
 
 def _distill(args) -> int:
-    from radio.config.load import load_run_config
+    from radio.run.spec import load_run_config
 
     cfg = load_run_config(args.spec, args.overrides)
     if args.print_config:
-        from radio.config.resolve import resolve_teachers
         from radio.engine.print_config import format_resolved_config
+        from radio.run.teachers import resolve_teachers
 
         print(format_resolved_config(cfg, resolve_teachers(cfg)))
         print(f"# files: {_path_problem(cfg) or 'every path the run needs exists and is readable'}")
@@ -57,7 +57,7 @@ def _distill(args) -> int:
 
 def _path_problem(cfg) -> Optional[str]:
     """What a run would stop on before starting (a spec may hold placeholder paths while it is drafted)."""
-    from radio.config.validate import check_paths
+    from radio.run.spec import check_paths
 
     try:
         check_paths(cfg)
@@ -79,7 +79,7 @@ def _relaunch_with_accelerate(
     A stop signal sent to this process alone is passed on as SIGTERM (which the launcher forwards to the
     ranks); the exit status is the run's (``run_status.json``), since the launcher reports only failure.
     """
-    from radio.engine.outputs import read_run_status
+    from radio.run.layout import read_run_status
 
     train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
     cmd = [

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from radio.engine.metrics import read_metrics
+from radio.run.layout import read_metrics
 from radio.errors import RadioError
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
@@ -54,7 +54,7 @@ def loss_start_end(results_dir: str, teacher_names: Sequence[str]) -> Dict[str, 
 
 
 def run_quickstart(out: str, overrides: Sequence[str] = ()) -> Dict[str, Tuple[float, float]]:
-    from radio.config.load import load_run_config
+    from radio.run.spec import load_run_config
     from radio.engine.loop import run
 
     out = os.path.abspath(out)

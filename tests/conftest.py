@@ -39,8 +39,8 @@ def tiny_run_overrides(demo_out: str, results_dir: str, *extra: str) -> list:
 @pytest.fixture(scope="session")
 def trained_results(tmp_path_factory, demo_assets):
     """results_dir of a 4-step quickstart run (demo_a: combo, demo_b: spatial, both PHI-S), made once."""
-    from radio.config.load import load_run_config
     from radio.engine.loop import run
+    from radio.run.spec import load_run_config
 
     results = str(tmp_path_factory.mktemp("trained") / "results")
     run(load_run_config(os.path.join(REPO, "specs", "quickstart.yaml"), tiny_run_overrides(demo_assets, results)))

@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from radio.config.schema import RunConfig, TeacherConfig
-from radio.config.validate import validate_run_config
+from radio.config.validate import validate_config
 from radio.errors import SpecError
 
 
-def load_run_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
-    """Merge the schema defaults, the YAML file (if any) and the dot-list overrides; validate.
+def load_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
+    """Merge the schema defaults, the YAML file (if any) and the dot-list overrides; validate (ranges,
+    lengths, registry names: ``radio.run.spec.load_run_config`` is the complete check a run starts from).
 
     Returns an OmegaConf-backed ``RunConfig`` (attribute access, typed, read-only structure).
     """
@@ -35,12 +36,8 @@ def load_run_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> 
         raise SpecError(
             f"{', '.join(missing)} must be set (in the spec file or as `{missing[0]}=...` on the command line)."
         )
-    validate_run_config(cfg)
+    validate_config(cfg)
     return cfg
-
-
-def to_yaml(cfg: Any) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

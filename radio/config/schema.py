@@ -1,7 +1,7 @@
 """The spec-file schema as OmegaConf structured configs.
 
 Every field a spec may set lives here, with its default. Per-teacher fields left as ``None`` (or empty
-lists) fall back to the global ``distill`` value; ``radio.config.resolve`` is the one place that applies
+lists) fall back to the global ``distill`` value; ``radio.run.teachers`` is the one place that applies
 that fallback. Enumerated string fields are validated (case-insensitively where the spec says so) in
 ``radio.config.validate``; OmegaConf checks types and unknown keys.
 """
@@ -13,10 +13,6 @@ from omegaconf import MISSING
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-# What `radio shards stats` writes into each root_dir for data_weight_mode (radio/data/dedup.py reads it).
-DEDUP_COUNTS_FILE = "dedup_counts.sqlite"
 
 
 @dataclass

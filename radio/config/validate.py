@@ -1,23 +1,14 @@
 """Semantic checks on a merged spec, run before anything heavy starts.
 
-OmegaConf already rejected unknown keys and wrong types; this module checks enumerations, ranges,
-lengths and cross-field rules. File-system checks (checkpoints, shard folders) live in
-``check_paths`` so ``--print-config`` works on a spec whose paths are placeholders.
+OmegaConf already rejected unknown keys and wrong types; this module checks ranges, lengths, registry
+names and cross-field rules (``radio.run.spec`` adds the choices each component implements). File-system checks (checkpoints, shard folders) live in
+``radio/run/spec.check_paths`` so ``--print-config`` works on a spec whose paths are placeholders.
 """
 
-import glob
-import os
 from typing import Iterable, Optional, Sequence
 
-from radio.config.schema import DEDUP_COUNTS_FILE
 from radio.errors import SpecError
 
-PRECISIONS = ("bf16", "fp16", "fp32")
-OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
-LR_POLICIES = ("cosine", "linear", "step", "multistep", "constant")
-DATA_WEIGHT_MODES = ("none", "inv_frequency", "inv_sq_frequency", "inv_log_frequency")
-WANDB_MODES = ("online", "offline")
-SPATIAL_MLP_VERSIONS = ("v2", "attn")
 ADAPTORS = ("featsharp",)
 
 
@@ -57,9 +48,12 @@ def _resolution_map(path: str, mapping) -> None:
         raise SpecError(f"{path} probabilities sum to {total:g}; they must sum to 1 (e.g. {{224: 0.5, 448: 0.5}}).")
 
 
-def validate_run_config(cfg) -> None:
-    """Raise ``SpecError`` on the first problem; also resolves every teacher (mode/loss combinations)."""
-    from radio.config.resolve import resolve_teachers
+def validate_config(cfg) -> None:
+    """Raise ``SpecError`` on the first problem: ranges, lengths, registry names and cross-field rules.
+
+    Choices that a component implements (optimizers, precisions, heads ...) are checked against that
+    component's own declaration by ``radio.run.spec``, which also resolves every teacher.
+    """
     from radio.models.registry import UnknownModelError, get_model_info
 
     ds, train, optim, distill = cfg.dataset, cfg.train, cfg.train.optim, cfg.distill
@@ -95,7 +89,6 @@ def validate_run_config(cfg) -> None:
     _probability("dataset.max_error_rate", ds.max_error_rate)
     _positive("dataset.num_classes", ds.num_classes, allow_zero=True)
     _validate_sources(ds.train_dataset, "dataset.train_dataset", required=True)
-    check_choice("dataset.train_dataset.data_weight_mode", ds.train_dataset.data_weight_mode, DATA_WEIGHT_MODES)
     nrf = ds.train_dataset.native_resolution_filter
     for name in ("min_short_side", "min_long_side", "min_area", "max_aspect_ratio"):
         _positive(f"dataset.train_dataset.native_resolution_filter.{name}", getattr(nrf, name), optional=True)
@@ -134,7 +127,6 @@ def validate_run_config(cfg) -> None:
     _positive("train.num_nodes", train.num_nodes)
     _positive("train.num_epochs", train.num_epochs)
     _positive("train.max_steps", train.max_steps, optional=True)
-    check_choice("train.precision", train.precision, PRECISIONS)
     _positive("train.grad_accumulation_steps", train.grad_accumulation_steps)
     _positive("train.clip_grad_norm", train.clip_grad_norm, allow_zero=True, optional=True)
     _positive("train.checkpoint_interval", train.checkpoint_interval, allow_zero=True, optional=True)
@@ -143,8 +135,6 @@ def validate_run_config(cfg) -> None:
     _positive("train.log_every_n_steps", train.log_every_n_steps)
     _positive("train.max_consecutive_nonfinite", train.max_consecutive_nonfinite)
 
-    check_choice("train.optim.optim", optim.optim, OPTIMIZERS)
-    check_choice("train.optim.policy", optim.policy, LR_POLICIES)
     _positive("train.optim.lr", optim.lr)
     _positive("train.optim.weight_decay", optim.weight_decay, allow_zero=True)
     _positive("train.optim.min_lr", optim.min_lr, allow_zero=True)
@@ -175,8 +165,6 @@ def validate_run_config(cfg) -> None:
     _positive("evaluate.knn_temperature", cfg.evaluate.knn_temperature)
     _positive("distill.mlp_hidden_size", distill.mlp_hidden_size)
     _positive("distill.mlp_num_inner", distill.mlp_num_inner, allow_zero=True)
-    check_choice("distill.spatial_mlp_version", distill.spatial_mlp_version, SPATIAL_MLP_VERSIONS)
-    check_choice("logging.wandb.mode", cfg.logging.wandb.mode, WANDB_MODES)
 
     for i, teacher in enumerate(distill.teacher):
         path = f"distill.teacher[{i}]"
@@ -196,7 +184,6 @@ def validate_run_config(cfg) -> None:
         _positive(f"{path}.summary_token_idx", teacher.summary_token_idx, allow_zero=True, optional=True)
         _positive(f"{path}.patch_size", teacher.patch_size, optional=True)
         _resolution_map(f"{path}.stochastic_resolutions", teacher.stochastic_resolutions)
-        check_choice(f"{path}.spatial_mlp_version", teacher.spatial_mlp_version, SPATIAL_MLP_VERSIONS, optional=True)
         check_choice(f"{path}.adaptor", teacher.adaptor, ADAPTORS, optional=True)
         if teacher.adaptor or teacher.do_upsample or teacher.upsampler_checkpoint:
             # Accepting these and training without the upsampler would silently change the targets.
@@ -204,7 +191,6 @@ def validate_run_config(cfg) -> None:
                 f"{path}: the FeatSharp teacher upsampler (adaptor / upsampler_checkpoint / do_upsample) is not "
                 "supported yet; remove those fields to distil the teacher's native feature maps."
             )
-    resolve_teachers(cfg)
 
 
 def _validate_policy_params(policy: str, params) -> None:
@@ -240,57 +226,3 @@ def _validate_sources(section, path: str, *, required: bool) -> None:
         _positive(f"{where}.scale_factor", src.scale_factor)
         _positive(f"{where}.steps_per_epoch", src.steps_per_epoch, optional=True)
         _positive(f"{where}.samples_per_file", src.samples_per_file, optional=True)
-
-
-def check_paths(cfg) -> None:
-    """Files the run needs must exist before any model is built or data is read."""
-    if os.path.exists(cfg.results_dir) and not os.path.isdir(cfg.results_dir):
-        raise SpecError(f"results_dir={cfg.results_dir!r} is a file; give a folder (it is created if missing).")
-    for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
-        where = f"dataset.train_dataset.tar_data_sources[{i}].root_dir"
-        if not os.path.isdir(src.root_dir):
-            raise SpecError(f"{where}={src.root_dir!r} is not a folder; point it at a folder holding *.tar shards.")
-        if not glob.glob(os.path.join(glob.escape(src.root_dir), "**", "*.tar"), recursive=True):
-            raise SpecError(
-                f"{where}={src.root_dir!r} holds no *.tar shards (searched {src.root_dir}/**/*.tar); "
-                "write shards with `radio shards write` or point root_dir at another folder."
-            )
-    images_dir = cfg.dataset.train_dataset.images_dir
-    if images_dir and not os.path.isdir(images_dir):
-        raise SpecError(f"dataset.train_dataset.images_dir={images_dir!r} is not a folder.")
-    student_init = cfg.model.backbone.pretrained_backbone_path
-    if student_init:
-        if not os.path.isfile(student_init):
-            raise SpecError(f"model.backbone.pretrained_backbone_path={student_init!r} does not exist.")
-        _check_readable("model.backbone.pretrained_backbone_path", student_init)
-    for i, teacher in enumerate(cfg.distill.teacher):
-        path = teacher.pretrained_teacher_model_path
-        where = f"distill.teacher[{i}].pretrained_teacher_model_path"
-        if not path:
-            raise SpecError(
-                f"{where} is not set; give a local .safetensors/.pth/.pt checkpoint for "
-                f"{teacher.model.backbone.type} (weights are never downloaded at run time)."
-            )
-        if not os.path.isfile(path):
-            raise SpecError(
-                f"{where}={path!r} does not exist; download the weights ahead of time, convert them with "
-                "tools/convert_teacher.py if needed, and point this at the local file."
-            )
-        _check_readable(where, path)
-    if str(cfg.dataset.train_dataset.data_weight_mode).lower() != "none":
-        for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
-            if not os.path.isfile(os.path.join(src.root_dir, DEDUP_COUNTS_FILE)):
-                raise SpecError(
-                    f"dataset.train_dataset.data_weight_mode={cfg.dataset.train_dataset.data_weight_mode} needs "
-                    f"de-duplication counts, but {os.path.join(src.root_dir, DEDUP_COUNTS_FILE)} (source {i}) does "
-                    f"not exist: run `radio shards stats {src.root_dir}` (list every root that can share images), "
-                    "or set data_weight_mode=none."
-                )
-
-
-def _check_readable(where: str, path: str) -> None:
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise SpecError(f"{where}={path!r} cannot be read ({exc.strerror or exc}); give a readable file.") from None

@@ -43,7 +43,7 @@ def add_commands(subparsers) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from radio.config.load import load_run_config
+    from radio.run.spec import load_run_config
     from radio.data.preview import preview, print_preview
     from radio.errors import DataError
 

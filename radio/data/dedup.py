@@ -8,37 +8,40 @@ of the sample's identity and pass so the decision is the same on every run and e
 """
 
 import hashlib
-import json
 import math
 import os
 import sqlite3
 from typing import Dict, Optional, Tuple
 
-from radio.config.schema import DEDUP_COUNTS_FILE
 from radio.errors import DataError
 
-WEIGHT_MODES = ("none", "inv_frequency", "inv_sq_frequency", "inv_log_frequency")
 _WEIGHTS = {
     "inv_frequency": lambda c: 1.0 / c,
     "inv_sq_frequency": lambda c: 1.0 / (c * c),
     "inv_log_frequency": lambda c: 1.0 / math.log(c + 1),
 }
+WEIGHT_MODES = ("none", *_WEIGHTS)  # the valid data_weight_mode values (spec validation checks against these)
 
 
-def parse_sidecar(data: bytes) -> dict:
-    """The ``.json`` sidecar as a dict; raises ValueError when it is not a JSON object."""
-    meta = json.loads(data.decode("utf-8"))
-    if not isinstance(meta, dict):
-        raise ValueError("sidecar is not a JSON object")
-    return meta
+# What `radio shards stats` writes into each root_dir for data_weight_mode.
+DEDUP_COUNTS_FILE = "dedup_counts.sqlite"
 
 
-def dedup_key(meta: Optional[dict], image_bytes: bytes) -> str:
-    """``sha256`` | ``md5`` | ``uid`` from the sidecar (first present), else the image bytes' sha256."""
+def sidecar_key(meta: Optional[dict]) -> Optional[str]:
+    """``sha256`` | ``md5`` | ``uid`` from the ``.json`` sidecar (the first present), else None."""
     for field in ("sha256", "md5", "uid"):
         if meta and meta.get(field) not in (None, ""):
             return f"{field}:{meta[field]}"
+    return None
+
+
+def image_key(image_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(image_bytes).hexdigest()
+
+
+def dedup_key(meta: Optional[dict], image_bytes: bytes) -> str:
+    """The sidecar's key (``sidecar_key``), else the image bytes' sha256."""
+    return sidecar_key(meta) or image_key(image_bytes)
 
 
 def counts_path(root_dir: str) -> str:
@@ -89,11 +92,10 @@ def unit_hash(*parts: object) -> float:
 
 
 class WeightedAcceptance:
-    """Seeded per-sample acceptance that down-weights repeated images by their dedup-key count."""
+    """Seeded per-sample acceptance that down-weights repeated images by their dedup-key count. ``mode``:
+    a ``WEIGHT_MODES`` value other than ``none`` (spec validation has checked it)."""
 
     def __init__(self, mode: str, counts: KeyCounts, seed: int):
-        if mode not in _WEIGHTS:
-            raise DataError(f"dataset.train_dataset.data_weight_mode: {mode!r} is not one of {WEIGHT_MODES}")
         self.weight = _WEIGHTS[mode]
         self.counts = counts
         self.seed = seed

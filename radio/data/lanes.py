@@ -10,19 +10,13 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from radio.data.crops import SampleDropped
-from radio.data.dedup import WeightedAcceptance, dedup_key, parse_sidecar
+from radio.data.dedup import WeightedAcceptance, dedup_key
+from radio.data.shard_records import REST_OF_SHARD, SAMPLE, ShardProblem, ShardReader
 from radio.data.sources import Source, reader_units
-from radio.data.tar_reader import (
-    TarFormatError,
-    image_extension,
-    iter_samples,
-    open_shard,
-    parse_class_label,
-    read_member,
-)
 from radio.errors import DataError
 
 LOG = logging.getLogger("radio.data")
@@ -153,8 +147,7 @@ class LaneReader:
         position = self.position
         while True:
             raw = next(self._stream)
-            if raw.image is None:
-                self.context.report("skipped/no_image", raw.path, raw.sample)
+            if raw.image is None:  # the shard reader has counted it as skipped/no_image
                 self._unusable()
                 continue
             if self.acceptance is not None and not self.acceptance.accept(dedup_key(raw.meta, raw.image), raw.identity):
@@ -227,77 +220,39 @@ class LaneReader:
         relative = self.source.files[file_index]
         path = os.path.join(self.source.root, relative)
         position = self.position
-        # Every reader sharing the shard meets its damage and format quirks; only the owner of residue 0
+        shard = ShardReader(
+            path,
+            partial(self._shard_problem, residue == 0),
+            offset=position.offset,
+            index=position.index,
+            residue=residue,
+            modulus=modulus,
+        )
+        for record in shard:
+            position.offset, position.index = shard.offset, shard.index
+            position.read_in_pass += 1
+            self.context.counters["read/samples"] += 1
+            self.context.reads[self.source.name] += 1
+            identity = (self.source_index, relative, record.key, position.pass_index)
+            image = record.read_image()
+            yield RawSample(f"{relative}:{record.key}", path, record.key, image, record.meta, record.label, identity)
+        if shard.read_to_end:
+            self._check_samples_per_file(path, shard.index)
+
+    def _shard_problem(self, counts_shard_problems: bool, problem: ShardProblem) -> None:
+        # Every reader sharing a shard meets its damage and layout quirks; only the owner of residue 0
         # counts them, so each is counted once per pass.
-        counts_file_events = residue == 0
-        try:
-            stream, file_size = open_shard(path)
-        except OSError as error:
-            if counts_file_events:
-                self.context.report("error/unreadable_tar", path, "", str(error))
-                self.context.record_error(self.source.name, whole_file=True)
+        if problem.scope != SAMPLE and not counts_shard_problems:
             return
-        keys_seen: Set[str] = set()
-        with stream:
-            try:
-                for entry in iter_samples(stream, file_size, position.offset, position.index):
-                    position.offset, position.index = entry.end_offset, entry.index + 1
-                    if counts_file_events and entry.key in keys_seen:
-                        self.context.report(
-                            "format/repeated_key",
-                            path,
-                            entry.key,
-                            "key reappears non-consecutively; read as a separate sample",
-                        )
-                    keys_seen.add(entry.key)
-                    if counts_file_events and entry.duplicate_members:
-                        self.context.report(
-                            "format/duplicate_member",
-                            path,
-                            entry.key,
-                            "an extension appears twice in one sample; the first is used",
-                        )
-                    if entry.index % modulus != residue:
-                        continue
-                    position.read_in_pass += 1
-                    self.context.counters["read/samples"] += 1
-                    self.context.reads[self.source.name] += 1
-                    yield self._raw_from_entry(stream, path, relative, entry)
-            except TarFormatError as error:
-                if counts_file_events:
-                    self.context.report(error.reason, path, "", f"{error}; the rest of the shard is skipped")
-                    self.context.record_error(self.source.name, whole_file=True)
-                return
+        self.context.report(problem.reason, problem.path, problem.key, problem.detail)
+        if problem.scope == REST_OF_SHARD:
+            self.context.record_error(self.source.name, whole_file=True)
+
+    def _check_samples_per_file(self, path: str, samples: int) -> None:
         hint = self.source.samples_per_file
-        if hint and position.index != hint and (path, "", "hint") not in self.context.logged:
+        if hint and samples != hint and (path, "", "hint") not in self.context.logged:
             self.context.logged.add((path, "", "hint"))
             self.context.counters["format/samples_per_file_mismatch"] += 1
             LOG.warning(
-                "%s holds %d samples; samples_per_file of source %r says %d",
-                path,
-                position.index,
-                self.source.name,
-                hint,
+                "%s holds %d samples; samples_per_file of source %r says %d", path, samples, self.source.name, hint
             )
-
-    def _raw_from_entry(self, stream, path: str, relative: str, entry) -> RawSample:
-        key = f"{relative}:{entry.key}"
-        image_ext = image_extension(list(entry.members))
-        image = read_member(stream, entry.members[image_ext]) if image_ext else None
-        meta = None
-        if "json" in entry.members:
-            data = read_member(stream, entry.members["json"])
-            try:
-                meta = parse_sidecar(data)
-            except (ValueError, UnicodeDecodeError) as error:
-                reason = "error/empty_member" if not data else "error/bad_json"
-                self.context.report(reason, path, entry.key, f"json sidecar ignored: {error}")
-        label = -1
-        if "cls" in entry.members:
-            text = read_member(stream, entry.members["cls"])
-            try:
-                label = parse_class_label(text)
-            except ValueError:
-                self.context.report("error/bad_cls", path, entry.key, f"not an integer: {text[:20]!r}")
-        identity = (self.source_index, relative, entry.key, self.position.pass_index)
-        return RawSample(key, path, entry.key, image, meta, label, identity)

@@ -45,7 +45,6 @@ class Batch:
     ``sizes``: ``plan.sizes_for_step(step)``; ``counters``: cumulative counters of this rank's readers
     (``read/samples``, ``dropped/<reason>``, ``skipped/<reason>``, ``error/<reason>``, ``format/<warning>``);
     sum them over ranks for run totals.
-    ``captions``: the ``.json`` sidecar's ``caption`` per sample ("" when absent).
     """
 
     images: torch.Tensor
@@ -55,7 +54,6 @@ class Batch:
     step: int
     sizes: Dict[str, int]
     counters: Dict[str, int]
-    captions: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,7 +67,6 @@ class _Chunk:
     keys: List[str] = field(default_factory=list)
     sources: List[int] = field(default_factory=list)
     labels: List[int] = field(default_factory=list)
-    captions: List[str] = field(default_factory=list)
     lanes: Dict[str, List[int]] = field(default_factory=dict)  # "source/lane" -> LanePosition, after the step
     counters: Dict[str, int] = field(default_factory=dict)  # this worker's cumulative counters
     emitter: Dict[str, object] = field(default_factory=dict)  # emitter state after the step
@@ -185,12 +182,10 @@ class _StepStream(IterableDataset):
             raw, crop = lanes[source_index, lane].next_sample(
                 lambda data: decode_crop(data, random.Random(slot_rng.random()), out_size, self.settings)
             )
-            caption = (raw.meta or {}).get("caption")
             chunk.positions.append(position)
             chunk.keys.append(raw.key)
             chunk.sources.append(source_index)
             chunk.labels.append(raw.label)
-            chunk.captions.append(caption if isinstance(caption, str) else "")
             crops.append(crop)
         if crops:
             chunk.images = torch.from_numpy(np.stack(crops))
@@ -208,10 +203,6 @@ class TrainLoader:
     def __init__(self, dataset_cfg: DatasetConfig, plan: ViewPlan, *, seed: int, rank: int, world_size: int):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        if dataset_cfg.batch_size < 1:
-            raise DataError(f"dataset.batch_size: must be >= 1, got {dataset_cfg.batch_size}")
-        if dataset_cfg.workers < 0:
-            raise DataError(f"dataset.workers: must be >= 0, got {dataset_cfg.workers}")
         self.sources = build_sources(dataset_cfg.train_dataset)
         self.source_names = [source.name for source in self.sources]
         self.plan = plan
@@ -228,7 +219,8 @@ class TrainLoader:
             lanes_for_source(source, self.world_size, lambda i=index: self._count_samples(i))
             for index, source in enumerate(self.sources)
         ]
-        emitter = MixtureEmitter([s.scale_factor for s in self.sources])
+        self.weights = [source.scale_factor for source in self.sources]
+        emitter = MixtureEmitter(self.weights)
         self._state = {
             "version": STATE_VERSION,
             "step": 0,
@@ -238,6 +230,7 @@ class TrainLoader:
             "batch_size": self.batch_size,
             "lanes_per_rank": self.lanes_per_rank,
             "sources": list(self.source_names),
+            "weights": list(self.weights),
             "emitter": emitter.state_dict(),
             "rank_counts": [0] * len(self.sources),
             "lanes": {},
@@ -245,7 +238,7 @@ class TrainLoader:
         }
 
     def _weighting(self, dataset_cfg: DatasetConfig) -> List[Optional[WeightedAcceptance]]:
-        mode = str(dataset_cfg.train_dataset.data_weight_mode).lower()
+        mode = dataset_cfg.train_dataset.data_weight_mode
         if mode == "none":
             return [None] * len(self.sources)
         return [WeightedAcceptance(mode, KeyCounts(counts_path(source.root)), self.seed) for source in self.sources]
@@ -266,11 +259,15 @@ class TrainLoader:
         return max(steps)
 
     def state_dict(self) -> dict:
-        """Small JSON-serialisable state: next step, emitter, per-lane positions, cumulative counters."""
+        """Small JSON-serialisable state: next step, source weights, emitter, per-lane positions, cumulative
+        counters."""
         return _copy_state(self._state)
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state saved by the same rank of a run with the same sources, seed and batch layout."""
+        """Restore a state saved by the same rank of a run with the same sources, seed and batch layout.
+
+        A state saved with other source weights (``scale_factor``) restarts the mixture from this run's
+        weights; every source keeps its read position."""
         expected = {
             "version": STATE_VERSION,
             "seed": self.seed,
@@ -286,8 +283,31 @@ class TrainLoader:
                     f"checkpoint and {value!r} now (resume with the same dataset sources, seed, batch size "
                     f"and world size, and give each rank its own saved state)"
                 )
-        self._state = _copy_state(state)
+        # States saved before the weights were recorded are taken to hold this run's weights.
+        self._state = _copy_state({"weights": self.weights, **state})
         self.lanes_per_rank = list(self._state["lanes_per_rank"])  # the run's split, even if the data grew
+        if self._state["weights"] != self.weights:
+            self._restart_mixture()
+
+    def _restart_mixture(self) -> None:
+        """Restart the emitter's credits so this run's weights are honoured exactly from the resume step; the
+        per-source slot counts and lane positions are kept, so no source re-reads or skips a sample."""
+        changes = [
+            f"{name!r} {old} -> {new}"
+            for name, old, new in zip(self.source_names, self._state["weights"], self.weights)
+            if old != new
+        ]
+        emitter = MixtureEmitter(self.weights)
+        emitter.load_state_dict(self._state["emitter"])
+        emitter.restart()
+        self._state["emitter"] = emitter.state_dict()
+        self._state["weights"] = list(self.weights)
+        if self.rank == 0:  # every rank restarts alike; one note is enough
+            print(
+                f"note: dataset mixture weights changed since the checkpoint (scale_factor of source "
+                f"{', '.join(changes)}): the mixture restarts from the new weights at step {self._state['step']}; "
+                "every source continues from its saved read position."
+            )
 
     def __iter__(self) -> Iterator[Batch]:
         state = _copy_state(self._state)
@@ -352,7 +372,6 @@ class TrainLoader:
         else:
             pixels = torch.empty((self.batch_size, size, size, 3), dtype=torch.uint8)
         keys = [""] * self.batch_size
-        captions = [""] * self.batch_size
         sources = torch.empty(self.batch_size, dtype=torch.int64)
         labels = torch.empty(self.batch_size, dtype=torch.int64)
         for chunk in chunks:
@@ -364,8 +383,8 @@ class TrainLoader:
                     pixels[position].copy_(chunk.images[row])
             sources[index] = torch.tensor(chunk.sources, dtype=torch.int64)
             labels[index] = torch.tensor(chunk.labels, dtype=torch.int64)
-            for position, key, caption in zip(chunk.positions, chunk.keys, chunk.captions):
-                keys[position], captions[position] = key, caption
+            for position, key in zip(chunk.positions, chunk.keys):
+                keys[position] = key
         if self.num_classes > 0 and int(labels.max()) >= self.num_classes:
             # An out-of-range class would crash the loss (a device-side assert on GPU); say where it came from.
             bad = int(labels.argmax())
@@ -393,7 +412,6 @@ class TrainLoader:
             step,
             self.plan.sizes_for_step(step),
             dict(counters),
-            captions,
         )
 
 
@@ -404,6 +422,7 @@ def _copy_state(state: dict) -> dict:
     copied["lanes"] = {k: list(v) for k, v in state["lanes"].items()}
     copied["counters"] = dict(state["counters"])
     copied["sources"] = list(state["sources"])
+    copied["weights"] = list(state["weights"])
     copied["lanes_per_rank"] = list(state["lanes_per_rank"])
     return copied
 

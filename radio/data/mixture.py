@@ -51,6 +51,11 @@ class MixtureEmitter:
         """Source indices of the next ``count`` slots."""
         return [self.next_source() for _ in range(count)]
 
+    def restart(self) -> None:
+        """Clear the credits, as in a new emitter, keeping the slot index and counts: after a change of
+        weights, every prefix from here on holds the new shares (within 2 samples)."""
+        self.credits = [0] * len(self.weights)
+
     def state_dict(self) -> Dict[str, object]:
         return {"slot": self.slot, "credits": list(self.credits), "counts": list(self.counts)}
 

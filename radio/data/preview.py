@@ -6,13 +6,14 @@ from typing import Dict, List, Optional, TextIO
 
 from radio.data.loader import TrainLoader
 from radio.data.mixture import MixtureEmitter
-from radio.data.views import ViewPlan, build_view_plan
+from radio.data.views import ViewPlan
 
 
 def run_plan(cfg) -> ViewPlan:
     """The view plan ``radio distill`` uses for this config (sizes decide how crops are decoded)."""
-    from radio.config.resolve import resolve_teachers
     from radio.models.registry import get_model_info
+    from radio.run.build import build_view_plan
+    from radio.run.teachers import resolve_teachers
 
     student_patch = get_model_info(cfg.model.backbone.type).patch_size
     return build_view_plan(cfg, resolve_teachers(cfg), student_patch)

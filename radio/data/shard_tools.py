@@ -2,16 +2,13 @@
 
 import glob
 import json
-import logging
 import os
 from typing import Dict, Iterator, List, Sequence
 
-from radio.data.dedup import counts_path, dedup_key, parse_sidecar, write_counts
+from radio.data.dedup import counts_path, image_key, sidecar_key, write_counts
+from radio.data.shard_records import ShardReader, log_problem
 from radio.data.sources import discover_folder_source
-from radio.data.tar_reader import TarFormatError, image_extension, iter_samples, open_shard, read_member
 from radio.errors import DataError
-
-LOG = logging.getLogger("radio.data")
 
 
 def write_folder_shards(
@@ -39,33 +36,15 @@ def write_folder_shards(
 
 
 def iter_dedup_keys(root: str) -> Iterator[str]:
-    """The dedup key of every sample with an image under ``root`` (damaged shards: what is readable)."""
+    """The dedup key of every sample with an image under ``root``; bad data is logged and skipped (damaged
+    shards: what is readable)."""
     shards = sorted(glob.glob(os.path.join(root, "**", "*.tar"), recursive=True))
     if not shards:
         raise DataError(f"radio shards stats: no *.tar shards under {root}")
     for path in shards:
-        try:
-            stream, size = open_shard(path)
-        except OSError as error:
-            LOG.warning("skipping unreadable shard %s: %s", path, error)
-            continue
-        with stream:
-            try:
-                for entry in iter_samples(stream, size):
-                    extension = image_extension(list(entry.members))
-                    if extension is None:
-                        continue
-                    meta = None
-                    if "json" in entry.members:
-                        try:
-                            meta = parse_sidecar(read_member(stream, entry.members["json"]))
-                        except (ValueError, UnicodeDecodeError):
-                            meta = None
-                    has_key = meta and any(meta.get(f) not in (None, "") for f in ("sha256", "md5", "uid"))
-                    image = b"" if has_key else read_member(stream, entry.members[extension])
-                    yield dedup_key(meta, image)
-            except TarFormatError as error:
-                LOG.warning("%s: %s; counted the samples before the damage", path, error)
+        for record in ShardReader(path, log_problem):
+            if record.has_image:  # the image bytes are read only when the sidecar names no key
+                yield sidecar_key(record.meta) or image_key(record.read_image())
 
 
 def write_dedup_counts(roots: Sequence[str]) -> Dict[str, int]:

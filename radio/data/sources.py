@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 from radio.config.schema import TarDataSource, TrainDatasetConfig
-from radio.data.tar_reader import IMAGE_EXTENSIONS, TarFormatError, iter_samples, open_shard
+from radio.data.shard_records import ShardReader
+from radio.data.tar_reader import IMAGE_EXTENSIONS
 from radio.errors import DataError
 
 LOG = logging.getLogger("radio.data")
@@ -37,15 +38,14 @@ class Source:
 
 
 def discover_tar_source(config: TarDataSource, field_path: str) -> Source:
-    """Scan ``{root_dir}/**/*.tar`` (sorted). Raises ``DataError`` when the folder has no shards."""
+    """Scan ``{root_dir}/**/*.tar`` (sorted). Raises ``DataError`` when the folder is missing or holds no
+    shards (``radio data preview`` reads data without the path checks of ``radio/config/validate.py``)."""
     root = os.path.abspath(os.path.expanduser(str(config.root_dir)))
     if not os.path.isdir(root):
         raise DataError(f"{field_path}.root_dir: {config.root_dir!r} is not a directory")
     shards = sorted(glob.glob(os.path.join(root, "**", "*.tar"), recursive=True))
     if not shards:
         raise DataError(f"{field_path}.root_dir: no *.tar shards found under {root} (searched {root}/**/*.tar)")
-    if not config.scale_factor > 0:
-        raise DataError(f"{field_path}.scale_factor: must be > 0, got {config.scale_factor}")
     return Source(
         name=config.name or os.path.basename(root.rstrip(os.sep)),
         root=root,
@@ -77,17 +77,14 @@ def discover_folder_source(images_dir: str, field_path: str) -> Source:
 
 
 def build_sources(config: TrainDatasetConfig) -> List[Source]:
-    """Every training source in spec order (tar sources, then ``images_dir``); names made unique."""
+    """Every training source in spec order (tar sources, then ``images_dir``; spec validation requires at
+    least one); names made unique."""
     sources = [
         discover_tar_source(source, f"dataset.train_dataset.tar_data_sources[{index}]")
         for index, source in enumerate(config.tar_data_sources)
     ]
     if config.images_dir:
         sources.append(discover_folder_source(config.images_dir, "dataset.train_dataset.images_dir"))
-    if not sources:
-        raise DataError(
-            "dataset.train_dataset: no training data; set tar_data_sources (a list of {root_dir: ...}) or images_dir"
-        )
     seen = set()
     unique = []
     for index, source in enumerate(sources):
@@ -129,13 +126,6 @@ def estimate_samples(source: Source) -> int:
         "shard's tar headers (set one of them to skip this pass)",
         source.name,
     )
-    total = 0
-    for relative in source.files:
-        try:
-            stream, size = open_shard(os.path.join(source.root, relative))
-            with stream:
-                for _ in iter_samples(stream, size):
-                    total += 1
-        except (OSError, TarFormatError):  # damaged shards are reported when read; here they count what they hold
-            continue
-    return max(total, 1)
+    # Damaged shards are reported when the lanes read them; here they count the samples they hold.
+    shards = (ShardReader(os.path.join(source.root, relative), lambda problem: None) for relative in source.files)
+    return max(sum(shard.count() for shard in shards), 1)

@@ -49,7 +49,7 @@ def write_synthetic_shards(
     """Write ``num_images`` JPEG samples as WebDataset shards ``{out_dir}/{prefix}-%06d.tar``.
 
     Each image's width and height are drawn independently from ``size_range`` (pixels, inclusive).
-    ``with_json`` adds a ``.json`` sidecar (``uid``, ``caption``); ``with_cls`` a ``.cls`` label in
+    ``with_json`` adds a ``.json`` sidecar (``uid``, a dedup key); ``with_cls`` a ``.cls`` label in
     ``[0, num_classes)``. Keys are ``{prefix}_{seed}_{index:07d}``, so two sources written with
     different seeds or prefixes never share keys. Returns the shard paths, sorted.
     """
@@ -64,7 +64,7 @@ def write_synthetic_shards(
             key = f"{prefix}_{seed}_{index:07d}"
             sample = {"__key__": key, "jpg": jpeg_bytes(synthetic_image(rng, width, height))}
             if with_json:
-                sample["json"] = json.dumps({"uid": key, "caption": f"synthetic image {index}"}).encode()
+                sample["json"] = json.dumps({"uid": key}).encode()
             if with_cls:
                 sample["cls"] = str(int(rng.integers(0, num_classes))).encode()
             sink.write(sample)

@@ -2,8 +2,9 @@
 
 A sample is a run of consecutive members whose paths agree up to the first dot of the basename
 (``dir/a.b.jpg`` -> key ``dir/a``, extension ``b.jpg``). Only headers are read for samples the caller
-does not own; their data is skipped by seeking. Truncated or corrupt archives end the shard early with a
-reason instead of raising, so one bad file never stops a run.
+does not own; their data is skipped by seeking. Truncated or corrupt archives raise ``TarFormatError``
+after the complete samples before the damage; ``shard_records.ShardReader``, the one reader of samples,
+reports that as a problem instead of raising, so one bad file never stops a run.
 """
 
 import os
@@ -162,11 +163,6 @@ def iter_samples(
 def read_member(stream: BinaryIO, member: Member) -> bytes:
     stream.seek(member.data_offset)
     return stream.read(member.size)
-
-
-def parse_class_label(data: bytes) -> int:
-    """A ``.cls`` member's class index (ASCII integer); ``ValueError`` when it is not one."""
-    return int(data.decode("ascii").strip())
 
 
 def image_extension(extensions: List[str]) -> Optional[str]:

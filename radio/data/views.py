@@ -90,30 +90,3 @@ def make_view(images: torch.Tensor, size: int, mean: Sequence[float], std: Seque
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x / 255.0 - mean_t) / std_t
-
-
-def build_view_plan(cfg, teachers, student_patch: int) -> ViewPlan:
-    """The run's plan: the student view from ``cfg.dataset`` and one view per resolved teacher
-    (``radio.config.resolve.ResolvedTeacher``), seeded by ``cfg.train.seed``."""
-    augmentation = cfg.dataset.augmentation
-    student = ViewSpec(
-        name="student",
-        size=int(cfg.dataset.img_size),
-        patch_size=student_patch,
-        stochastic_resolutions={int(k): float(v) for k, v in augmentation.stochastic_resolutions.items()},
-        mean=list(augmentation.norm_mean),
-        std=list(augmentation.norm_std),
-    )
-    views = [
-        ViewSpec(
-            name=t.name,
-            size=t.input_size,
-            patch_size=t.patch_size,
-            stochastic_resolutions={int(k): float(v) for k, v in t.stochastic_resolutions.items()},
-            mean=list(t.norm_mean),
-            std=list(t.norm_std),
-            follow="student" if t.match_student_resolution else None,
-        )
-        for t in teachers
-    ]
-    return ViewPlan(student=student, teachers=views, seed=cfg.train.seed)

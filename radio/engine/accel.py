@@ -18,7 +18,8 @@ from radio.config.schema import TrainConfig  # noqa: E402
 from radio.engine.deepspeed_config import build_deepspeed_config, deepspeed_requested  # noqa: E402
 from radio.errors import SpecError  # noqa: E402
 
-_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+# ``train.precision`` -> Accelerate's ``mixed_precision``; the spec is checked against these names.
+PRECISIONS = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
 
 def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
@@ -48,7 +49,7 @@ def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
         # DeepSpeed's collectives call torch APIs that torch marks deprecated, once per bucket and step.
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     return Accelerator(
-        mixed_precision=_MIXED_PRECISION[train.precision],
+        mixed_precision=PRECISIONS[train.precision],
         cpu=on_cpu and plugin is None,  # cpu=True would quietly turn DeepSpeed off; DS_ACCELERATOR=cpu says CPU
         kwargs_handlers=handlers,
         gradient_accumulation_steps=train.grad_accumulation_steps,
@@ -58,12 +59,6 @@ def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
 
 def uses_deepspeed(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
-
-
-def reduce_sum(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
-    if accelerator.num_processes == 1:
-        return tensor
-    return accelerator.reduce(tensor, reduction="sum")
 
 
 def first_error(accelerator: Accelerator, error: Optional[str]) -> Optional[str]:

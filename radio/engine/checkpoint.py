@@ -1,6 +1,7 @@
 """Atomic training checkpoint folders and their discovery.
 
-Layout of ``results_dir/checkpoints/step_XXXXXXX/`` (what goes in it is ``engine/run_state.py``'s):
+Layout of ``results_dir/checkpoints/step_XXXXXXX/`` (file names: ``radio/run/layout.py``; what goes in
+them is ``engine/run_state.py``'s):
 - ``model.safetensors``: the trained module (student + heads), consolidated fp32.
 - ``normalizers.safetensors``: PHI-S / standardisation statistics and loss running state.
 - ``optimizer.pt`` (DDP; tensors and plain values, read with ``weights_only=True``) or ``deepspeed/``
@@ -17,7 +18,6 @@ kill at any moment leaves at worst a stale temp folder, which the next save remo
 import json
 import os
 import random
-import re
 import shutil
 from typing import Callable, List, Optional, Tuple
 
@@ -25,33 +25,14 @@ import numpy as np
 import torch
 
 from radio.errors import CheckpointError, on_every_rank
-
-STEP_DIR = re.compile(r"^step_(\d{7,})$")
-TRAINER_STATE = "trainer_state.json"
-MODEL_FILE = "model.safetensors"
-NORMALIZERS_FILE = "normalizers.safetensors"
-OPTIMIZER_FILE = "optimizer.pt"
-
-
-def checkpoints_root(results_dir: str) -> str:
-    return os.path.join(results_dir, "checkpoints")
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
-def list_complete_checkpoints(results_dir: str) -> List[str]:
-    """Complete checkpoint folders, oldest first."""
-    root = checkpoints_root(results_dir)
-    if not os.path.isdir(root):
-        return []
-    found = []
-    for name in os.listdir(root):
-        match = STEP_DIR.match(name)
-        if match and os.path.isfile(os.path.join(root, name, TRAINER_STATE)):
-            found.append((int(match.group(1)), os.path.join(root, name)))
-    return [path for _, path in sorted(found)]
+from radio.run.layout import (
+    STEP_DIR,
+    TRAINER_STATE,
+    checkpoints_root,
+    free_space,
+    list_complete_checkpoints,
+    step_dir_name,
+)
 
 
 def resume_candidates(results_dir: str, explicit: Optional[str]) -> Tuple[List[str], bool]:
@@ -210,16 +191,6 @@ def _write_error(results_dir: str, step: int, error: str) -> CheckpointError:
         f"(results_dir={results_dir!r}). The partial folder was removed and {kept}. Free some space (or fix the folder) and run "
         "the same command again to resume from it."
     )
-
-
-def free_space(path: str) -> str:
-    """ "N MiB free" on the file system holding ``path`` (or its nearest existing parent)."""
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        return f"{shutil.disk_usage(path or '.').free / 2**20:.0f} MiB free there"
-    except OSError:
-        return "free space unknown"
 
 
 def read_checkpoint_file(folder: str, name: str, reader: Callable[[str], object]):

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Optional
 
-LOCK_FILE = ".lock"
+from radio.run.layout import LOCK_FILE
 
 
 class ResultsDirLock:

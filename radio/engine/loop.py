@@ -7,24 +7,24 @@ from typing import List, Optional
 import torch
 from omegaconf import OmegaConf
 
-from radio.config.resolve import resolve_teachers
-from radio.config.validate import check_paths
-from radio.engine import checkpoint as ckpt
 from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
-from radio.engine.build import build_components
 from radio.engine.flops import StepFlops, VitShape, peak_tflops
 from radio.engine.lock import ResultsDirLock
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
 from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
-from radio.engine.outputs import write_final_outputs, write_resolved_config, write_run_status
+from radio.engine.outputs import write_final_outputs
 from radio.engine.params import ReplicatedParams, ZeroParams
 from radio.engine.run_state import RunState, resume
 from radio.engine.step import TrainStep
-from radio.engine.stop import STOP_FILE, StopRequest
+from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError, on_every_rank
 from radio.models.registry import get_model_info
+from radio.run.build import Components, build_components
+from radio.run.layout import STOP_FILE, checkpoints_root, write_resolved_config, write_run_status
+from radio.run.spec import check_paths
+from radio.run.teachers import resolve_teachers
 
 
 @dataclass
@@ -60,124 +60,64 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
 
 
 def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> RunResult:
-    results_dir, train = cfg.results_dir, cfg.train
-    device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
-    if is_main and stop.clear_stale_stop_file(results_dir):
-        print(f"note: removed {results_dir}/{STOP_FILE}, left from before this run started.")
-    if accelerator.num_processes != train.num_gpus * train.num_nodes:
-        accelerator.print(
-            f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
-            f"says {train.num_gpus * train.num_nodes} (the launcher decides)."
-        )
-
-    parts = build_components(cfg, teachers_cfg, device=device, rank=rank, world_size=accelerator.num_processes)
-    loader = parts.loader
-    accum = train.grad_accumulation_steps
-    steps_per_epoch = max(1, loader.steps_per_epoch // accum)
-    total_steps = train.num_epochs * steps_per_epoch
-    if train.max_steps:
-        if train.max_steps > total_steps:
-            accelerator.print(
-                f"note: train.max_steps={train.max_steps} is more than the {total_steps} steps of train.num_epochs="
-                f"{train.num_epochs} x {steps_per_epoch} steps per epoch; the run ends at {total_steps} (max_steps "
-                "only shortens a run: raise train.num_epochs for a longer one)."
-            )
-        total_steps = min(total_steps, train.max_steps)
-    if train.compile:
-        # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
-        parts.model.compile()
-    optimizer = build_optimizer(parts.model, train.optim)
-    scheduler = build_scheduler(optimizer, train.optim, total_steps, steps_per_epoch)
-    # Only the trained module is prepared (wrapped by DDP or sharded by ZeRO); teachers stay as built.
-    model, optimizer = accelerator.prepare(parts.model, optimizer)
-    trainable = accelerator.unwrap_model(model)
-    zero = uses_deepspeed(accelerator)
-    params = ZeroParams(model, rank) if zero else ReplicatedParams(trainable, optimizer)
-    window = MetricsWindow(loader.source_names, device, peak_tflops(device))
-    state = RunState(
-        params, parts.loss_state, scheduler, loader, window, rank=rank, world_size=accelerator.num_processes
-    )
-    objective = DistillationObjective(
+    results_dir, train, is_main = cfg.results_dir, cfg.train, accelerator.is_main_process
+    _start_up_notes(cfg, accelerator, stop)
+    parts = build_components(
+        cfg,
         teachers_cfg,
-        parts.teachers,
-        parts.criteria,
-        SpatialTargets(parts.normalizers, trainable.spatial_heads, params),
-        parts.plan,
+        device=accelerator.device,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )
-    resume_path = resume(
+    total_steps, steps_per_epoch = _run_length(train, parts.loader.steps_per_epoch, accelerator.print)
+    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch)
+    state = trainer.state
+    resumed_from = resume(
         state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
     )
-    if resume_path:
-        accelerator.print(f"resumed from {resume_path} at step {state.counters.step}")
+    counters = state.counters  # restored by resume()
+    if resumed_from:
+        accelerator.print(f"resumed from {resumed_from} at step {counters.step}")
     if is_main:  # only now: a launch refused above must not leave its config next to another run's checkpoints
         write_resolved_config(cfg, teachers_cfg, results_dir)
-    counters = state.counters
-    train_step = TrainStep(
-        accelerator,
-        model,
-        optimizer,
-        objective,
-        parts.plan,
-        cfg.distill.vitdet,
-        _step_flops(trainable.student, teachers_cfg),
-        seed=train.seed,
-        accum=accum,
-        clip_grad_norm=train.clip_grad_norm,
-        # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
-        input_dtype=torch.bfloat16 if zero and train.precision == "bf16" else torch.float32,
-    )
 
     def save() -> str:
         return state.save(results_dir, agree=agree, keep=train.keep_checkpoints)
 
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    logger = MetricsLogger(results_dir, cfg.logging, enabled=is_main, run_config=run_config, resume_step=counters.step)
+    def result(stopped_early: bool) -> RunResult:
+        return RunResult(results_dir, counters.step, resumed_from, stopped_early, [t.name for t in teachers_cfg])
+
+    logger = MetricsLogger(
+        results_dir,
+        cfg.logging,
+        enabled=is_main,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        resume_step=counters.step,
+    )
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
-
-    def stopped(saved: bool) -> RunResult:
-        if progress is not None:
-            progress.close()  # the message on a line of its own
-        why = stop.reason(results_dir) or "another rank"
-        if is_main:
-            StopRequest.consume_stop_file(results_dir)
-            write_run_status(results_dir, "stopped", counters.step, why)
-        where = "checkpoint written" if saved else "nothing trained since the last checkpoint"
-        accelerator.print(f"stop requested ({why}): {where} at step {counters.step}; run the same command to resume")
-        return RunResult(results_dir, counters.step, resume_path, True, [t.name for t in teachers_cfg])
-
-    data = iter(loader)
-    model.train()
+    data = iter(parts.loader)
     try:
         if stop.agreed(accelerator, results_dir):  # asked during start-up
-            return stopped(saved=False)
+            return _stopped(stop, accelerator, results_dir, counters.step, progress, result, saved=False)
         while counters.step < total_steps:
-            outcome = train_step(data, counters.step, window)
-            lr = scheduler.get_last_lr()[0]  # the rate this step used
-            advance_schedule(scheduler)
-            counters.count_step(applied=outcome.grad_norm is not None)
-            if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-                raise on_every_rank(
-                    RadioError(_nonfinite_message(counters, train, results_dir, outcome.skipped_teachers))
-                )
+            outcome, lr = trainer.step(data)
             step = counters.step
             if progress is not None:
                 progress.update(1)
             if step % train.log_every_n_steps == 0 or step == total_steps:
-                values = window.flush(accelerator, outcome.last_batch.counters)
-                values.update({"lr": lr, "nonfinite_skipped_total": counters.nonfinite_total})
-                values.update(_loss_state_values(parts))
+                values = trainer.window_values(outcome, lr)
                 logger.log(step, values)
                 if progress is not None and "loss/total" in values:  # absent when every step was skipped
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if stop.agreed(accelerator, results_dir):
                 save()
-                return stopped(saved=True)
+                return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
                 save()
         save()
-        student_state = {k: v for k, v in params.full_state_dict().items() if k.startswith("student.")}
+        student_state = {k: v for k, v in trainer.params.full_state_dict().items() if k.startswith("student.")}
         if is_main:
-            write_final_outputs(cfg, trainable.student, student_state, teachers_cfg, results_dir)
+            write_final_outputs(cfg, trainer.trainable.student, student_state, teachers_cfg, results_dir)
             write_run_status(results_dir, "finished", counters.step)
     finally:
         data.close()  # ends the DataLoader workers now, whatever ended the run
@@ -185,30 +125,127 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
         if progress is not None:
             progress.close()
     accelerator.wait_for_everyone()
-    return RunResult(results_dir, counters.step, resume_path, False, [t.name for t in teachers_cfg])
+    return result(stopped_early=False)
 
 
-def _loss_state_values(parts) -> dict:
-    values = {}
-    for group, modules in (("normalizer", parts.normalizers), ("criterion", parts.criteria)):
-        for name, module in modules.items():
-            values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
-    return values
+class _Trainer:
+    """The prepared pieces of one run: the trained module as the engine wraps it, its optimizer and
+    schedule, the run's state, and one optimizer step with its bookkeeping."""
+
+    def __init__(self, cfg, teachers_cfg, accelerator, parts: Components, total_steps: int, steps_per_epoch: int):
+        train = cfg.train
+        self.train, self.accelerator, self.parts = train, accelerator, parts
+        self.results_dir = cfg.results_dir
+        if train.compile:
+            # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
+            parts.model.compile()
+        optimizer = build_optimizer(parts.model, train.optim)
+        self.scheduler = build_scheduler(optimizer, train.optim, total_steps, steps_per_epoch)
+        # Only the trained module is prepared (wrapped by DDP or sharded by ZeRO); teachers stay as built.
+        model, optimizer = accelerator.prepare(parts.model, optimizer)
+        self.trainable = accelerator.unwrap_model(model)
+        zero = uses_deepspeed(accelerator)
+        self.params = (
+            ZeroParams(model, accelerator.process_index) if zero else ReplicatedParams(self.trainable, optimizer)
+        )
+        self.window = MetricsWindow(parts.loader.source_names, accelerator.device, peak_tflops(accelerator.device))
+        self.state = RunState(
+            self.params,
+            parts.loss_state,
+            self.scheduler,
+            parts.loader,
+            self.window,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+        )
+        targets = SpatialTargets(parts.normalizers, self.trainable.spatial_heads, self.params)
+        self.train_step = TrainStep(
+            accelerator,
+            model,
+            optimizer,
+            DistillationObjective(teachers_cfg, parts.teachers, parts.criteria, targets),
+            parts.plan,
+            cfg.distill.vitdet,
+            _step_flops(self.trainable.student, teachers_cfg),
+            seed=train.seed,
+            accum=train.grad_accumulation_steps,
+            clip_grad_norm=train.clip_grad_norm,
+            # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
+            input_dtype=torch.bfloat16 if zero and train.precision == "bf16" else torch.float32,
+        )
+        model.train()
+
+    def step(self, data):
+        """One optimizer step, the schedule and the counters; stops the run after too many non-finite steps.
+        Returns the step's outcome and the learning rate it used."""
+        counters = self.state.counters
+        outcome = self.train_step(data, counters.step, self.window)
+        lr = self.scheduler.get_last_lr()[0]
+        advance_schedule(self.scheduler)
+        counters.count_step(applied=outcome.grad_norm is not None)
+        if counters.nonfinite_streak >= self.train.max_consecutive_nonfinite:
+            raise on_every_rank(RadioError(_nonfinite_message(counters, self.train, self.results_dir, outcome)))
+        return outcome, lr
+
+    def window_values(self, outcome, lr: float) -> dict:
+        """The logging window's all-rank values (a collective), plus the learning rate and loss state."""
+        values = self.window.flush(self.accelerator, outcome.last_batch.counters)
+        values.update({"lr": lr, "nonfinite_skipped_total": self.state.counters.nonfinite_total})
+        for group, modules in (("normalizer", self.parts.normalizers), ("criterion", self.parts.criteria)):
+            for name, module in modules.items():
+                values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
+        return values
 
 
-def _nonfinite_message(counters, train, results_dir: str, skipped_teachers) -> str:
+def _start_up_notes(cfg, accelerator, stop: StopRequest) -> None:
+    train = cfg.train
+    if accelerator.is_main_process and stop.clear_stale_stop_file(cfg.results_dir):
+        print(f"note: removed {cfg.results_dir}/{STOP_FILE}, left from before this run started.")
+    if accelerator.num_processes != train.num_gpus * train.num_nodes:
+        accelerator.print(
+            f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
+            f"says {train.num_gpus * train.num_nodes} (the launcher decides)."
+        )
+
+
+def _run_length(train, loader_steps_per_epoch: int, say) -> tuple:
+    """(total optimizer steps, optimizer steps per epoch)."""
+    steps_per_epoch = max(1, loader_steps_per_epoch // train.grad_accumulation_steps)
+    total_steps = train.num_epochs * steps_per_epoch
+    if train.max_steps and train.max_steps > total_steps:
+        say(
+            f"note: train.max_steps={train.max_steps} is more than the {total_steps} steps of train.num_epochs="
+            f"{train.num_epochs} x {steps_per_epoch} steps per epoch; the run ends at {total_steps} (max_steps "
+            "only shortens a run: raise train.num_epochs for a longer one)."
+        )
+    return min(total_steps, train.max_steps or total_steps), steps_per_epoch
+
+
+def _stopped(stop, accelerator, results_dir: str, step: int, progress, result, *, saved: bool) -> RunResult:
+    if progress is not None:
+        progress.close()  # the message on a line of its own
+    why = stop.reason(results_dir) or "another rank"
+    if accelerator.is_main_process:
+        StopRequest.consume_stop_file(results_dir)
+        write_run_status(results_dir, "stopped", step, why)
+    where = "checkpoint written" if saved else "nothing trained since the last checkpoint"
+    accelerator.print(f"stop requested ({why}): {where} at step {step}; run the same command to resume")
+    return result(stopped_early=True)
+
+
+def _nonfinite_message(counters, train, results_dir: str, outcome) -> str:
     advice = "Lower train.optim.lr or set train.clip_grad_norm"
     if train.precision != "fp32":
         advice += ", or use train.precision=fp32"
-    if skipped_teachers:
+    if outcome.skipped_teachers:
         advice = (
-            f"Non-finite terms in the last step came from teacher(s) {', '.join(sorted(skipped_teachers))}: if a "
-            "teacher's outputs are NaN/inf, check its pretrained_teacher_model_path weights. Otherwise: " + advice
+            f"Non-finite terms in the last step came from teacher(s) {', '.join(sorted(outcome.skipped_teachers))}: "
+            "if a teacher's outputs are NaN/inf, check its pretrained_teacher_model_path weights. Otherwise: " + advice
         )
     return (
         f"the loss or its gradients were non-finite for {counters.nonfinite_streak} optimizer steps in a row "
         f"(the last at step {counters.step}); stopping. {advice}; the newest checkpoint is in "
-        f"{ckpt.checkpoints_root(results_dir)}."
+        f"{checkpoints_root(results_dir)}."
     )
 
 

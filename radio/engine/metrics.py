@@ -10,6 +10,9 @@ from typing import Dict, List, Optional
 import torch
 
 from radio.config.schema import LoggingConfig
+from radio.run.layout import METRICS_FILE
+
+WANDB_MODES = ("online", "offline")  # ``logging.wandb.mode``: wandb.init's modes a run may ask for
 
 
 class MetricsLogger:
@@ -32,7 +35,7 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(results_dir, exist_ok=True)
-        path = os.path.join(results_dir, "metrics.jsonl")
+        path = os.path.join(results_dir, METRICS_FILE)
         _truncate_after(path, resume_step)
         self._jsonl = open(path, "a", buffering=1)
         if cfg.tensorboard:
@@ -93,14 +96,6 @@ def _wandb_run_id(results_dir: str) -> str:
             f.write(uuid.uuid4().hex[:12])
     with open(path) as f:
         return f.read().strip()
-
-
-def read_metrics(results_dir: str) -> list:
-    path = os.path.join(results_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class MetricsWindow:
@@ -170,7 +165,8 @@ class MetricsWindow:
         self.started = time.perf_counter() - state["elapsed"]  # the time before the restart, not the downtime
 
     def flush(self, accelerator, counters: Dict[str, int]) -> Dict[str, float]:
-        from radio.engine.accel import reduce_sum, sum_counters
+        from radio.distributed import all_reduce_sum_
+        from radio.engine.accel import sum_counters
 
         elapsed = time.perf_counter() - self.started
         keys = sorted(self.sums)  # the same keys on every rank: the same teachers
@@ -180,7 +176,7 @@ class MetricsWindow:
         # A window of skipped (non-finite) steps has no sums; every rank agrees on skipping, so keys match.
         sums = [self.sums[k].reshape(1) for k in keys]
         packed = torch.cat([*sums, scalars, self.sources])
-        packed = reduce_sum(accelerator, packed).cpu().tolist()
+        packed = all_reduce_sum_(packed).cpu().tolist()
         n = len(keys)
         sums, (micro_steps, images, skipped, flops), mix = packed[:n], packed[n : n + 4], packed[n + 4 :]
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}

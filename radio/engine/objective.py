@@ -6,10 +6,11 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
-from radio.config.resolve import ResolvedTeacher
-from radio.data.views import ViewPlan, make_view
 from radio.engine.targets import SpatialTargets
 from radio.losses.aggregate import aggregate_teacher_losses, label_cross_entropy
+from radio.models.teacher import TeacherOutput
+from radio.run.build import teacher_outputs
+from radio.run.teachers import ResolvedTeacher
 
 
 @dataclass
@@ -27,22 +28,35 @@ class DistillationObjective:
         teachers: Dict[str, nn.Module],
         criteria: nn.ModuleDict,
         spatial_targets: SpatialTargets,
-        plan: ViewPlan,
     ):
         self.teachers_cfg = teachers_cfg
         self.teachers = teachers
         self.criteria = criteria
         self.spatial_targets = spatial_targets
-        self.plan = plan
         self.lambdas = {t.name: t.loss_lambda for t in teachers_cfg}
         self.mean_lambda = sum(self.lambdas.values()) / len(self.lambdas)
 
-    def teacher_targets(self, images: torch.Tensor, sizes: Dict[str, int]) -> Dict[str, Dict[str, torch.Tensor]]:
-        """images: uint8 [B,3,S,S] shared crops on the device. Each teacher sees them at its own resolution
-        and normalisation; spatial targets come out normalised (PHI-S ...)."""
+    def teacher_outputs(self, images: torch.Tensor, sizes: Dict[str, int]) -> Dict[str, TeacherOutput]:
+        """images: uint8 [B,3,S,S] shared crops on the device; each teacher sees them at its own resolution
+        (``sizes``) and normalisation."""
+        return teacher_outputs(self.teachers, self.teachers_cfg, images, sizes)
+
+    def observe(self, outputs: Dict[str, TeacherOutput]) -> None:
+        """Add a micro-batch's spatial features to the target normalisers' statistics."""
+        for t in self.teachers_cfg:
+            if t.uses_spatial:
+                self.spatial_targets.observe(t.name, outputs[t.name].spatial)
+
+    def refresh_targets(self) -> List[str]:
+        """Once per optimizer step, before its first targets: due normalisers refresh and the spatial heads
+        of those teachers are re-based (trained weights change here; ``engine/targets.py``)."""
+        return self.spatial_targets.refresh()
+
+    def targets(self, outputs: Dict[str, TeacherOutput]) -> Dict[str, Dict[str, torch.Tensor]]:
+        """The kinds each teacher is distilled on; spatial targets normalised (PHI-S ...)."""
         targets = {}
         for t in self.teachers_cfg:
-            out = self.teachers[t.name](make_view(images, sizes[t.name], t.norm_mean, t.norm_std))
+            out = outputs[t.name]
             target: Dict[str, torch.Tensor] = {}
             if t.uses_summary:
                 target["summary"] = out.summary

@@ -3,7 +3,7 @@
 import math
 import re
 import warnings
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,20 +30,27 @@ def param_groups(model: nn.Module, weight_decay: float, skip_names: Iterable[str
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.skip_names)
-    betas: Tuple[float, float] = (float(cfg.betas[0]), float(cfg.betas[1]))
-    if cfg.optim == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
-    if cfg.optim == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
-    if cfg.optim == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optim == "lamb":
-        from timm.optim import Lamb
+def _betas(cfg: OptimConfig) -> Tuple[float, float]:
+    return float(cfg.betas[0]), float(cfg.betas[1])
 
-        return Lamb(groups, lr=cfg.lr, betas=betas)
-    raise ValueError(f"unknown optimizer {cfg.optim!r}")  # validate.py rejects this first
+
+def _lamb(groups: List[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    from timm.optim import Lamb
+
+    return Lamb(groups, lr=cfg.lr, betas=_betas(cfg))
+
+
+# ``train.optim.optim`` -> constructor(param groups, cfg); the spec is checked against these names.
+OPTIMIZERS: Dict[str, Callable[[List[dict], OptimConfig], torch.optim.Optimizer]] = {
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=_betas(cfg)),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=_betas(cfg)),
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum),
+    "lamb": _lamb,
+}
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.optim](param_groups(model, cfg.weight_decay, cfg.skip_names), cfg)
 
 
 def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
@@ -54,31 +61,43 @@ def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
     return 0
 
 
+def _cosine(t: int, span: int, floor: float, params) -> float:
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / span))
+
+
+def _linear(t: int, span: int, floor: float, params) -> float:
+    return floor + (1 - floor) * (1 - t / span)
+
+
+def _step(t: int, span: int, floor: float, params) -> float:
+    return float(params.get("gamma", 0.1)) ** (t // int(params["step_size"]))
+
+
+def _multistep(t: int, span: int, floor: float, params) -> float:
+    return float(params.get("gamma", 0.1)) ** sum(1 for m in params["milestones"] if t >= int(m))
+
+
+# ``train.optim.policy`` -> factor(steps after warm-up, decay span, min_lr / lr, policy_params).
+LR_POLICIES: Dict[str, Callable[[int, int, float, dict], float]] = {
+    "constant": lambda t, span, floor, params: 1.0,
+    "cosine": _cosine,
+    "linear": _linear,
+    "step": _step,
+    "multistep": _multistep,
+}
+
+
 def lr_multiplier(cfg: OptimConfig, total_steps: int, warmup: int) -> Callable[[int], float]:
     """Factor on ``cfg.lr`` for optimizer step ``step`` (0-based): linear warm-up, then the policy,
     never below ``min_lr``."""
     floor = cfg.min_lr / cfg.lr
-    params = cfg.policy_params
+    policy, params = LR_POLICIES[cfg.policy], cfg.policy_params
     decay_steps = max(1, total_steps - warmup)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        t = min(step - warmup, decay_steps)
-        if cfg.policy == "constant":
-            value = 1.0
-        elif cfg.policy == "cosine":
-            value = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / decay_steps))
-        elif cfg.policy == "linear":
-            value = floor + (1 - floor) * (1 - t / decay_steps)
-        elif cfg.policy == "step":
-            value = float(params.get("gamma", 0.1)) ** (t // int(params["step_size"]))
-        elif cfg.policy == "multistep":
-            passed = sum(1 for m in params["milestones"] if t >= int(m))
-            value = float(params.get("gamma", 0.1)) ** passed
-        else:
-            raise ValueError(f"unknown lr policy {cfg.policy!r}")
-        return max(value, floor)
+        return max(policy(min(step - warmup, decay_steps), decay_steps, floor, params), floor)
 
     return factor
 

@@ -21,10 +21,8 @@ from typing import Dict, List, Optional, Set
 import torch
 import torch.nn as nn
 
-from radio.engine.checkpoint import OPTIMIZER_FILE
 from radio.errors import CheckpointError
-
-DEEPSPEED_TAG = "deepspeed"  # sub-folder of a checkpoint holding DeepSpeed's sharded engine state
+from radio.run.layout import DEEPSPEED_DIR, OPTIMIZER_FILE
 
 
 class ReplicatedParams:
@@ -151,8 +149,8 @@ class ZeroParams:
 
     def save(self, folder: str, *, is_main: bool) -> List[str]:
         """Every rank writes its partition into ``folder/deepspeed``; returns the files this rank wrote."""
-        self.engine.save_checkpoint(folder, tag=DEEPSPEED_TAG, save_latest=False)
-        root = os.path.join(folder, DEEPSPEED_TAG)
+        self.engine.save_checkpoint(folder, tag=DEEPSPEED_DIR, save_latest=False)
+        root = os.path.join(folder, DEEPSPEED_DIR)
         mine = f"pp_rank_{self.rank}_"
         return [
             os.path.join(root, name)
@@ -161,14 +159,14 @@ class ZeroParams:
         ]
 
     def load(self, folder: str) -> None:
-        root = os.path.join(folder, DEEPSPEED_TAG)
+        root = os.path.join(folder, DEEPSPEED_DIR)
         if not os.path.isdir(root):
             raise CheckpointError(
-                f"checkpoint {folder!r} has no {DEEPSPEED_TAG}/ folder: it was written by a DDP run, or is damaged."
+                f"checkpoint {folder!r} has no {DEEPSPEED_DIR}/ folder: it was written by a DDP run, or is damaged."
             )
         self.engine.checkpoint_engine = _weights_only_checkpoint_engine()
         try:
-            path, _ = self.engine.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_lr_scheduler_states=False)
+            path, _ = self.engine.load_checkpoint(folder, tag=DEEPSPEED_DIR, load_lr_scheduler_states=False)
         except Exception as exc:  # a corrupt, truncated or unsafe file
             raise CheckpointError(f"cannot load the DeepSpeed state in {root!r}: {type(exc).__name__}: {exc}") from None
         if path is None:

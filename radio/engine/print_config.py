@@ -4,7 +4,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from radio.config.resolve import ResolvedTeacher
+from radio.run.teachers import ResolvedTeacher
 
 
 def format_resolved_config(cfg, teachers: List[ResolvedTeacher]) -> str:

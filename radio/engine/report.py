@@ -3,7 +3,7 @@
 import os
 from typing import Dict, List
 
-from radio.engine.metrics import read_metrics
+from radio.run.layout import LOSS_PLOT, MIXTURE_PLOT, read_metrics
 
 
 def write_report(results_dir: str, teacher_names: List[str]) -> List[str]:
@@ -14,14 +14,14 @@ def write_report(results_dir: str, teacher_names: List[str]) -> List[str]:
     mixture_keys = sorted({k for r in rows for k in r if k.startswith("mixture/")})
     charts = [
         (
-            "loss_per_teacher.png",
+            LOSS_PLOT,
             "distillation loss per teacher",
             "loss",
             {name: f"loss/{name}" for name in teacher_names},
             None,
         ),
         (
-            "data_mixture.png",
+            MIXTURE_PLOT,
             "realised data mixture",
             "share of samples in the window",
             {key.split("/", 1)[1]: key for key in mixture_keys},

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from radio.engine import checkpoint as ckpt
 from radio.errors import CheckpointError, on_every_rank
 from radio.models.checkpoint_io import LoadReport, compare_shapes, load_exact
+from radio.run.layout import MODEL_FILE, NORMALIZERS_FILE, TRAINER_STATE, checkpoints_root
 
 _OTHER_RUN = (
     "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
@@ -72,8 +73,8 @@ class RunState:
             written += self.params.save(folder, is_main=is_main)
             if is_main:
                 for name, state in (
-                    (ckpt.MODEL_FILE, model_state),
-                    (ckpt.NORMALIZERS_FILE, self.loss_state.state_dict()),
+                    (MODEL_FILE, model_state),
+                    (NORMALIZERS_FILE, self.loss_state.state_dict()),
                 ):
                     written.append(os.path.join(folder, name))
                     save_file(_to_cpu(state), written[-1])
@@ -92,8 +93,8 @@ class RunState:
 
     def load(self, folder: str) -> None:
         """Restore everything from ``folder``; ``CheckpointError`` naming the file or the mismatch."""
-        trainer = ckpt.read_checkpoint_file(folder, ckpt.TRAINER_STATE, ckpt.read_json)
-        trainer_path = os.path.join(folder, ckpt.TRAINER_STATE)
+        trainer = ckpt.read_checkpoint_file(folder, TRAINER_STATE, ckpt.read_json)
+        trainer_path = os.path.join(folder, TRAINER_STATE)
         if not isinstance(trainer, dict) or not {"counters", "scheduler"} <= set(trainer):
             raise CheckpointError(f"{trainer_path} is damaged: it must be an object with counters and scheduler.")
         written_by = (trainer.get("world_size", self.world_size), trainer.get("engine", self.params.kind))
@@ -107,15 +108,15 @@ class RunState:
         rng = ckpt.read_checkpoint_file(folder, f"rng_rank{self.rank}.pt", ckpt.read_tensors)
         loader_state = ckpt.read_checkpoint_file(folder, f"loader_rank{self.rank}.json", ckpt.read_json)
         window_state = ckpt.read_checkpoint_file(folder, f"metrics_rank{self.rank}.json", ckpt.read_json)
-        model_path = os.path.join(folder, ckpt.MODEL_FILE)
-        model_state = ckpt.read_checkpoint_file(folder, ckpt.MODEL_FILE, load_file)
+        model_path = os.path.join(folder, MODEL_FILE)
+        model_state = ckpt.read_checkpoint_file(folder, MODEL_FILE, load_file)
         if self.params.kind == "ddp":
             load_exact(self.params.module, model_state, model_path, "radio checkpoint", _OTHER_RUN)
         else:
             # DeepSpeed restores the module from its own shards; check the layout first for a clear message.
             _check_shapes(model_state, self.params.full_shapes(), model_path)
-        normalizers_path = os.path.join(folder, ckpt.NORMALIZERS_FILE)
-        normalizer_state = ckpt.read_checkpoint_file(folder, ckpt.NORMALIZERS_FILE, load_file)
+        normalizers_path = os.path.join(folder, NORMALIZERS_FILE)
+        normalizer_state = ckpt.read_checkpoint_file(folder, NORMALIZERS_FILE, load_file)
         load_exact(self.loss_state, normalizer_state, normalizers_path, "radio checkpoint", _OTHER_RUN)
         try:
             counters = Counters(**trainer["counters"])
@@ -164,7 +165,7 @@ def resume(state: RunState, results_dir: str, explicit: Optional[str], *, agree,
             state.origin = os.path.realpath(path)
         if is_main:
             for newer in ckpt.step_folders_after(results_dir, state.counters.step):
-                complete = os.path.isfile(os.path.join(newer, ckpt.TRAINER_STATE))
+                complete = os.path.isfile(os.path.join(newer, TRAINER_STATE))
                 why = "damaged" if newer in failed else "superseded" if complete else "incomplete"
                 say(f"note: {newer} set aside as {os.path.basename(ckpt.set_aside(newer, why))}")
         agree(None)
@@ -173,7 +174,7 @@ def resume(state: RunState, results_dir: str, explicit: Optional[str], *, agree,
         listing = "\n".join(f"  {path}: {why}" for path, why in failed.items())
         raise on_every_rank(
             CheckpointError(
-                f"no checkpoint in {ckpt.checkpoints_root(results_dir)} can be loaded:\n{listing}\nRepair or move them "
+                f"no checkpoint in {checkpoints_root(results_dir)} can be loaded:\n{listing}\nRepair or move them "
                 "aside to start fresh, or use another results_dir."
             )
         )

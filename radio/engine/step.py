@@ -1,6 +1,8 @@
 """One optimizer step, the same under DDP, one process and DeepSpeed ZeRO.
 
-For each micro-batch the teachers compute their targets, the student runs inside
+For each micro-batch the teachers compute their outputs, which feed the target normalisers' statistics; on
+the step's first micro-batch the normalisers that are due refresh and re-base their spatial heads (the
+one place trained weights change outside the optimizer). Then the targets are normalised, the student runs inside
 ``accelerator.accumulate`` and the loss is backpropagated — times NaN when it is not finite, so that a bad
 micro-batch on any rank makes the step's all-reduced gradients non-finite on every rank. After the last
 micro-batch the gradient norm decides: finite, the optimizer steps; otherwise the step is skipped on every
@@ -57,7 +59,11 @@ class TrainStep:
         for micro in range(self.accum):
             batch = next(data)
             images = batch.images.to(device, non_blocking=True)
-            targets = self.objective.teacher_targets(images, batch.sizes)
+            outputs = self.objective.teacher_outputs(images, batch.sizes)
+            self.objective.observe(outputs)
+            if micro == 0:
+                self.objective.refresh_targets()  # may re-base spatial heads: before any gradient of the step
+            targets = self.objective.targets(outputs)
             student_x = make_view(images, batch.sizes["student"], student_view.mean, student_view.std)
             vitdet_window = choose_window(self.vitdet_cfg, step * self.accum + micro, self.seed)
             # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.

@@ -21,10 +21,11 @@ import signal
 import time
 from typing import Optional
 
+from radio.run.layout import STOP_FILE
+
 EXIT_FINISHED = 0
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 75
-STOP_FILE = "STOP"
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 

@@ -6,21 +6,14 @@ are affine, the head's last Linear layer can be re-expressed in the new basis at
 its teacher-space prediction stays exactly what it was, and only the targets' coordinates change.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
+from radio.models.heads import compose_affine
+
 Affine = Tuple[torch.Tensor, torch.Tensor]  # (A [C,C], shift [C]): teacher = A @ normalised + shift
-
-
-def last_linear(head: nn.Module) -> nn.Linear:
-    """The layer that produces a head's output (MLP2 ``final.2``, AttnHead ``mlp.final.2``, or a Linear)."""
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(head).__name__} has no Linear layer")
-    return linears[-1]
-
 
 # Optimizer state that is a running mean of gradients, and so transforms like a gradient.
 FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
@@ -28,26 +21,24 @@ FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
 
 @torch.no_grad()
 def rebase_linear(linear: nn.Linear, old: Affine, new: Affine, params) -> None:
-    """Make ``linear``'s outputs mean in ``new`` normalised coordinates what they meant in ``old``'s.
+    """Make the outputs of ``linear`` (a head's ``output_linear``) mean in ``new`` normalised coordinates what they meant in ``old``'s.
 
-    y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so W ← M W and b ← A_n⁻¹ (A_o b + s_o − s_n) with
-    M = A_n⁻¹ A_o. Gradients transform as ∂L/∂W' = M⁻ᵀ ∂L/∂W, and so do first moments (Adam's ``exp_avg``,
-    SGD's momentum): they are mapped too. Second moments have no exact image and are kept. ``params``
-    (``engine/params.py``) reads and writes the fp32 masters and the working copy under every engine; all
-    ranks must call this together.
+    y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so the Linear becomes M (W x + b) + A_n⁻¹ (s_o − s_n)
+    with M = A_n⁻¹ A_o. Gradients transform as ∂L/∂W' = M⁻ᵀ ∂L/∂W, and so do first moments (Adam's
+    ``exp_avg``, SGD's momentum): they are mapped too. Second moments have no exact image and are kept.
+    ``params`` (``engine/params.py``) reads and writes the fp32 masters and the working copy under every
+    engine; all ranks must call this together.
     """
     a_old, s_old = (t.to(torch.float64) for t in old)
     a_new, s_new = (t.to(torch.float64) for t in new)
     mix = torch.linalg.solve(a_new, a_old)
+    weight, bias = compose_affine(
+        params.read(linear.weight), params.read(linear.bias), mix, torch.linalg.solve(a_new, s_old - s_new)
+    )
+    params.write(linear.weight, weight)
+    params.write(linear.bias, bias)
     grad_map = torch.linalg.inv(mix).T
-    weight = params.read(linear.weight).to(torch.float64)
-    device = weight.device
-    mix, grad_map, a_new, a_old = mix.to(device), grad_map.to(device), a_new.to(device), a_old.to(device)
-    params.write(linear.weight, mix @ weight)
-    if linear.bias is not None:
-        bias = params.read(linear.bias).to(torch.float64)
-        params.write(linear.bias, torch.linalg.solve(a_new, a_old @ bias + (s_old - s_new).to(device)))
-    for param in [linear.weight] + ([linear.bias] if linear.bias is not None else []):
+    for param in (linear.weight, linear.bias):
         for key in sorted(params.state_keys() & set(FIRST_MOMENTS)):
             moment = params.read_state(param, key)
             if moment is not None:
@@ -55,11 +46,12 @@ def rebase_linear(linear: nn.Linear, old: Affine, new: Affine, params) -> None:
 
 
 class SpatialTargets:
-    """Per teacher: observe features, refresh the normaliser when due, return normalised targets.
+    """Per spatial teacher: observe its features, refresh its normaliser when due, normalise its targets.
 
-    A refresh re-bases the teacher's spatial head (``rebase_linear``) before the targets of that
-    micro-batch are used; refreshes fall on the first micro-batch of an optimizer step (the schedule in
-    ``losses/online_stats.py``), so every gradient of a step is taken in one basis.
+    ``refresh`` is the named step that may change trained weights: a due normaliser recomputes its
+    transform and the teacher's spatial head is re-based (``rebase_linear``) so its teacher-space prediction
+    does not jump. The training step calls it once per optimizer step, on the first micro-batch, before
+    any target of the step is normalised — so every gradient of a step is taken in one basis.
     """
 
     def __init__(self, normalizers: nn.ModuleDict, spatial_heads: nn.ModuleDict, params):
@@ -68,16 +60,28 @@ class SpatialTargets:
         self.params = params
         self._affine: Dict[str, Affine] = {}
 
+    def observe(self, name: str, features: torch.Tensor) -> None:
+        """features: teacher ``name``'s spatial map [B,C,h,w] of one micro-batch (no collective)."""
+        self.normalizers[name].observe(features)
+
+    def refresh(self) -> List[str]:
+        """Refresh the normalisers that are due and re-base their heads (a collective: every rank calls it
+        at every optimizer step). Returns the teachers whose head was re-based."""
+        rebased = []
+        for name, norm in self.normalizers.items():
+            if name not in self._affine and norm.initialized:  # e.g. right after a resume
+                self._affine[name] = _copy(norm.inverse_affine())
+            if norm.refresh_if_due():
+                new = _copy(norm.inverse_affine())
+                if name in self._affine:
+                    rebase_linear(self.heads[name].output_linear, self._affine[name], new, self.params)
+                    rebased.append(name)
+                self._affine[name] = new
+        return rebased
+
     def __call__(self, name: str, features: torch.Tensor) -> torch.Tensor:
         """features: teacher spatial map [B,C,h,w] (float32) -> normalised [B,C,h,w]."""
         norm = self.normalizers[name]
-        if name not in self._affine and norm.initialized:  # e.g. right after a resume
-            self._affine[name] = _copy(norm.inverse_affine())
-        if norm.update(features):
-            new = _copy(norm.inverse_affine())
-            if name in self._affine:
-                rebase_linear(last_linear(self.heads[name]), self._affine[name], new, self.params)
-            self._affine[name] = new
         if not norm.initialized:
             # No finite teacher feature seen yet (a teacher that outputs NaN/inf): the term is non-finite
             # and left out like any other (losses/aggregate.py); the statistics never saw the bad rows.

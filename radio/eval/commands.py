@@ -11,7 +11,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from radio.export.trained_run import load_results_config
 
     if args.spec:
-        from radio.config.load import load_run_config
+        from radio.run.spec import load_run_config
 
         cfg = load_run_config(args.spec, args.overrides)
         results_dir, evaluate = cfg.results_dir, cfg.evaluate

@@ -15,12 +15,13 @@ import torch
 
 from radio.data.views import make_view
 from radio.errors import CheckpointError, RadioError
-from radio.eval.fidelity import adapted_features, measure_fidelity, teacher_targets
+from radio.eval.fidelity import adapted_features, measure_fidelity
 from radio.eval.images import iter_image_batches
 from radio.eval.knn import knn_top1
 from radio.eval.pca import pca_rgb, save_pca_grid
 from radio.export.trained_run import TrainedRun, load_trained_run
 from radio.models.teacher import FrozenTeacher
+from radio.run.build import build_teachers, teacher_outputs
 
 EVAL_FILE = "eval.json"
 
@@ -107,28 +108,15 @@ def held_out_path(run: TrainedRun, opts: EvalOptions) -> str:
     return path
 
 
-def build_teachers(run: TrainedRun, device: torch.device) -> Dict[str, FrozenTeacher]:
+def fidelity_teachers(run: TrainedRun, device: torch.device) -> Dict[str, FrozenTeacher]:
+    """The run's summary and spatial teachers, built to score fidelity against."""
     # bf16 is the training precision on GPUs; CPUs run float32 faster than bf16.
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    teachers = {}
-    for t in run.teachers:
-        if not (t.uses_summary or t.uses_spatial):
-            continue
-        try:
-            teachers[t.name] = FrozenTeacher(
-                t.backbone_type,
-                t.checkpoint_path,
-                input_size=t.input_size,
-                strict=t.strict_loading,
-                num_classes=run.cfg.dataset.num_classes if t.mode == "logits" else 0,
-                device=device,
-                dtype=dtype,
-            )
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"teacher {t.name}: {exc}\n(fidelity needs every teacher's weights; --no-fidelity skips it)"
-            ) from None
-    return teachers
+    scored = [t for t in run.teachers if t.uses_summary or t.uses_spatial]
+    try:
+        return build_teachers(scored, num_classes=run.cfg.dataset.num_classes, device=device, dtype=dtype)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}\n(fidelity needs every teacher's weights; --no-fidelity skips it)") from None
 
 
 def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Optional[torch.device] = None) -> dict:
@@ -153,13 +141,13 @@ def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Opti
     if path:
         result["images"] = os.path.abspath(path)
     if opts.fidelity:
-        teachers = build_teachers(run, device)
+        teachers = fidelity_teachers(run, device)
         size = max([view.size] + [t.input_size for t in run.teachers])
         batches = (images for images, _ in iter_image_batches(path, size, opts.batch_size, opts.max_images))
         result["fidelity"] = measure_fidelity(
             batches,
             lambda images: adapted_features(run, view(images)),
-            lambda images: teacher_targets(teachers, run.teachers, images),
+            lambda images: teacher_outputs(teachers, run.teachers, images),
         )
     if opts.pca:
         images, _ = next(iter_image_batches(path, view.size, opts.pca_images, opts.pca_images))

@@ -7,17 +7,15 @@ teacher's feature map, on the smaller of the two grids (bilinear, as the loss ma
 means over images (spatial: first over each image's tokens).
 """
 
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable
 
 import torch
 import torch.nn.functional as F
 
-from radio.config.resolve import ResolvedTeacher
-from radio.data.views import make_view
 from radio.export.trained_run import TrainedRun
 from radio.losses.spatial import match_grids
 from radio.losses.summary import layer_norm_target
-from radio.models.teacher import FrozenTeacher, TeacherOutput
+from radio.models.teacher import TeacherOutput
 
 Features = Dict[str, Dict[str, torch.Tensor]]  # teacher name -> {"summary": [B, Ds], "spatial": [B, Ct, h, w]}
 
@@ -29,7 +27,7 @@ def summary_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def spatial_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """pred [B, C, hp, wp], target [B, C, ht, wt] -> [B] mean per-token cosine on the smaller grid."""
-    pred, target, _ = match_grids(pred.float(), target.float())
+    pred, target = match_grids(pred.float(), target.float())
     return F.cosine_similarity(pred, target, dim=1).flatten(1).mean(1)
 
 
@@ -44,17 +42,6 @@ def adapted_features(run: TrainedRun, student_input: torch.Tensor) -> Features:
             pred["spatial"] = run.normalizers[t.name].inverse(pred["spatial"])
         out[t.name] = pred
     return out
-
-
-def teacher_targets(
-    teachers: Dict[str, FrozenTeacher], specs: List[ResolvedTeacher], images: torch.Tensor
-) -> Dict[str, TeacherOutput]:
-    """Each teacher's outputs on uint8 images [B, 3, S, S], at its own resolution and normalisation."""
-    return {
-        t.name: teachers[t.name](make_view(images.to(teachers[t.name].device), t.input_size, t.norm_mean, t.norm_std))
-        for t in specs
-        if t.name in teachers
-    }
 
 
 def measure_fidelity(

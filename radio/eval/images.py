@@ -2,7 +2,8 @@
 
 Every image is resized so its short side is ``size`` and centre-cropped to ``size`` x ``size`` (the usual
 eval transform); labels come from the class sub-folder (sorted names -> 0, 1, ...) or a shard sample's
-``.cls`` member, -1 when absent. Undecodable images are skipped and counted, never fatal.
+``.cls`` member, -1 when absent or unreadable. Undecodable images are skipped and counted, damaged shards
+read as far as they can be; neither is fatal.
 """
 
 import glob
@@ -16,15 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from radio.data.shard_records import ShardReader, log_problem
 from radio.data.sources import discover_folder_source
-from radio.data.tar_reader import (
-    TarFormatError,
-    image_extension,
-    iter_samples,
-    open_shard,
-    parse_class_label,
-    read_member,
-)
 from radio.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -51,24 +45,12 @@ def center_crop(data: bytes, size: int) -> np.ndarray:
 
 
 def _shard_records(shards: List[str]) -> Iterator[Tuple[str, bytes, int]]:
-    """(key, image bytes, label) of every shard sample with an image, in shard order."""
+    """(key, image bytes, label) of every shard sample with an image, in shard order; bad data is logged
+    and skipped (damaged shards: what is readable)."""
     for shard in shards:
-        stream, size = open_shard(shard)
-        with stream:
-            try:
-                for sample in iter_samples(stream, size):
-                    ext = image_extension(list(sample.members))
-                    if ext is None:
-                        continue
-                    label = -1
-                    if "cls" in sample.members:
-                        try:
-                            label = parse_class_label(read_member(stream, sample.members["cls"]))
-                        except ValueError:
-                            log.warning("%s:%s: .cls is not an integer; treated as unlabelled", shard, sample.key)
-                    yield f"{shard}:{sample.key}", read_member(stream, sample.members[ext]), label
-            except TarFormatError as exc:
-                log.warning("%s: %s; the rest of this shard is skipped", shard, exc)
+        for record in ShardReader(shard, log_problem):
+            if record.has_image:
+                yield f"{shard}:{record.key}", record.read_image(), record.label
 
 
 def _folder_records(root: str) -> Iterator[Tuple[str, bytes, int]]:

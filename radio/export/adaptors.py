@@ -12,32 +12,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from radio.config.resolve import ResolvedTeacher
-from radio.losses.normalizers import fold_inverse_into_head
-from radio.models.heads import build_head
-
-
-def _head_spec(head: nn.Module, version: str, num_inner: int) -> Dict[str, object]:
-    """How to rebuild ``head``: {kind: linear | v2 | attn, in_dim, out_dim, hidden, num_inner}."""
-    if isinstance(head, nn.Linear):
-        return {"kind": "linear", "in_dim": head.in_features, "out_dim": head.out_features}
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    fc1 = head.mlp.fc1 if version == "attn" else head.fc1
-    return {
-        "kind": version,
-        "in_dim": fc1.in_features,
-        "out_dim": linears[-1].out_features,
-        "hidden": fc1.out_features,
-        "num_inner": num_inner,
-    }
-
-
-def build_head_from_spec(spec: Dict[str, object]) -> nn.Module:
-    if spec["kind"] == "linear":
-        return nn.Linear(int(spec["in_dim"]), int(spec["out_dim"]))
-    return build_head(
-        str(spec["kind"]), int(spec["in_dim"]), int(spec["hidden"]), int(spec["out_dim"]), int(spec["num_inner"])
-    )
+from radio.models.heads import HeadSpec, fold_affine_into_head
+from radio.run.teachers import ResolvedTeacher
 
 
 def export_adaptor(
@@ -60,14 +36,11 @@ def export_adaptor(
         "norm_std": list(teacher.norm_std),
     }
     if summary_head is not None:
-        meta["summary"] = {**_head_spec(summary_head, "v2", teacher.mlp_num_inner), "summary_target": "layer_norm"}
+        meta["summary"] = {**summary_head.spec.as_dict(), "summary_target": "layer_norm"}
         state.update({f"summary.{k}": v for k, v in summary_head.state_dict().items()})
     if spatial_head is not None:
-        folded = fold_inverse_into_head(spatial_head, normalizer)
-        meta["spatial"] = {
-            **_head_spec(spatial_head, teacher.spatial_mlp_version, teacher.spatial_num_inner),
-            "feature_normalizer_folded": teacher.feature_normalizer,
-        }
+        folded = fold_affine_into_head(spatial_head, *normalizer.inverse_affine())
+        meta["spatial"] = {**spatial_head.spec.as_dict(), "feature_normalizer_folded": teacher.feature_normalizer}
         state.update({f"spatial.{k}": v for k, v in folded.state_dict().items()})
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, meta
 
@@ -79,8 +52,8 @@ class ExportedAdaptor(nn.Module):
     def __init__(self, meta: Dict[str, object]) -> None:
         super().__init__()
         self.meta = meta
-        self.summary = build_head_from_spec(meta["summary"]) if "summary" in meta else None
-        self.spatial = build_head_from_spec(meta["spatial"]) if "spatial" in meta else None
+        self.summary = HeadSpec.from_dict(meta["summary"]).build() if "summary" in meta else None
+        self.spatial = HeadSpec.from_dict(meta["spatial"]).build() if "spatial" in meta else None
 
 
 def load_adaptor(weights_path: str, meta: Dict[str, object]) -> ExportedAdaptor:

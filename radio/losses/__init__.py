@@ -5,11 +5,11 @@ used by the config resolver without loading torch):
 
 - ``names``: loss types, modes, summary loss types, normalisers; ``resolve_mode`` and defaults.
 - ``functional``: the loss definitions on row vectors (KL, CE, L1, L2/MSE, FD, CS, BALANCED).
-- ``spatial``: grid matching of feature maps and valid masks.
+- ``spatial``: grid matching of student and teacher feature maps.
 - ``summary``: summary-vector losses (cosine, angle, ce, tangent_sphere) with their running state.
 - ``criterion``: ``TeacherCriterion``, one teacher's loss in its resolved mode.
 - ``aggregate``: ``aggregate_teacher_losses`` (Σ λ_i/N · L_i) and ``label_cross_entropy`` (the label term of
   classification KD; the engine adds it as (1 − λ̄)·CE).
 - ``hadamard``, ``phi_s``, ``online_stats``, ``normalizers``: PHI-S and the other feature normalisers,
-  ``build_feature_normalizer`` and ``fold_inverse_into_linear``.
+  ``build_feature_normalizer``.
 """

@@ -14,7 +14,14 @@ from radio.errors import SpecError
 LOSS_TYPES = ("KL", "CE", "L1", "L2", "MSE", "FD", "CS", "BALANCED")
 LOGITS_ONLY_LOSS_TYPES = ("KL", "CE")  # distributions over classes: meaningless on feature vectors
 
-MODES = ("logits", "summary", "spatial", "combo", "auto")
+# The feature kinds each resolved mode compares, one loss term per kind (radio/losses/criterion.py).
+MODE_FEATURES = {
+    "logits": ("logits",),
+    "summary": ("summary",),
+    "spatial": ("spatial",),
+    "combo": ("summary", "spatial"),
+}
+MODES = (*MODE_FEATURES, "auto")
 SUMMARY_LOSS_TYPES = ("cosine", "angle", "ce", "tangent_sphere")
 FEATURE_NORMALIZERS = ("phi_s", "standardize", "none")
 
@@ -72,7 +79,6 @@ def default_loss_type(mode: str) -> str:
 def resolve_mode(
     mode: str,
     loss_type: Optional[str],
-    teacher_has_spatial: bool,
     teacher_has_summary: bool,
     num_classes: int,
     *,
@@ -81,9 +87,8 @@ def resolve_mode(
     """Resolve ``mode: auto`` and reject impossible mode/loss/teacher combinations (docs/losses.md).
 
     ``auto`` with a loss type follows TAO's rule (KL/CE -> logits, BALANCED/MSE -> spatial,
-    L1/L2/FD/CS -> summary); with none, ``combo`` when the teacher yields spatial and summary features,
-    ``spatial`` when it yields spatial only, else ``summary`` (``logits`` for a logits-only teacher of a
-    classification run). ``field_prefix`` names the config node in errors, e.g. ``distill.teacher[1]``.
+    L1/L2/FD/CS -> summary); with none, ``combo`` when the teacher yields a summary besides its spatial
+    map, else ``spatial`` (every registered teacher yields a spatial map). ``field_prefix`` names the config node in errors, e.g. ``distill.teacher[1]``.
     Returns one of ``logits``, ``summary``, ``spatial``, ``combo``.
     """
     mode_field, loss_field = f"{field_prefix}.mode", f"{field_prefix}.loss_type"
@@ -96,26 +101,16 @@ def resolve_mode(
         resolved = _AUTO_MODE_FOR_LOSS[loss]
         why = f"{mode_field} 'auto' with {loss_field} {loss!r} resolves to {resolved!r}"
     else:
-        if teacher_has_spatial and teacher_has_summary:
-            resolved = "combo"
-        elif teacher_has_spatial:
-            resolved = "spatial"
-        elif not teacher_has_summary and num_classes > 0:
-            resolved = "logits"
-        else:
-            resolved = "summary"
+        resolved = "combo" if teacher_has_summary else "spatial"
         why = f"{mode_field} 'auto' resolves to {resolved!r}"
 
-    needs_spatial = resolved in ("spatial", "combo")
-    needs_summary = resolved in ("summary", "combo")
+    needs_summary = "summary" in MODE_FEATURES[resolved]
     hint = "set the mode explicitly to one the teacher supports"
-    if resolved == "logits" and num_classes <= 0:
+    if "logits" in MODE_FEATURES[resolved] and num_classes <= 0:
         raise SpecError(
             f"{why}, which needs class logits, but dataset.num_classes is {num_classes}; "
             f"set dataset.num_classes > 0 or use mode 'summary', 'spatial' or 'combo'"
         )
-    if needs_spatial and not teacher_has_spatial:
-        raise SpecError(f"{why}, which needs spatial features, but this teacher yields none; {hint}")
     if needs_summary and not teacher_has_summary:
         raise SpecError(f"{why}, which needs a summary vector, but this teacher yields none; {hint}")
     if loss in LOGITS_ONLY_LOSS_TYPES and resolved != "logits":

@@ -1,11 +1,11 @@
-"""Feature normalisers for teacher targets (``distill.feature_normalizer``) and folding for export.
+"""Feature normalisers for teacher targets (``distill.feature_normalizer``).
 
-The student's head regresses normalised teacher features y' = f(y); for export the inverse f⁻¹ is folded
-into the head's last Linear layer so the exported adaptor predicts teacher-space features directly.
+The student's head regresses normalised teacher features y' = f(y). Each normaliser gives its inverse as
+an affine map (``inverse_affine``), which export folds into the head's output Linear
+(``models/heads.fold_affine_into_head``) so the exported adaptor predicts teacher-space features directly.
 """
 
-import copy
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -64,7 +64,10 @@ class IdentityNormalizer(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def update(self, features: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> bool:
+    def observe(self, features: torch.Tensor) -> None:
+        return None
+
+    def refresh_if_due(self) -> bool:
         return False
 
     def sync_statistics(self) -> None:
@@ -83,6 +86,14 @@ class IdentityNormalizer(nn.Module):
         return {}
 
 
+# Constructor(dim, refresh_every_n_steps=, freeze_after_steps=) per name of names.FEATURE_NORMALIZERS.
+NORMALIZERS: Dict[str, Callable[..., nn.Module]] = {
+    "phi_s": PhiStandardizer,
+    "standardize": ChannelStandardizer,
+    "none": lambda dim, **schedule: IdentityNormalizer(dim),
+}
+
+
 def build_feature_normalizer(
     kind: str, dim: int, *, refresh_every_n_steps: int = 100, freeze_after_steps: Optional[int] = None
 ) -> nn.Module:
@@ -91,53 +102,5 @@ def build_feature_normalizer(
     dim: the teacher feature width C. The schedule arguments come from ``distill.phi_s`` and apply to
     both online normalisers.
     """
-    kind = normalize_feature_normalizer(kind)
-    if kind == "none":
-        return IdentityNormalizer(dim)
-    cls = PhiStandardizer if kind == "phi_s" else ChannelStandardizer
-    return cls(dim, refresh_every_n_steps=refresh_every_n_steps, freeze_after_steps=freeze_after_steps)
-
-
-@torch.no_grad()
-def fold_inverse_into_linear(linear: nn.Linear, normalizer: nn.Module) -> nn.Linear:
-    """A new Linear whose output is normalizer.inverse(linear(x)).
-
-    With inverse(y') = A y' + s: W' = A W, b' = A b + s (computed in float64, stored in the layer's
-    dtype). linear.out_features must equal the normaliser's width.
-    """
-    a, shift = normalizer.inverse_affine()
-    if linear.out_features != a.shape[0]:
-        raise ValueError(
-            f"cannot fold a {a.shape[0]}-channel normaliser into a Linear with {linear.out_features} outputs"
-        )
-    weight = linear.weight.detach().to(torch.float64)
-    bias = (
-        linear.bias.detach().to(torch.float64)
-        if linear.bias is not None
-        else torch.zeros(linear.out_features, dtype=torch.float64, device=weight.device)
-    )
-    a, shift = a.to(weight.device), shift.to(weight.device)
-    folded = nn.Linear(
-        linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=linear.weight.dtype
-    )
-    folded.weight.copy_(a @ weight)
-    folded.bias.copy_(a @ bias + shift)
-    return folded
-
-
-def fold_inverse_into_head(head: nn.Module, normalizer: nn.Module) -> nn.Module:
-    """A copy of ``head`` whose last ``nn.Linear`` (in registration order) has the inverse folded in.
-
-    Valid when that Linear produces the head's output (true for the v2 MLP and the attn head, whose
-    last layer is the output projection); the original head is left unchanged.
-    """
-    if isinstance(head, nn.Linear):
-        return fold_inverse_into_linear(head, normalizer)
-    folded = copy.deepcopy(head)
-    linears = [name for name, module in folded.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(head).__name__} has no nn.Linear to fold the normaliser into")
-    parent_name, _, child = linears[-1].rpartition(".")
-    parent = folded.get_submodule(parent_name)
-    setattr(parent, child, fold_inverse_into_linear(getattr(parent, child), normalizer))
-    return folded
+    build = NORMALIZERS[normalize_feature_normalizer(kind)]
+    return build(dim, refresh_every_n_steps=refresh_every_n_steps, freeze_after_steps=freeze_after_steps)

@@ -2,40 +2,30 @@
 
 Statistics are float64 running sums. Each rank accumulates the sums of its own batches as *pending*
 sums; at every refresh the pending sums of all ranks are all-reduced (one collective) and added to the
-*total* sums, from which the transform is recomputed, so every rank holds the same transform. Refresh
-schedule, in ``update`` calls: on the first call that brings data (targets are normalised from the very
-first step), then every ``refresh_every_n_steps`` calls after it (calls 1, 1 + n, 1 + 2n ...), and a last
-time on call ``freeze_after_steps + 1`` from the first ``freeze_after_steps`` calls' statistics, after
-which the statistics and the transform stay fixed. With ``n`` and ``freeze_after_steps`` given in
-micro-batches (steps × accumulation), every refresh falls on the first micro-batch of an optimizer step.
-All sums, counters and the transform are buffers, so ``state_dict()`` carries them into checkpoints.
+*total* sums, from which the transform is recomputed, so every rank holds the same transform.
+
+``observe`` adds a micro-batch's features; ``refresh_if_due`` is called once per optimizer step, on its
+first micro-batch, so every gradient of a step is taken in one target basis. Schedule, in optimizer
+steps (1-based): on the first step that brings data (targets are normalised from the very first step),
+then every ``refresh_every_n_steps`` steps after it (steps 1, 1 + n, 1 + 2n ...), and a last time on step
+``freeze_after_steps + 1`` from the first ``freeze_after_steps`` steps' statistics, after which the
+statistics and the transform stay fixed. All sums, counters and the transform are buffers, so ``state_dict()`` carries them into checkpoints.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from radio.losses.spatial import resize_mask
+from radio.distributed import all_reduce_sum_
 
 
-def _distributed_world() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def feature_rows(features: torch.Tensor, dim: int, valid_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Feature vectors as rows: [N, C] as is, [B, C, h, w] -> [B·h·w, C] (valid tokens only).
-
-    valid_mask: bool [B, h', w'] or [B, 1, h', w'] (spatial input only), resized to the features' grid
-    like the criterion does.
-    """
+def feature_rows(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """Feature vectors as rows: [N, C] as is, [B, C, h, w] -> [B·h·w, C], one row per token."""
     if features.dim() == 2:
         rows = features
     elif features.dim() == 4:
         rows = features.flatten(2).transpose(1, 2).reshape(-1, features.shape[1])
-        if valid_mask is not None:
-            rows = rows[resize_mask(valid_mask, tuple(features.shape[-2:])).reshape(-1)]
     else:
         raise ValueError(f"features must be [N, C] or [B, C, h, w], got {tuple(features.shape)}")
     if rows.shape[-1] != dim:
@@ -110,19 +100,12 @@ class OnlineFeatureNormalizer(nn.Module):
         return self._refreshes > 0
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> bool:
-        """Observe one step's teacher features ([N, C] or [B, C, h, w]); True if the transform was recomputed.
-
-        Must be called on every rank at every step (the refresh is a collective).
-        """
-        if self.frozen:
-            return False
-        if self.freeze_after_steps is not None and self._steps == self.freeze_after_steps:
-            # The first call past the observed ones: the last refresh, from what was observed, and the freeze.
-            self.steps += 1
-            self._steps += 1
-            return self.refresh()
-        rows = feature_rows(features.detach(), self.dim, valid_mask).to(torch.float64)
+    def observe(self, features: torch.Tensor) -> None:
+        """Add one micro-batch's teacher features ([N, C] or [B, C, h, w]) to this rank's pending sums (no
+        collective). From the freeze point on nothing is added."""
+        if self.freeze_after_steps is not None and self._steps >= self.freeze_after_steps:
+            return
+        rows = feature_rows(features.detach(), self.dim).to(torch.float64)
         # A non-finite teacher vector would poison the running sums for the rest of the run: leave such
         # rows out (zeroed and not counted, which keeps shapes static: no host sync).
         finite = torch.isfinite(rows).all(dim=1)
@@ -130,24 +113,31 @@ class OnlineFeatureNormalizer(nn.Module):
         sums["count"] = finite.sum().to(torch.float64)
         for name, value in sums.items():
             getattr(self, f"pending_{name}").add_(value)
+
+    @torch.no_grad()
+    def refresh_if_due(self) -> bool:
+        """Count one optimizer step and recompute the transform when the schedule says so; True if it was.
+
+        Call once per optimizer step on every rank (a refresh is a collective), after observing the step's
+        first micro-batch and before normalising its targets.
+        """
+        if self.frozen:
+            return False
+        step = self._steps  # 0-based index of this optimizer step
         self.steps += 1
         self._steps += 1
-        step = self._steps
-        # Until a refresh has seen data (the first step, unless everything was masked out) every step is
+        last = self.freeze_after_steps is not None and step == self.freeze_after_steps
+        # Until a refresh has seen data (the first step, unless every row was non-finite) every step is
         # due; `initialized` is the same on every rank, so all ranks join the same collectives.
-        due = not self.initialized or (step - 1) % self.refresh_every_n_steps == 0
+        due = last or not self.initialized or step % self.refresh_every_n_steps == 0
         return self.refresh() if due else False
 
     @torch.no_grad()
     def sync_statistics(self) -> None:
         """All-reduce the pending sums of all ranks into the totals (a collective; call on every rank)."""
         pending = [getattr(self, f"pending_{name}") for name in self.stat_shapes()]
-        if _distributed_world():
-            flat = torch.cat([p.reshape(-1) for p in pending])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            reduced: List[torch.Tensor] = list(flat.split([p.numel() for p in pending]))
-        else:
-            reduced = [p.reshape(-1) for p in pending]
+        # One collective for all sums: a flat float64 copy of them.
+        reduced = all_reduce_sum_(torch.cat([p.reshape(-1) for p in pending])).split([p.numel() for p in pending])
         for name, p, r in zip(self.stat_shapes(), pending, reduced):
             getattr(self, f"total_{name}").add_(r.reshape(p.shape))
             p.zero_()

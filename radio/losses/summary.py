@@ -18,13 +18,13 @@ The running statistics (sum of unit teacher vectors, sum of squared angles, coun
 in training mode only, are buffers (so they are checkpointed), and are sized on first use.
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from radio.distributed import all_reduce_sum_
 from radio.losses.functional import soft_cross_entropy_rows
 
 # θ = acos(c) has an infinite derivative at c = ±1; keeping c inside the interval keeps gradients finite.
@@ -52,13 +52,6 @@ def sphere_log_map(x_unit: torch.Tensor, base_unit: torch.Tensor) -> torch.Tenso
     return (x_unit - cos * base_unit) * (theta / torch.sin(theta))
 
 
-def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 class SummaryLoss(nn.Module):
     """One summary loss type with its running teacher statistics.
 
@@ -68,6 +61,8 @@ class SummaryLoss(nn.Module):
 
     def __init__(self, summary_loss_type: str = "cosine", temperature: float = 1.0):
         super().__init__()
+        if summary_loss_type not in _SUMMARY_LOSSES:
+            raise ValueError(f"unknown summary loss type {summary_loss_type!r}; valid: {', '.join(_SUMMARY_LOSSES)}")
         self.summary_loss_type = summary_loss_type
         self.temperature = temperature
         self.register_buffer("direction_sum", torch.zeros(0, dtype=torch.float64))
@@ -76,7 +71,7 @@ class SummaryLoss(nn.Module):
 
     @property
     def uses_running_stats(self) -> bool:
-        return self.summary_loss_type in ("angle", "tangent_sphere")
+        return self.summary_loss_type in _RUNNING_STATS_LOSSES
 
     def mean_direction(self) -> torch.Tensor:
         """Unit mean direction of the teacher summaries seen so far: [D] float32."""
@@ -93,30 +88,39 @@ class SummaryLoss(nn.Module):
         (every rank then holds the same σ², and any rank's checkpoint is the run's)."""
         if self.direction_sum.numel() != target_unit.shape[-1]:
             self.direction_sum = torch.zeros(target_unit.shape[-1], dtype=torch.float64, device=target_unit.device)
-        self.direction_sum += _sum_over_ranks(target_unit.double().sum(0))
+        self.direction_sum += all_reduce_sum_(target_unit.double().sum(0))
         sq_angles = _angle(target_unit, self.mean_direction()).double().pow(2).sum()
         count = torch.tensor(float(target_unit.shape[0]), dtype=torch.float64, device=target_unit.device)
-        sq_angles, count = _sum_over_ranks(torch.stack([sq_angles, count]))
+        sq_angles, count = all_reduce_sum_(torch.stack([sq_angles, count]))
         self.sq_angle_sum += sq_angles
         self.count += count
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = layer_norm_target(target)
-        kind = self.summary_loss_type
-        if kind == "cosine":
-            return (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
-        if kind == "ce":
-            return soft_cross_entropy_rows(pred, target, self.temperature).mean()
+        return _SUMMARY_LOSSES[self.summary_loss_type](self, pred, layer_norm_target(target))
+
+    def _cosine_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
+
+    def _ce_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return soft_cross_entropy_rows(pred, target, self.temperature).mean()
+
+    def _observed_units(self, pred: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unit vectors of pred and target, after adding target to the running statistics (training only,
+        or the first batch ever, so σ² exists)."""
         pred_unit, target_unit = F.normalize(pred, dim=-1), F.normalize(target, dim=-1)
         if self.training or self.count.item() == 0:
             self.observe(target_unit)
-        if kind == "angle":
-            return _angle(pred_unit, target_unit).pow(2).mean() / self.angular_variance()
-        if kind == "tangent_sphere":
-            base = self.mean_direction()
-            diff = sphere_log_map(pred_unit, base) - sphere_log_map(target_unit, base)
-            return diff.pow(2).sum(-1).mean() / self.angular_variance()
-        raise ValueError(f"unknown summary loss type {kind!r}")
+        return pred_unit, target_unit
+
+    def _angle_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred_unit, target_unit = self._observed_units(pred, target)
+        return _angle(pred_unit, target_unit).pow(2).mean() / self.angular_variance()
+
+    def _tangent_sphere_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred_unit, target_unit = self._observed_units(pred, target)
+        base = self.mean_direction()
+        diff = sphere_log_map(pred_unit, base) - sphere_log_map(target_unit, base)
+        return diff.pow(2).sum(-1).mean() / self.angular_variance()
 
     def log_values(self) -> Dict[str, float]:
         """Running statistics worth plotting (angular std in radians), empty for stateless types."""
@@ -130,3 +134,13 @@ class SummaryLoss(nn.Module):
         if saved is not None and saved.shape != self.direction_sum.shape:
             self.direction_sum = torch.zeros_like(saved, device=self.direction_sum.device)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+# (loss, pred [B, D], LayerNormed target [B, D]) -> scalar, per name of names.SUMMARY_LOSS_TYPES.
+_SUMMARY_LOSSES = {
+    "cosine": SummaryLoss._cosine_loss,
+    "angle": SummaryLoss._angle_loss,
+    "ce": SummaryLoss._ce_loss,
+    "tangent_sphere": SummaryLoss._tangent_sphere_loss,
+}
+_RUNNING_STATS_LOSSES = ("angle", "tangent_sphere")

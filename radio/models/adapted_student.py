@@ -4,48 +4,36 @@ Heads live inside the module that the optimizer and the checkpoint see, so they 
 the student (TAO's single-teacher head was never optimised).
 """
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from radio.config.resolve import ResolvedTeacher
-from radio.models.heads import build_head
+from radio.models.heads import HeadSpec
+
+
+@dataclass(frozen=True)
+class TeacherHeads:
+    """One teacher's part of the trained module: its summary head reads student CLS slot ``summary_slot``,
+    its spatial head the patch tokens; ``logits``: the teacher is distilled on the shared classifier."""
+
+    name: str
+    summary: Optional[HeadSpec] = None
+    summary_slot: Optional[int] = None
+    spatial: Optional[HeadSpec] = None
+    logits: bool = False
 
 
 class AdaptedStudent(nn.Module):
-    def __init__(
-        self,
-        student: nn.Module,
-        teachers: List[ResolvedTeacher],
-        teacher_dims: Dict[str, Dict[str, int]],
-        num_classes: int = 0,
-    ):
-        """teacher_dims: per teacher name, ``summary`` and ``spatial`` widths of the built teacher (a C-RADIO
-        checkpoint may carry other summary slots than its registry entry)."""
+    def __init__(self, student: nn.Module, teachers: List[TeacherHeads], num_classes: int = 0):
         super().__init__()
         self.student = student
-        width = student.embed_dim
         self.teachers = list(teachers)
-        self.summary_heads = nn.ModuleDict()
-        self.spatial_heads = nn.ModuleDict()
-        for t in self.teachers:
-            if t.uses_summary:
-                self.summary_heads[t.name] = self._head(
-                    t, width, teacher_dims[t.name]["summary"], t.mlp_num_inner, "v2"
-                )
-            if t.uses_spatial:
-                self.spatial_heads[t.name] = self._head(
-                    t, width, teacher_dims[t.name]["spatial"], t.spatial_num_inner, t.spatial_mlp_version
-                )
+        self.summary_heads = nn.ModuleDict({t.name: t.summary.build() for t in self.teachers if t.summary})
+        self.spatial_heads = nn.ModuleDict({t.name: t.spatial.build() for t in self.teachers if t.spatial})
         # Logits come from CLS slot 0 through one classifier (classification KD: labels and teacher logits).
-        self.classifier = nn.Linear(width, num_classes) if num_classes > 0 else None
-
-    @staticmethod
-    def _head(t: ResolvedTeacher, in_dim: int, out_dim: int, num_inner: int, version: str) -> nn.Module:
-        if not t.use_mlp:
-            return nn.Linear(in_dim, out_dim)
-        return build_head(version, in_dim, t.mlp_hidden_size, out_dim, num_inner)
+        self.classifier = nn.Linear(student.embed_dim, num_classes) if num_classes > 0 else None
 
     def forward(self, x: torch.Tensor, vitdet_window: Optional[int] = None) -> Dict[str, Dict[str, torch.Tensor]]:
         """x: [B,3,H,W] normalised. Returns ``{teacher name: {"summary": [B,Ds], "spatial": [B,Ct,h,w],
@@ -58,12 +46,12 @@ class AdaptedStudent(nn.Module):
         preds: Dict[str, Dict[str, torch.Tensor]] = {}
         for t in self.teachers:
             pred: Dict[str, torch.Tensor] = {}
-            if t.name in self.summary_heads:
-                pred["summary"] = self.summary_heads[t.name](cls_tokens[:, t.summary_token_idx])
-            if t.name in self.spatial_heads:
+            if t.summary:
+                pred["summary"] = self.summary_heads[t.name](cls_tokens[:, t.summary_slot])
+            if t.spatial:
                 mapped = self.spatial_heads[t.name](tokens)  # [B,h*w,Ct]
                 pred["spatial"] = mapped.transpose(1, 2).reshape(b, -1, h, w)
-            if t.mode == "logits":
+            if t.logits:
                 pred["logits"] = logits
             preds[t.name] = pred
         if logits is not None:

@@ -19,7 +19,7 @@ def list_command(args: argparse.Namespace) -> int:
         i = get_model_info(name)
         print(
             f"{name:45s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
-            f"{i.summary_dim if i.has_summary else 0:7d} {'yes' if i.has_spatial else 'no':7s} "
+            f"{i.summary_dim:7d} {'yes':7s} "
             f"{'yes' if i.is_student else ''}"
         )
     print("Any timm model is also available as timm/<timm model name>.")

@@ -21,10 +21,13 @@ class ModelInfo:
     num_prefix_tokens: int  # CLS + register tokens ahead of the patch tokens
     depth: int
     num_heads: int
-    has_summary: bool = True
-    has_spatial: bool = True
     is_student: bool = False  # usable as the trained student (C-RADIO layout)
     summary_proj: bool = False  # the summary passes through the model's ``head`` (a projection, e.g. CLIP's)
+
+    @property
+    def has_summary(self) -> bool:
+        """Every entry yields a spatial map (patch tokens); a summary only when ``summary_dim`` > 0."""
+        return self.summary_dim > 0
 
 
 _CONSTRUCTORS: Dict[str, Callable[..., nn.Module]] = {}

@@ -118,7 +118,6 @@ class FrozenTeacher(nn.Module):
             self.summary_dim = info.summary_dim
         self.summary_proj = info.summary_proj and not num_classes
         self.has_summary = info.has_summary
-        self.has_spatial = info.has_spatial
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)  # frozen: stays in eval mode whatever the caller does
@@ -149,6 +148,6 @@ class FrozenTeacher(nn.Module):
 
         return TeacherOutput(
             summary=out(summary) if self.has_summary else None,
-            spatial=out(spatial) if self.has_spatial else None,
+            spatial=out(spatial),
             logits=out(logits),
         )

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from radio.config.load import load_run_config
-from radio.config.resolve import resolve_teachers
 from radio.errors import SpecError
+from radio.run.spec import load_run_config
+from radio.run.teachers import resolve_teachers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED_SPEC = os.path.join(REPO, "specs", "radio_multiteacher.yaml")

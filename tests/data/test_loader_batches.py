@@ -1,13 +1,13 @@
-"""The Batch contract the engine relies on: shapes, dtypes, per-step sizes, labels, captions, counters."""
+"""The Batch contract the engine relies on: shapes, dtypes, per-step sizes, labels, counters."""
 
 import torch
 
-from tests.data.data_helpers import make_cfg, take
 from radio.data.loader import TrainLoader
 from radio.data.views import ViewPlan, ViewSpec
+from tests.data.data_helpers import make_cfg, take
 
 
-def test_batches_follow_the_plan_and_carry_labels_and_captions(two_sources):
+def test_batches_follow_the_plan_and_carry_labels(two_sources):
     plan = ViewPlan(ViewSpec("student", 32, 16, {32: 1.0, 48: 1.0}), [ViewSpec("teacher", 40, 14)], seed=2)
     loader = TrainLoader(
         make_cfg(two_sources, weights=[1, 1], batch_size=6, workers=2), plan, seed=0, rank=0, world_size=1
@@ -25,12 +25,10 @@ def test_batches_follow_the_plan_and_carry_labels_and_captions(two_sources):
             plan.max_size(step),
         )
         assert batch.sources.dtype == torch.int64 and batch.labels.dtype == torch.int64
-        for source, label, caption, key in zip(
-            batch.sources.tolist(), batch.labels.tolist(), batch.captions, batch.keys
-        ):
+        for source, label, key in zip(batch.sources.tolist(), batch.labels.tolist(), batch.keys):
             assert key.startswith("a-" if source == 0 else "b-")
-            if source == 0:  # written with .cls and a .json caption
-                assert 0 <= label < 10 and caption.startswith("synthetic image")
+            if source == 0:  # written with .cls
+                assert 0 <= label < 10
             else:
-                assert label == -1 and caption == ""
+                assert label == -1
     assert batches[-1].counters["read/samples"] == 36

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from tests.data.data_helpers import make_cfg, small_plan, take
 from radio.data.loader import TrainLoader
+from radio.data.mixture import MixtureEmitter
 from radio.errors import DataError
+from tests.data.data_helpers import make_cfg, small_plan, take
 
 
 def keys_of(batches):
@@ -57,6 +58,38 @@ def test_resume_yields_the_uninterrupted_keys_without_rereading(two_sources, sav
     assert all(torch.equal(a.images, b.images) for a, b in zip(continued, uninterrupted[10:]))
     # Counters carry over and no earlier sample is read again: reads equal the uninterrupted run's.
     assert continued[-1].counters == uninterrupted[-1].counters
+
+
+def source_keys(batches, source):
+    return [key for b in batches for key, s in zip(b.keys, b.sources.tolist()) if s == source]
+
+
+def test_resume_with_changed_weights_follows_the_new_mixture(two_sources, capsys):
+    """A resumed run whose spec changed a scale_factor says so and emits the new mixture exactly from the
+    resume step, while every source goes on from where it stopped reading."""
+    old, new = [2, 1], [1, 3]
+    first = TrainLoader(make_cfg(two_sources, weights=old), small_plan(), seed=7, rank=0, world_size=1)
+    before = take(first, 10)
+    state = json.loads(json.dumps(first.state_dict()))
+    TrainLoader(make_cfg(two_sources, weights=old), small_plan(), seed=7, rank=0, world_size=1).load_state_dict(state)
+    assert capsys.readouterr().out == ""  # unchanged weights: nothing to say
+
+    resumed = TrainLoader(make_cfg(two_sources, weights=new), small_plan(), seed=7, rank=0, world_size=1)
+    resumed.load_state_dict(state)
+    note = capsys.readouterr().out
+    assert note.count("\n") == 1 and "'a' 2.0 -> 1.0, 'b' 1.0 -> 3.0" in note
+    assert "mixture restarts from the new weights at step 10" in note
+    after = take(resumed, 12)
+    sequence = [s for b in after for s in b.sources.tolist()]
+    assert sequence == MixtureEmitter(new).take(len(sequence))
+    assert resumed.state_dict()["weights"] == new
+    # 45 steps at [2, 1]: more samples of each source than the resumed run reads from it.
+    uninterrupted = take(
+        TrainLoader(make_cfg(two_sources, weights=old), small_plan(), seed=7, rank=0, world_size=1), 45
+    )
+    for source in (0, 1):
+        read = source_keys(before + after, source)
+        assert read == source_keys(uninterrupted, source)[: len(read)]
 
 
 def test_breaking_and_iterating_again_continues(two_sources):

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from tests.data.data_helpers import make_cfg, small_plan, take
 from radio.data.loader import TrainLoader
 from radio.data.mixture import MixtureEmitter
+from tests.data.data_helpers import make_cfg, small_plan, take
 
 WEIGHTS = [[2, 1], [0.9, 0.07, 0.03], [1, 1, 1, 1, 1], [5, 3, 1, 0.5, 0.01], [0.3, 0.3, 0.4], [1e-3, 1.0]]
 
@@ -38,6 +38,16 @@ def test_state_round_trip_continues_the_sequence():
     resumed = MixtureEmitter([0.9, 0.07, 0.03])
     resumed.load_state_dict(state)
     assert resumed.take(500) == expected
+
+
+def test_restart_under_new_weights_continues_as_a_new_emitter():
+    emitter = MixtureEmitter([2, 1])
+    emitter.take(40)
+    reweighted = MixtureEmitter([1, 3])
+    reweighted.load_state_dict(emitter.state_dict())
+    reweighted.restart()
+    assert reweighted.take(500) == MixtureEmitter([1, 3]).take(500)
+    assert reweighted.slot == 540
 
 
 def test_rejects_non_positive_weights():

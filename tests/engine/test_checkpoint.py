@@ -13,12 +13,12 @@ import torch
 import torch.nn as nn
 
 from radio.config.schema import OptimConfig
-from radio.engine import checkpoint as ckpt
 from radio.engine.metrics import MetricsWindow
 from radio.engine.optim import build_scheduler
 from radio.engine.params import ReplicatedParams
 from radio.engine.run_state import RunState, resume
 from radio.errors import CheckpointError
+from radio.run import layout
 
 
 class FakeLoader:
@@ -55,7 +55,7 @@ def run_state(value: float, world_size: int = 1) -> RunState:
 
 
 def edit_trainer_state(folder, change):
-    path = os.path.join(folder, ckpt.TRAINER_STATE)
+    path = os.path.join(folder, layout.TRAINER_STATE)
     with open(path) as f:
         state = json.load(f)
     change(state)
@@ -74,7 +74,7 @@ def save(results, step, keep=2):
 def test_newest_complete_checkpoint_is_found_and_old_ones_pruned(tmp_path):
     for step in (1, 2, 3):
         save(tmp_path, step)
-    names = [os.path.basename(p) for p in ckpt.list_complete_checkpoints(str(tmp_path))]
+    names = [os.path.basename(p) for p in layout.list_complete_checkpoints(str(tmp_path))]
     assert names == ["step_0000002", "step_0000003"]
     # A half-written folder (no trainer_state.json) is never chosen.
     os.makedirs(tmp_path / "checkpoints" / "step_0000009")
@@ -138,7 +138,7 @@ def test_pickled_code_in_optimizer_file_is_refused(tmp_path):
 
 def test_trainer_state_is_written_last_and_names_the_engine(tmp_path):
     path = save(tmp_path, 2)
-    with open(os.path.join(path, ckpt.TRAINER_STATE)) as f:
+    with open(os.path.join(path, layout.TRAINER_STATE)) as f:
         state = json.load(f)
     assert state["engine"] == "ddp" and state["world_size"] == 1 and state["counters"]["step"] == 2
 
@@ -160,9 +160,9 @@ def test_an_explicit_checkpoint_of_another_run_is_used_once_then_this_runs_own_p
 def test_an_explicit_older_own_checkpoint_wins_and_newer_ones_are_set_aside(tmp_path):
     for step in (2, 4, 6):
         save(tmp_path, step, keep=3)
-    older = os.path.join(ckpt.checkpoints_root(str(tmp_path)), "step_0000002")
+    older = os.path.join(layout.checkpoints_root(str(tmp_path)), "step_0000002")
     assert resume_into(tmp_path, older) == older
-    names = sorted(os.listdir(ckpt.checkpoints_root(str(tmp_path))))
+    names = sorted(os.listdir(layout.checkpoints_root(str(tmp_path))))
     assert names == ["step_0000002", "step_0000004.superseded", "step_0000006.superseded"]
 
 
@@ -199,7 +199,7 @@ def test_when_no_checkpoint_loads_nothing_is_set_aside(tmp_path):
 
 def test_a_step_folder_without_trainer_state_is_set_aside_and_the_step_saved_again(tmp_path):
     previous = save(tmp_path, 2, keep=3)
-    half = os.path.join(ckpt.checkpoints_root(str(tmp_path)), "step_0000004")
+    half = os.path.join(layout.checkpoints_root(str(tmp_path)), "step_0000004")
     os.makedirs(half)
     open(os.path.join(half, "model.safetensors"), "w").close()
     assert resume_into(tmp_path) == previous
@@ -221,7 +221,7 @@ def test_a_failed_write_removes_the_partial_folder_and_keeps_the_previous_checkp
     ) as info:
         save(tmp_path, 4, keep=3)
     assert f"the newest complete checkpoint is still {previous}" in str(info.value)
-    assert os.listdir(ckpt.checkpoints_root(str(tmp_path))) == ["step_0000002"]
+    assert os.listdir(layout.checkpoints_root(str(tmp_path))) == ["step_0000002"]
     monkeypatch.undo()
     assert save(tmp_path, 4, keep=3).endswith("step_0000004")  # once there is space again
 

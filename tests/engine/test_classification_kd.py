@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from radio.config.load import load_run_config
 from radio.data.synthetic import write_synthetic_shards
 from radio.engine.loop import run
 from radio.models.registry import create_model
+from radio.run.spec import load_run_config
 
 SPEC = """
 results_dir: {results}
@@ -63,6 +63,7 @@ def test_classification_kd_trains_on_labels_and_teacher_logits(tmp_path):
         assert row["loss/total"] == pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_labels_beyond_num_classes_stop_with_a_clear_message(tmp_path):
     from radio.errors import DataError
 

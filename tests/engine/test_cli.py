@@ -65,6 +65,7 @@ def test_accelerate_launch_runs_the_same_loop(demo_assets, tmp_path):
     assert os.path.exists(os.path.join(results, "student_final.safetensors"))
 
 
+@pytest.mark.slow
 def test_print_config_shows_each_teachers_effective_settings():
     proc = radio("distill", "-e", SEED_SPEC, "--print-config")
     assert proc.returncode == 0, proc.stderr
@@ -88,6 +89,7 @@ def test_print_config_shows_each_teachers_effective_settings():
         (["distill.teacher.0.pretrained_teacher_model_path=/nonexistent/t.safetensors"], "/nonexistent/t.safetensors"),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_exit_nonzero_with_one_message(demo_assets, tmp_path, extra, expected):
     proc = radio("distill", "-e", QUICKSTART_SPEC, *tiny_run_overrides(demo_assets, str(tmp_path / "r")), *extra)
     assert proc.returncode == 2
@@ -96,6 +98,7 @@ def test_user_errors_exit_nonzero_with_one_message(demo_assets, tmp_path, extra,
     assert not os.path.exists(tmp_path / "r" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_teacher_weights_of_another_architecture_are_refused(demo_assets, tmp_path):
     from radio.quickstart import demo_weights_path
 
@@ -112,6 +115,7 @@ def test_teacher_weights_of_another_architecture_are_refused(demo_assets, tmp_pa
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_results_dir_that_is_a_file_is_refused(demo_assets, tmp_path):
     file = tmp_path / "results.txt"
     file.write_text("keep me")
@@ -120,6 +124,7 @@ def test_results_dir_that_is_a_file_is_refused(demo_assets, tmp_path):
     assert file.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_empty_root_dir_is_refused(demo_assets, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from radio.config.load import load_run_config
 from radio.engine.loop import run
 from radio.errors import RadioError
+from radio.run.spec import load_run_config
 from tests.conftest import REPO, tiny_run_overrides
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")

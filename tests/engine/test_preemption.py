@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from radio.engine.checkpoint import list_complete_checkpoints
 from radio.engine.stop import EXIT_STOPPED
+from radio.run.layout import list_complete_checkpoints
 from tests.conftest import REPO, tiny_run_overrides
 from tests.engine.launchers import launch_command, launch_env
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from radio.engine.checkpoint import list_complete_checkpoints
+from radio.run.layout import list_complete_checkpoints
 from tests.conftest import REPO, radio_cli, tiny_run_overrides
 from tests.engine.launchers import ENGINES, launch, launch_command, launch_env
 

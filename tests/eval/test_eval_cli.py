@@ -11,6 +11,8 @@ from radio.eval.commands import add_commands
 from tests.conftest import REPO, tiny_run_overrides
 from tests.conftest import radio_cli
 
+pytestmark = pytest.mark.slow  # every test here trains or spawns processes
+
 
 @pytest.fixture(scope="module")
 def knn_data(tmp_path_factory):

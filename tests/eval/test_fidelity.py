@@ -3,16 +3,11 @@
 import pytest
 import torch
 
-from radio.eval.evaluate import StudentView, build_teachers
-from radio.eval.fidelity import (
-    adapted_features,
-    measure_fidelity,
-    spatial_cosine,
-    summary_cosine,
-    teacher_targets,
-)
+from radio.eval.evaluate import StudentView, fidelity_teachers
+from radio.eval.fidelity import adapted_features, measure_fidelity, spatial_cosine, summary_cosine
 from radio.eval.images import iter_image_batches
 from radio.export.trained_run import load_trained_run
+from radio.run.build import teacher_outputs
 
 
 def test_cosines_are_one_for_equal_features_and_near_zero_for_unrelated_ones():
@@ -35,17 +30,18 @@ def test_cosines_are_one_for_equal_features_and_near_zero_for_unrelated_ones():
 @pytest.fixture(scope="module")
 def fidelity_setup(trained_results, demo_assets):
     run = load_trained_run(trained_results)
-    teachers = build_teachers(run, torch.device("cpu"))
+    teachers = fidelity_teachers(run, torch.device("cpu"))
     size = max([run.cfg.dataset.img_size] + [t.input_size for t in run.teachers])
     images = [b for b, _ in iter_image_batches(f"{demo_assets}/data/source_b", size, 8, max_images=16)]
     return run, teachers, images
 
 
+@pytest.mark.slow
 def test_perfect_student_scores_one_and_the_trained_one_scores_lower(fidelity_setup):
     run, teachers, images = fidelity_setup
 
     def targets(batch):
-        return teacher_targets(teachers, run.teachers, batch)
+        return teacher_outputs(teachers, run.teachers, batch)
 
     def perfect(batch):  # a student whose adapted features are exactly the teachers' (the kinds it learns)
         outs = targets(batch)

@@ -1,5 +1,6 @@
 """PCA pictures and the deterministic eval image reader (folders with classes, shards with .cls)."""
 
+import logging
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ from radio.data.synthetic import write_synthetic_shards
 from radio.errors import DataError
 from radio.eval.images import ReadStats, iter_image_batches
 from radio.eval.pca import pca_rgb, save_pca_grid
+from tests.data.data_helpers import image_bytes, write_tar
 
 
 def test_first_component_separates_two_regions():
@@ -62,6 +64,22 @@ def test_shard_labels_come_from_cls_members(tmp_path):
     ]
     labels = torch.cat([lab for _, lab in iter_image_batches(str(tmp_path), 16, batch_size=4, max_images=5)])
     assert labels.tolist() == expected[:5]
+
+
+def test_bad_shard_data_is_logged_and_skipped(tmp_path, caplog):
+    """The eval reader reads shards through the training loader's shard reader: the same problems, skipped."""
+    write_tar(
+        tmp_path / "a.tar",
+        [("ok.jpg", image_bytes(1)), ("ok.cls", b"2"), ("nolabel.jpg", image_bytes(2)), ("nolabel.cls", b"x")],
+    )
+    write_tar(tmp_path / "b.tar", [("text.txt", b"no image"), ("cut0.jpg", image_bytes(3)), ("cut1.jpg", b"y" * 4000)])
+    with open(tmp_path / "b.tar", "r+b") as stream:
+        stream.truncate(os.path.getsize(tmp_path / "b.tar") // 2)
+    with caplog.at_level(logging.WARNING, logger="radio.data"):
+        labels = torch.cat([lab for _, lab in iter_image_batches(str(tmp_path), 16, batch_size=8)])
+    assert labels.tolist() == [2, -1, -1]  # ok, nolabel (its .cls is not an integer), cut0 (before the damage)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "error/bad_cls" in logged and "error/truncated_tar" in logged and "no_image" not in logged
 
 
 def test_empty_folder_is_a_data_error(tmp_path):

@@ -59,6 +59,7 @@ def test_timm_naflexvit_equals_radiovit_in_eval_mode_at_every_size(init_values, 
         torch.testing.assert_close(theirs, ours, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_written_timm_call_loads_the_export_offline_and_matches(exported, trained_results, monkeypatch):
     import timm  # noqa: F401  (the written call refers to it)
     from timm.data import resolve_data_config
@@ -81,6 +82,7 @@ def test_written_timm_call_loads_the_export_offline_and_matches(exported, traine
     assert data_cfg["input_size"] == (3, 64, 64)
 
 
+@pytest.mark.slow
 def test_exported_adaptors_predict_teacher_space(exported, trained_results):
     out, manifest = exported
     run = load_trained_run(trained_results)
@@ -101,6 +103,7 @@ def test_exported_adaptors_predict_teacher_space(exported, trained_results):
         assert meta["spatial"]["feature_normalizer_folded"] == "phi_s"
 
 
+@pytest.mark.slow
 def test_export_cli_end_to_end(trained_results, tmp_path):
     out = str(tmp_path / "exp")
     proc = radio_cli("export", "--results", trained_results, "--out", out)
@@ -112,6 +115,7 @@ def test_export_cli_end_to_end(trained_results, tmp_path):
         assert os.path.isfile(os.path.join(out, "adaptors", f"{name}.safetensors"))
 
 
+@pytest.mark.slow
 def test_export_bad_inputs_fail_with_one_clear_line(trained_results, tmp_path):
     missing = radio_cli("export", "--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

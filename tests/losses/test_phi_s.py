@@ -4,14 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from radio.losses.normalizers import (
-    ChannelStandardizer,
-    IdentityNormalizer,
-    build_feature_normalizer,
-    fold_inverse_into_head,
-    fold_inverse_into_linear,
-)
+from radio.losses.names import FEATURE_NORMALIZERS
+from radio.losses.normalizers import ChannelStandardizer, IdentityNormalizer, build_feature_normalizer
 from radio.losses.phi_s import PhiStandardizer, phi_s_transform
+from radio.models.heads import HeadSpec, fold_affine_into_head
+from tests.losses.normalizer_steps import update
 
 
 def anisotropic(n, c, seed, rank=None):
@@ -29,7 +26,7 @@ def anisotropic(n, c, seed, rank=None):
 def fitted():
     x = anisotropic(4000, 64, seed=0)
     norm = PhiStandardizer(64)
-    norm.update(x)
+    update(norm, x)
     return norm, x
 
 
@@ -80,8 +77,8 @@ def test_alpha_is_invariant_to_rotating_the_data():
     x = anisotropic(3000, 32, seed=1)
     q, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
     a, b = PhiStandardizer(32), PhiStandardizer(32)
-    a.update(x)
-    b.update(x @ q.T)
+    update(a, x)
+    update(b, x @ q.T)
     assert b.alpha.item() == pytest.approx(a.alpha.item(), rel=1e-10)
 
 
@@ -89,7 +86,7 @@ def test_alpha_is_invariant_to_rotating_the_data():
 def test_rank_deficient_covariance_keeps_alpha_finite(rows):
     x = anisotropic(rows, 64, seed=2, rank=5)  # rank ≤ 5 (and < 10 rows for the first case)
     norm = PhiStandardizer(64)
-    norm.update(x)
+    update(norm, x)
     assert torch.isfinite(norm.alpha) and norm.alpha > 0
     y = norm(x)
     assert torch.isfinite(y).all()
@@ -99,7 +96,7 @@ def test_rank_deficient_covariance_keeps_alpha_finite(rows):
 
 def test_constant_features_do_not_divide_by_zero():
     norm = PhiStandardizer(16)
-    norm.update(torch.ones(5, 16))
+    update(norm, torch.ones(5, 16))
     assert norm.alpha.item() == 1.0 and torch.equal(norm(torch.ones(2, 16)), torch.zeros(2, 16))
 
 
@@ -107,10 +104,10 @@ def test_online_estimate_equals_the_batch_estimate():
     x = anisotropic(3000, 48, seed=3)
     online = PhiStandardizer(48, refresh_every_n_steps=7)
     for chunk in x.split(100):  # 30 updates; the last refresh is at step 29
-        online.update(chunk)
+        update(online, chunk)
     online.refresh()
     batch = PhiStandardizer(48)
-    batch.update(x)
+    update(batch, x)
     mean, cov = online.statistics()
     assert torch.allclose(mean, x.mean(0), atol=1e-12)
     assert torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-9)
@@ -121,11 +118,11 @@ def test_online_estimate_equals_the_batch_estimate():
 def test_online_estimate_converges_as_data_accumulates():
     x = anisotropic(20000, 16, seed=4)
     truth = PhiStandardizer(16)
-    truth.update(x)
+    update(truth, x)
     norm = PhiStandardizer(16, refresh_every_n_steps=1)
     errors = []
     for chunk in x.split(2000):
-        norm.update(chunk)
+        update(norm, chunk)
         errors.append(abs(norm.alpha.item() / truth.alpha.item() - 1))
     assert errors[-1] < 1e-12 and errors[0] > errors[-1]
 
@@ -133,7 +130,7 @@ def test_online_estimate_converges_as_data_accumulates():
 def test_refresh_schedule_and_freeze():
     norm = PhiStandardizer(8, refresh_every_n_steps=100, freeze_after_steps=250)
     data = anisotropic(300 * 4, 8, seed=5).split(4)
-    refreshed = [step for step, chunk in enumerate(data, start=1) if norm.update(chunk)]
+    refreshed = [step for step, chunk in enumerate(data, start=1) if update(norm, chunk)]
     # Refreshes open a step (1, 1 + n, ...); the last one, on the call after the 250 observed, freezes.
     assert refreshed == [1, 101, 201, 251]
     assert norm.frozen and int(norm.steps) == 251
@@ -146,30 +143,18 @@ def test_first_update_standardises_immediately_and_forward_before_update_fails()
     with pytest.raises(RuntimeError, match="update"):
         norm(torch.zeros(2, 8))
     x = anisotropic(50, 8, seed=6)
-    norm.update(x)
+    update(norm, x)
     assert torch.allclose(norm(x).var(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-10)
 
 
-def test_spatial_update_uses_valid_tokens_only():
+def test_spatial_update_takes_every_token_as_a_row():
     x = anisotropic(2 * 3 * 3, 8, seed=7)
-    spatial = x.reshape(2, 3, 3, 8).permute(0, 3, 1, 2).clone()
-    mask = torch.zeros(2, 3, 3, dtype=torch.bool)
-    mask[0, :2] = True
-    spatial[~mask.unsqueeze(1).expand_as(spatial)] = 1e9
+    spatial = x.reshape(2, 3, 3, 8).permute(0, 3, 1, 2)
     norm = PhiStandardizer(8)
-    norm.update(spatial, valid_mask=mask)
-    assert norm.total_count.item() == 6
-    assert torch.allclose(norm.statistics()[0], x.reshape(2, 3, 3, 8)[0, :2].reshape(-1, 8).mean(0))
-
-
-def test_spatial_update_resizes_a_mask_from_another_grid():
-    spatial = anisotropic(2 * 4 * 4, 8, seed=12).reshape(2, 4, 4, 8).permute(0, 3, 1, 2).contiguous()
-    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
-    mask[..., 4:] = False  # right half invalid on a grid twice as fine
-    norm = PhiStandardizer(8)
-    norm.update(spatial, valid_mask=mask)
-    # Token column 1 of the 4-grid reaches fine columns 1..4 and so touches the invalid half.
-    assert norm.total_count.item() == 2 * 4 * 1
+    update(norm, spatial)
+    assert norm.total_count.item() == 18
+    assert torch.allclose(norm.statistics()[0], x.mean(0))
+    assert torch.allclose(norm(spatial).permute(0, 2, 3, 1).reshape(-1, 8), norm(x))
 
 
 def test_autocast_does_not_round_the_targets(fitted):
@@ -180,25 +165,25 @@ def test_autocast_does_not_round_the_targets(fitted):
     assert out.dtype == torch.float32 and torch.equal(out, norm(y32))
 
 
-def test_first_refresh_waits_for_a_step_with_valid_tokens():
+def test_first_refresh_waits_for_a_step_with_finite_features():
     norm = PhiStandardizer(8, refresh_every_n_steps=100)
     spatial = anisotropic(2 * 9, 8, seed=15).reshape(2, 3, 3, 8).permute(0, 3, 1, 2)
-    assert not norm.update(spatial, valid_mask=torch.zeros(2, 3, 3, dtype=torch.bool))
+    assert not update(norm, torch.full_like(spatial, float("nan")))
     assert not norm.initialized
-    assert norm.update(spatial) and norm.initialized and int(norm.refreshes) == 1
-    assert not norm.update(spatial)  # initialised: back to the every-100-steps schedule
+    assert update(norm, spatial) and norm.initialized and int(norm.refreshes) == 1
+    assert not update(norm, spatial)  # initialised: back to the every-100-steps schedule
 
 
 def test_state_dict_round_trip_continues_identically():
     x = anisotropic(2000, 24, seed=8).split(100)
     a = PhiStandardizer(24, refresh_every_n_steps=5)
     for chunk in x[:7]:
-        a.update(chunk)
+        update(a, chunk)
     b = PhiStandardizer(24, refresh_every_n_steps=5)
     b.load_state_dict(a.state_dict())
     for chunk in x[7:]:
-        a.update(chunk)
-        b.update(chunk)
+        update(a, chunk)
+        update(b, chunk)
     assert torch.equal(a(x[0]), b(x[0]))
     assert {"total_outer", "pending_outer", "transform", "alpha", "steps"} <= set(a.state_dict())
 
@@ -208,7 +193,7 @@ def test_width_without_hadamard_warns_and_stays_isotropic(c):
     with pytest.warns(UserWarning, match=f"width {c}"):
         norm = PhiStandardizer(c)
     x = anisotropic(1000, c, seed=9)
-    norm.update(x)
+    update(norm, x)
     assert torch.allclose(norm(x).var(0, unbiased=False), torch.ones(c, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(norm.inverse(norm(x)), x, atol=1e-10, rtol=0)
 
@@ -230,62 +215,34 @@ def test_standardize_and_none():
     x = anisotropic(1000, 12, seed=10)
     std = build_feature_normalizer("Standardize", 12)
     assert isinstance(std, ChannelStandardizer)
-    std.update(x)
+    update(std, x)
     y = std(x)
     assert torch.allclose(y.mean(0), torch.zeros(12, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(y.var(0, unbiased=False), torch.ones(12, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(std.inverse(y), x, atol=1e-10)
     none = build_feature_normalizer("none", 12)
-    assert isinstance(none, IdentityNormalizer) and none(x) is x and none.update(x) is False
+    assert isinstance(none, IdentityNormalizer) and none(x) is x and update(none, x) is False
     assert isinstance(build_feature_normalizer("PHI_S", 12, refresh_every_n_steps=3), PhiStandardizer)
 
 
-@pytest.mark.parametrize("kind", ["phi_s", "standardize", "none"])
-@pytest.mark.parametrize("bias", [True, False])
-def test_folded_head_predicts_teacher_space(kind, bias):
+@pytest.mark.parametrize("kind", FEATURE_NORMALIZERS)
+@pytest.mark.parametrize("head_kind", ["linear", "v2", "attn"])
+def test_a_head_with_the_inverse_folded_in_predicts_teacher_space(kind, head_kind):
     torch.manual_seed(0)
     norm = build_feature_normalizer(kind, 16)
-    norm.update(anisotropic(500, 16, seed=11).float())
-    head = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 16, bias=bias))
-    x = torch.randn(20, 8)
+    update(norm, anisotropic(500, 16, seed=11).float())
+    head = HeadSpec(head_kind, 64, 16, hidden=32, num_inner=1).build()
+    x = torch.randn(20, 64)
     expected = norm.inverse(head(x))
-    head[-1] = fold_inverse_into_linear(head[-1], norm)
-    assert torch.allclose(head(x), expected, rtol=1e-5, atol=1e-4)
-    assert head[-1].weight.dtype == torch.float32
+    folded = fold_affine_into_head(head, *norm.inverse_affine())
+    assert torch.allclose(folded(x), expected, rtol=1e-5, atol=1e-4)
+    assert folded.output_linear.weight.dtype == torch.float32
+    assert torch.allclose(norm.inverse(head(x)), expected)  # the trained head is untouched
 
 
 def test_fold_rejects_a_width_mismatch(fitted):
     with pytest.raises(ValueError, match="64-channel"):
-        fold_inverse_into_linear(torch.nn.Linear(4, 10), fitted[0])
-
-
-class _NestedHead(torch.nn.Module):
-    """Stand-in for a v2 MLP head: pre-norm, an inner block, LayerNorm-GELU-Linear out."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(8, 32)
-        self.block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 32), torch.nn.GELU())
-        self.final = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.GELU(), torch.nn.Linear(32, 16))
-
-    def forward(self, x):
-        h = self.fc1(x)
-        return self.final(h + self.block(h))
-
-
-def test_fold_into_head_replaces_the_output_linear_of_a_copy():
-    norm = build_feature_normalizer("phi_s", 16)
-    norm.update(anisotropic(500, 16, seed=13).float())
-    head = _NestedHead()
-    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(14))
-    expected = norm.inverse(head(x))
-    folded = fold_inverse_into_head(head, norm)
-    assert torch.allclose(folded(x), expected, rtol=1e-5, atol=1e-4)
-    assert torch.allclose(norm.inverse(head(x)), expected)  # the trained head is untouched
-    linear = torch.nn.Linear(8, 16)
-    assert torch.allclose(fold_inverse_into_head(linear, norm)(x), norm.inverse(linear(x)), rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match="no nn.Linear"):
-        fold_inverse_into_head(torch.nn.GELU(), norm)
+        fold_affine_into_head(HeadSpec("linear", 4, 10).build(), *fitted[0].inverse_affine())
 
 
 def test_non_finite_teacher_rows_are_left_out_of_the_statistics():
@@ -297,8 +254,8 @@ def test_non_finite_teacher_rows_are_left_out_of_the_statistics():
     poisoned[5, 2] = float("inf")
     a = build_feature_normalizer("phi_s", 8)
     b = build_feature_normalizer("phi_s", 8)
-    a.update(torch.cat([clean[:5], clean[6:]]))
-    b.update(poisoned)
+    update(a, torch.cat([clean[:5], clean[6:]]))
+    update(b, poisoned)
     assert torch.isfinite(b.transform).all()
     torch.testing.assert_close(b.mean, a.mean)
     torch.testing.assert_close(b.transform, a.transform)
@@ -309,9 +266,9 @@ def test_loaded_state_restores_the_refresh_schedule():
 
     source = build_feature_normalizer("phi_s", 8, refresh_every_n_steps=3)
     for _ in range(2):
-        source.update(torch.randn(16, 8))
+        update(source, torch.randn(16, 8))
     copy = build_feature_normalizer("phi_s", 8, refresh_every_n_steps=3)
     copy.load_state_dict(source.state_dict())
     assert copy.initialized
-    assert not copy.update(torch.randn(16, 8))  # third update: none due
-    assert copy.update(torch.randn(16, 8))  # fourth update (1 + 3): the scheduled refresh, as in the source
+    assert not update(copy, torch.randn(16, 8))  # third update: none due
+    assert update(copy, torch.randn(16, 8))  # fourth update (1 + 3): the scheduled refresh, as in the source

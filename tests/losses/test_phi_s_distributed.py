@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from radio.losses.phi_s import PhiStandardizer
+from tests.losses.normalizer_steps import update
+
+pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 
 DIM, STEPS, ROWS = 24, 8, 50
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def step_data(rank: int, step: int) -> torch.Tensor:
@@ -27,15 +31,15 @@ WORKER = textwrap.dedent(
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    sys.path.insert(0, {test_dir!r})
-    from test_phi_s_distributed import DIM, STEPS, step_data
+    sys.path[:0] = [{test_dir!r}, {repo!r}]
+    from test_phi_s_distributed import DIM, STEPS, step_data, update
     from radio.losses.phi_s import PhiStandardizer
 
 
     def run(rank, out_dir):
         dist.init_process_group("gloo", init_method="file://" + out_dir + "/rendezvous", rank=rank, world_size=2)
         norm = PhiStandardizer(DIM, refresh_every_n_steps=3)
-        refreshed = [step for step in range(1, STEPS + 1) if norm.update(step_data(rank, step))]
+        refreshed = [step for step in range(1, STEPS + 1) if update(norm, step_data(rank, step))]
         at_refresh = {{k: v.clone() for k, v in norm.state_dict().items()}}
         norm.sync_statistics()  # what the engine does before a checkpoint
         torch.save({{"refreshed": refreshed, "at_refresh": at_refresh, "synced": norm.state_dict()}},
@@ -53,7 +57,7 @@ WORKER = textwrap.dedent(
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("phi_s_ddp")
     script = out / "worker.py"
-    script.write_text(WORKER.format(test_dir=os.path.dirname(__file__)))
+    script.write_text(WORKER.format(test_dir=os.path.dirname(__file__), repo=REPO))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     subprocess.run([sys.executable, str(script), str(out)], check=True, timeout=120, env=env)
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
@@ -70,7 +74,7 @@ def test_both_ranks_refresh_on_the_same_steps_and_hold_the_same_transform(ranks)
 
 def test_all_reduced_estimate_equals_the_single_process_estimate(ranks):
     single = PhiStandardizer(DIM)
-    single.update(torch.cat([step_data(r, s) for s in range(1, 8) for r in range(2)]))
+    update(single, torch.cat([step_data(r, s) for s in range(1, 8) for r in range(2)]))
     state = ranks[0]["at_refresh"]
     multi = PhiStandardizer(DIM)
     multi.load_state_dict(state)

@@ -6,10 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from radio.losses.summary import SummaryLoss
+
+pytestmark = pytest.mark.slow  # every test here spawns processes
 
 DIM, STEPS, ROWS = 16, 3, 8
 

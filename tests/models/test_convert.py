@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from models_helpers import distinct_weights
 from public_layouts import openai_clip
@@ -45,6 +46,7 @@ def test_without_model_it_only_unwraps(save, tmp_path):
     assert set(load_file(dst)) == set(model.state_dict())
 
 
+@pytest.mark.slow
 def test_tool_script_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "convert_teacher.py"), "--help"],

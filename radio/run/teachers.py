@@ -9,9 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-from radio.data.views import align_to_patch
 from radio.errors import SpecError
-
 
 _NAME = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")
 _RESERVED_NAMES = ("student",)  # the student's view in the data plan
@@ -56,6 +54,7 @@ class ResolvedTeacher:
 
 
 def resolve_teachers(cfg) -> List[ResolvedTeacher]:
+    from radio.data.views import align_to_patch
     from radio.losses.names import (
         normalize_feature_normalizer,
         normalize_summary_loss_type,
@@ -83,7 +82,6 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
             mode = resolve_mode(
                 pick("mode"),
                 pick("loss_type"),
-                teacher_has_spatial=info.has_spatial,
                 teacher_has_summary=info.has_summary,
                 num_classes=cfg.dataset.num_classes,
                 field_prefix=path if t.mode is not None else "distill",

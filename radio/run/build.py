@@ -1,0 +1,221 @@
+"""The one builder of a run's components from its config and resolved teachers.
+
+Training (``engine/loop.py``), ``radio eval`` and ``radio export`` all assemble through these functions, so
+the trained module, its heads, the normalisers and the teachers' views are built one way everywhere.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from radio.data.loader import TrainLoader
+from radio.data.views import ViewPlan, ViewSpec, make_view
+from radio.errors import CheckpointError
+from radio.losses.criterion import TeacherCriterion
+from radio.losses.normalizers import build_feature_normalizer
+from radio.models.adapted_student import AdaptedStudent, TeacherHeads
+from radio.models.heads import HeadSpec
+from radio.models.student import build_student
+from radio.models.teacher import FrozenTeacher, TeacherOutput
+from radio.run.teachers import ResolvedTeacher
+
+HeadDims = Dict[str, Dict[str, int]]  # teacher name -> {"summary": width, "spatial": width}
+
+
+def summary_slots(teachers: List[ResolvedTeacher]) -> int:
+    """CLS slots the student needs so that every summary teacher has its own."""
+    return max((t.summary_token_idx + 1 for t in teachers if t.summary_token_idx is not None), default=1)
+
+
+def build_teachers(
+    teachers: List[ResolvedTeacher], *, num_classes: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> Dict[str, FrozenTeacher]:
+    """Frozen teachers on ``device`` (bf16 for training; never wrapped or sharded). A checkpoint that does
+    not load raises ``CheckpointError`` naming the teacher."""
+    built = {}
+    for t in teachers:
+        try:
+            built[t.name] = FrozenTeacher(
+                t.backbone_type,
+                t.checkpoint_path,
+                input_size=t.input_size,
+                strict=t.strict_loading,
+                num_classes=num_classes if t.mode == "logits" else 0,
+                device=device,
+                dtype=dtype,
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(f"teacher {t.name}: {exc}") from None
+    return built
+
+
+def teacher_dims(teachers: Dict[str, FrozenTeacher]) -> HeadDims:
+    """Head output widths from the built teachers (a C-RADIO checkpoint may carry other summary slots than
+    its registry entry)."""
+    return {name: {"summary": t.summary_dim, "spatial": t.embed_dim} for name, t in teachers.items()}
+
+
+def head_spec(t: ResolvedTeacher, kind: str, in_dim: int, out_dim: int) -> HeadSpec:
+    """The ``summary`` or ``spatial`` head of teacher ``t``: a Linear without ``use_mlp``, else its MLP."""
+    if not t.use_mlp:
+        return HeadSpec("linear", in_dim, out_dim)
+    if kind == "summary":
+        return HeadSpec("v2", in_dim, out_dim, t.mlp_hidden_size, t.mlp_num_inner)
+    return HeadSpec(t.spatial_mlp_version, in_dim, out_dim, t.mlp_hidden_size, t.spatial_num_inner)
+
+
+def head_dims_in(state: Dict[str, torch.Tensor], teachers: List[ResolvedTeacher]) -> HeadDims:
+    """Head output widths read from a trained module's state dict (no teacher weights needed).
+
+    Raises ``KeyError`` with the (teacher, kind) whose head is missing.
+    """
+    dims: HeadDims = {}
+    for t in teachers:
+        dims[t.name] = {}
+        for kind, used in (("summary", t.uses_summary), ("spatial", t.uses_spatial)):
+            key = f"{kind}_heads.{t.name}.{head_spec(t, kind, 0, 0).output_weight_key}"
+            if used and key not in state:
+                raise KeyError((t.name, kind))
+            if used:
+                dims[t.name][kind] = int(state[key].shape[0])
+    return dims
+
+
+def build_trained_module(cfg, teachers: List[ResolvedTeacher], dims: HeadDims, *, pretrained: bool = True):
+    """Student + one head per (teacher, kind). ``pretrained=False``: no ``pretrained_backbone_path`` (the
+    weights come from a checkpoint)."""
+    backbone = cfg.model.backbone
+    if not pretrained:
+        backbone = OmegaConf.merge(backbone, {"pretrained_backbone_path": None})
+    student = build_student(backbone, num_summary_slots=summary_slots(teachers), vitdet_cfg=cfg.distill.vitdet)
+    width = student.embed_dim
+
+    def spec(t: ResolvedTeacher, kind: str, used: bool) -> Optional[HeadSpec]:
+        return head_spec(t, kind, width, dims[t.name][kind]) if used else None
+
+    heads = [
+        TeacherHeads(
+            t.name,
+            summary=spec(t, "summary", t.uses_summary),
+            summary_slot=t.summary_token_idx,
+            spatial=spec(t, "spatial", t.uses_spatial),
+            logits=t.mode == "logits",
+        )
+        for t in teachers
+    ]
+    return AdaptedStudent(student, heads, num_classes=cfg.dataset.num_classes)
+
+
+def build_normalizers(cfg, teachers: List[ResolvedTeacher], dims: HeadDims) -> nn.ModuleDict:
+    """Per spatial teacher, its target normaliser (``feature_normalizer``) on the schedule of ``distill.phi_s``."""
+    phi_s = cfg.distill.phi_s
+    return nn.ModuleDict(
+        {
+            t.name: build_feature_normalizer(
+                t.feature_normalizer,
+                dims[t.name]["spatial"],
+                refresh_every_n_steps=phi_s.refresh_every_n_steps,
+                freeze_after_steps=phi_s.freeze_after_steps,
+            )
+            for t in teachers
+            if t.uses_spatial
+        }
+    )
+
+
+def build_criteria(teachers: List[ResolvedTeacher]) -> nn.ModuleDict:
+    return nn.ModuleDict(
+        {
+            t.name: TeacherCriterion(
+                t.mode,
+                t.loss_type,
+                summary_loss_type=t.summary_loss_type,
+                summary_loss_weight=t.summary_loss_weight,
+                spatial_loss_weight=t.fd_loss_weight,
+                temperature=t.temperature,
+            )
+            for t in teachers
+        }
+    )
+
+
+def build_view_plan(cfg, teachers: List[ResolvedTeacher], student_patch: int) -> ViewPlan:
+    """The student's view from ``dataset`` and one per teacher, seeded by ``train.seed``."""
+    augmentation = cfg.dataset.augmentation
+    student = ViewSpec(
+        name="student",
+        size=int(cfg.dataset.img_size),
+        patch_size=student_patch,
+        stochastic_resolutions={int(k): float(v) for k, v in augmentation.stochastic_resolutions.items()},
+        mean=list(augmentation.norm_mean),
+        std=list(augmentation.norm_std),
+    )
+    views = [
+        ViewSpec(
+            name=t.name,
+            size=t.input_size,
+            patch_size=t.patch_size,
+            stochastic_resolutions=dict(t.stochastic_resolutions),
+            mean=list(t.norm_mean),
+            std=list(t.norm_std),
+            follow="student" if t.match_student_resolution else None,
+        )
+        for t in teachers
+    ]
+    return ViewPlan(student=student, teachers=views, seed=cfg.train.seed)
+
+
+def teacher_outputs(
+    teachers: Dict[str, FrozenTeacher],
+    specs: List[ResolvedTeacher],
+    images: torch.Tensor,
+    sizes: Optional[Dict[str, int]] = None,
+) -> Dict[str, TeacherOutput]:
+    """Each built teacher's outputs on uint8 crops [B, 3, S, S], at its own view: resolution ``sizes[name]``
+    (the step's, in training) or its ``input_size``, and its normalisation."""
+    outputs = {}
+    for t in specs:
+        if t.name in teachers:
+            size = sizes[t.name] if sizes else t.input_size
+            view = make_view(images.to(teachers[t.name].device), size, t.norm_mean, t.norm_std)
+            outputs[t.name] = teachers[t.name](view)
+    return outputs
+
+
+@dataclass
+class Components:
+    """What training needs, built (``build_components``)."""
+
+    model: AdaptedStudent  # the trained module: student + heads
+    teachers: Dict[str, FrozenTeacher]  # frozen, bf16, on the device, never wrapped
+    normalizers: nn.ModuleDict  # spatial target normalisers (PHI-S ...), per spatial teacher
+    criteria: nn.ModuleDict  # TeacherCriterion per teacher
+    plan: ViewPlan
+    loader: TrainLoader
+
+    @property
+    def loss_state(self) -> nn.ModuleDict:
+        """Non-trained state that must survive a resume: normaliser statistics, losses' running state."""
+        return nn.ModuleDict({"normalizers": self.normalizers, "criteria": self.criteria})
+
+
+def build_components(
+    cfg, teachers_cfg: List[ResolvedTeacher], *, device: torch.device, rank: int, world_size: int
+) -> Components:
+    teachers = build_teachers(teachers_cfg, num_classes=cfg.dataset.num_classes, device=device)
+    dims = teacher_dims(teachers)
+    # Identical initial weights on every rank, whatever the data order or the teachers' construction.
+    torch.manual_seed(cfg.train.seed)
+    model = build_trained_module(cfg, teachers_cfg, dims)
+    plan = build_view_plan(cfg, teachers_cfg, model.student.patch_size)
+    return Components(
+        model=model,
+        teachers=teachers,
+        normalizers=build_normalizers(cfg, teachers_cfg, dims).to(device),
+        criteria=build_criteria(teachers_cfg).to(device),
+        plan=plan,
+        loader=TrainLoader(cfg.dataset, plan, seed=cfg.train.seed, rank=rank, world_size=world_size),
+    )
