@@ -22,8 +22,15 @@ from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError, on_every_rank
 from radio.models.registry import get_model_info
 from radio.run.build import Components, build_components
-from radio.run.layout import STOP_FILE, checkpoints_root, write_resolved_config, write_run_status
+from radio.run.layout import (
+    STOP_FILE,
+    checkpoints_root,
+    write_resolved_config,
+    write_run_status,
+    write_teachers_file,
+)
 from radio.run.spec import check_paths
+from radio.run.teacher_report import teacher_load_lines, teacher_load_records
 from radio.run.teachers import resolve_teachers
 
 
@@ -69,6 +76,8 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
     )
+    for line in teacher_load_lines(parts.teachers):
+        accelerator.print(line)
     total_steps, steps_per_epoch = _run_length(train, parts.loader.steps_per_epoch, accelerator.print)
     trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch)
     state = trainer.state
@@ -80,6 +89,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
         accelerator.print(f"resumed from {resumed_from} at step {counters.step}")
     if is_main:  # only now: a launch refused above must not leave its config next to another run's checkpoints
         write_resolved_config(cfg, teachers_cfg, results_dir)
+        write_teachers_file(results_dir, teacher_load_records(parts.teachers))
 
     def save() -> str:
         return state.save(results_dir, agree=agree, keep=train.keep_checkpoints)

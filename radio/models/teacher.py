@@ -1,6 +1,7 @@
 """Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 under inference mode."""
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -94,8 +95,10 @@ class FrozenTeacher(nn.Module):
             # Non-persistent buffers (e.g. rotary tables) are computed at build, not loaded: build for real.
             model = create_model(backbone_type, img_size=input_size, num_classes=num_classes)
         self.load_report: Optional[LoadReport] = None
+        started = time.perf_counter()
         if checkpoint_path is not None:
             self.load_report = load_into(model, checkpoint_path, strict=strict, role="teacher")
+        self.load_seconds = time.perf_counter() - started
         leftover = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]
         leftover += [n for n, b in model.named_buffers() if b.is_meta]
         if leftover:

@@ -3,6 +3,7 @@
 ``results_dir/``
 - ``config.yaml``: the resolved spec plus every teacher's effective settings (``resolved_teachers``),
   written once the run holds the folder; ``radio eval`` and ``radio export`` rebuild the run from it.
+- ``teachers.json``: how each teacher loaded (file, detected layout, key counts, resampling, dtype, time).
 - ``run_status.json``: how the last process ended (``finished``, ``stopped``: resumable, ``failed``).
 - ``metrics.jsonl``: one row per logging window (``tensorboard/``, ``wandb/`` when enabled).
 - ``.lock``: held while a run trains here; ``STOP``: asks that run to checkpoint and stop.
@@ -25,6 +26,7 @@ from radio.errors import CheckpointError, RadioError
 # writers import what they need when called.
 
 CONFIG_FILE = "config.yaml"
+TEACHERS_FILE = "teachers.json"
 RUN_STATUS_FILE = "run_status.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
@@ -137,6 +139,14 @@ def load_results_config(results_dir: str) -> Tuple[object, list]:
     derived = ("uses_summary", "uses_spatial")  # recomputed from the mode
     teachers = [ResolvedTeacher(**{k: v for k, v in t.items() if k not in derived}) for t in resolved]
     return cfg, teachers
+
+
+def write_teachers_file(results_dir: str, records: list) -> None:
+    """``teachers.json``: ``radio/run/teacher_report.teacher_load_records`` of the run's teachers."""
+    tmp = os.path.join(results_dir, f".{TEACHERS_FILE}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(records, f, indent=2)
+    os.replace(tmp, os.path.join(results_dir, TEACHERS_FILE))
 
 
 def write_run_status(results_dir: str, status: str, step: int, detail: str = "") -> None:

@@ -71,3 +71,21 @@ def test_tensorboard_and_offline_wandb_receive_per_teacher_losses(demo_assets, t
     assert {os.path.basename(p).split("-")[-1] for p in runs} == {os.path.basename(first_run).split("-")[-1]}
     assert os.path.exists(os.path.join(results, "loss_per_teacher.png"))
     assert os.path.exists(os.path.join(results, "data_mixture.png"))
+
+
+@pytest.mark.slow
+def test_the_console_and_teachers_json_say_how_each_teacher_loaded(demo_assets, tmp_path, capsys):
+    results = str(tmp_path / "run")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=1")))
+    console = capsys.readouterr().out.splitlines()
+    with open(os.path.join(results, "teachers.json")) as f:
+        records = {r["name"]: r for r in json.load(f)}
+    assert set(records) == {"demo_a", "demo_b"}
+    for name, weights in (("demo_a", "demo_vit_tiny_patch16"), ("demo_b", "demo_vit_tiny_patch14")):
+        record = records[name]
+        assert record["file"].endswith(f"{weights}.DEMO_RANDOM_INIT.safetensors") and record["layout"] == "timm"
+        assert record["tensors"] > 0 and record["missing"] == record["unexpected"] == [] and record["dtype"] == "bfloat16"
+        (line,) = [x for x in console if x.startswith(f"teacher {name} ")]
+        assert f"{record['tensors']} tensors from {record['file']}" in line
+    # demo_b's 14-px patches at the run's 112 px: its position grid is resampled, and both outputs say so.
+    assert any("resampled" in n for n in records["demo_b"]["notes"]) and "resampled" in line
