@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from radio.run.layout import read_metrics
 from radio.errors import RadioError
+from radio.run.layout import read_metrics
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
 DEMO_SOURCES = (("source_a", 400, 11), ("source_b", 200, 22))  # name, images, seed
@@ -54,8 +54,8 @@ def loss_start_end(results_dir: str, teacher_names: Sequence[str]) -> Dict[str, 
 
 
 def run_quickstart(out: str, overrides: Sequence[str] = ()) -> Dict[str, Tuple[float, float]]:
-    from radio.run.spec import load_run_config
     from radio.engine.loop import run
+    from radio.run.spec import load_run_config
 
     out = os.path.abspath(out)
     if os.path.exists(out) and not os.path.isdir(out):

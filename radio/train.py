@@ -24,9 +24,9 @@ def main(argv=None) -> int:
     from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
 
     stop = StopRequest()
-    from radio.run.spec import load_run_config
     from radio.engine.loop import run
     from radio.errors import RadioError, user_error_message
+    from radio.run.spec import load_run_config
 
     rank = int(os.environ.get("RANK", "0"))
     try:

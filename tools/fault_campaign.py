@@ -27,6 +27,8 @@ import psutil
 import torch
 from safetensors.torch import load_file
 
+from radio.run.layout import STUDENT_FINAL_FILE, checkpoints_root, list_complete_checkpoints, read_metrics
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RADIO = os.path.join(os.path.dirname(sys.executable), "radio")
 SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
@@ -67,9 +69,8 @@ def kill_tree(pid: int) -> None:
 
 
 def outcome(results: str) -> dict:
-    with open(os.path.join(results, "metrics.jsonl")) as f:
-        losses = {r["step"]: r["loss/total"] for r in map(json.loads, f)}
-    return {"losses": losses, "student": load_file(os.path.join(results, "student_final.safetensors"))}
+    losses = {r["step"]: r["loss/total"] for r in read_metrics(results)}
+    return {"losses": losses, "student": load_file(os.path.join(results, STUDENT_FINAL_FILE))}
 
 
 def identical(a: dict, b: dict) -> bool:
@@ -114,7 +115,7 @@ def main() -> None:
         time.sleep(rng.uniform(0.3 * duration, 0.95 * duration))
         kill_tree(proc.pid)
         proc.wait()
-        root = os.path.join(results, "checkpoints")
+        root = checkpoints_root(results)
         if os.path.isdir(root) and any(n.endswith(".tmp") for n in os.listdir(root)):
             tally["kill9_inside_a_checkpoint_write"] += 1
         ok = finish(cmd, log) == 0 and identical(outcome(results), reference)
@@ -149,9 +150,7 @@ def disk_full_trial(demo, args, reference, log) -> list:
     """results_dir on a tmpfs a little larger than two checkpoints; keep=2 needs three at once."""
     mount = os.path.join(args.out, "small_disk")
     os.makedirs(mount, exist_ok=True)
-    step_folder = os.path.join(
-        args.out, "reference", "checkpoints", sorted(os.listdir(os.path.join(args.out, "reference", "checkpoints")))[-1]
-    )
+    step_folder = list_complete_checkpoints(os.path.join(args.out, "reference"))[-1]
     checkpoint_bytes = sum(os.path.getsize(os.path.join(step_folder, n)) for n in os.listdir(step_folder))
     size_kib = int(2.6 * checkpoint_bytes / 1024) + 256
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", mount], check=True)

@@ -43,9 +43,9 @@ def add_commands(subparsers) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from radio.run.spec import load_run_config
     from radio.data.preview import preview, print_preview
     from radio.errors import DataError
+    from radio.run.spec import load_run_config
 
     if not 0 <= args.rank < args.world_size:
         raise DataError(f"--rank must be in [0, --world-size={args.world_size}), got {args.rank}")

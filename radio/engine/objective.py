@@ -41,11 +41,12 @@ class DistillationObjective:
         (``sizes``) and normalisation."""
         return teacher_outputs(self.teachers, self.teachers_cfg, images, sizes)
 
-    def observe(self, outputs: Dict[str, TeacherOutput]) -> None:
-        """Add a micro-batch's spatial features to the target normalisers' statistics."""
+    def observe(self, outputs: Dict[str, TeacherOutput], *, starts_step: bool) -> None:
+        """Add a micro-batch's spatial features to the target normalisers' statistics (``starts_step``: the
+        optimizer step's first micro-batch)."""
         for t in self.teachers_cfg:
             if t.uses_spatial:
-                self.spatial_targets.observe(t.name, outputs[t.name].spatial)
+                self.spatial_targets.observe(t.name, outputs[t.name].spatial, starts_step=starts_step)
 
     def refresh_targets(self) -> List[str]:
         """Once per optimizer step, before its first targets: due normalisers refresh and the spatial heads

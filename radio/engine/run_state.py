@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from radio.engine import checkpoint as ckpt
 from radio.errors import CheckpointError, on_every_rank
 from radio.models.checkpoint_io import LoadReport, compare_shapes, load_exact
-from radio.run.layout import MODEL_FILE, NORMALIZERS_FILE, TRAINER_STATE, checkpoints_root
+from radio.run.layout import MODEL_FILE, NORMALIZERS_FILE, TRAINER_STATE, checkpoints_root, rank_files
 
 _OTHER_RUN = (
     "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
@@ -59,17 +59,17 @@ class RunState:
 
     def save(self, results_dir: str, *, agree: Callable[[Optional[str]], Optional[str]], keep: int) -> str:
         """Write a checkpoint of the current step on every rank (a collective); returns its folder."""
-        for norm in self.loss_state["normalizers"].values():
-            norm.sync_statistics()  # a collective: merge every rank's pending statistics first
         model_state = self.params.full_state_dict()  # a collective under ZeRO
         is_main = self.rank == 0
 
         def write(folder: str) -> List[str]:
-            written = [os.path.join(folder, f"{name}_rank{self.rank}") for name in ("rng", "loader", "metrics")]
-            written = [written[0] + ".pt", written[1] + ".json", written[2] + ".json"]
+            written = [os.path.join(folder, name) for name in rank_files(self.rank)]
             torch.save(ckpt.rng_state(), written[0])
             ckpt.write_json(written[1], self.loader.state_dict())
             ckpt.write_json(written[2], self.window.state_dict())
+            # Statistics are merged at the normaliser's own refreshes only: merging them here would change
+            # the float64 summation order, and a run checkpointed off-schedule (a stop) would drift.
+            save_file(_to_cpu(_pending(self.loss_state.state_dict())), written[3])
             written += self.params.save(folder, is_main=is_main)
             if is_main:
                 for name, state in (
@@ -105,9 +105,10 @@ class RunState:
                 f"{_ENGINES[self.params.kind]}. Resume with the launch that wrote it (same number of processes and "
                 "the same accelerate config), or start a fresh results_dir."
             )
-        rng = ckpt.read_checkpoint_file(folder, f"rng_rank{self.rank}.pt", ckpt.read_tensors)
-        loader_state = ckpt.read_checkpoint_file(folder, f"loader_rank{self.rank}.json", ckpt.read_json)
-        window_state = ckpt.read_checkpoint_file(folder, f"metrics_rank{self.rank}.json", ckpt.read_json)
+        rng_file, loader_file, window_file, pending_file = rank_files(self.rank)
+        rng = ckpt.read_checkpoint_file(folder, rng_file, ckpt.read_tensors)
+        loader_state = ckpt.read_checkpoint_file(folder, loader_file, ckpt.read_json)
+        window_state = ckpt.read_checkpoint_file(folder, window_file, ckpt.read_json)
         model_path = os.path.join(folder, MODEL_FILE)
         model_state = ckpt.read_checkpoint_file(folder, MODEL_FILE, load_file)
         if self.params.kind == "ddp":
@@ -117,7 +118,11 @@ class RunState:
             _check_shapes(model_state, self.params.full_shapes(), model_path)
         normalizers_path = os.path.join(folder, NORMALIZERS_FILE)
         normalizer_state = ckpt.read_checkpoint_file(folder, NORMALIZERS_FILE, load_file)
-        load_exact(self.loss_state, normalizer_state, normalizers_path, "radio checkpoint", _OTHER_RUN)
+        pending = ckpt.read_checkpoint_file(folder, pending_file, load_file)
+        if set(pending) != set(_pending(normalizer_state)):
+            raise CheckpointError(f"{folder}/{pending_file} does not hold this run's normaliser statistics.")
+        # The shared statistics from the main rank's file, this rank's own unmerged sums from its file.
+        load_exact(self.loss_state, {**normalizer_state, **pending}, normalizers_path, "radio checkpoint", _OTHER_RUN)
         try:
             counters = Counters(**trainer["counters"])
             scheduler = dict(trainer["scheduler"])
@@ -130,7 +135,7 @@ class RunState:
         try:
             self.window.load_state_dict(window_state)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{folder}/metrics_rank{self.rank}.json is damaged ({exc!r}).") from None
+            raise CheckpointError(f"{folder}/{rank_files(self.rank)[2]} is damaged ({exc!r}).") from None
         self.counters = counters
         self.origin = trainer.get("origin")
         ckpt.set_rng_state(rng)  # last: building and loading above may draw random numbers
@@ -186,6 +191,11 @@ def _check_shapes(state: Dict[str, torch.Tensor], expected: Dict[str, tuple], pa
     compare_shapes({k: tuple(v.shape) for k, v in state.items()}, expected, report)
     if not report.ok:
         raise CheckpointError(f"{report.describe()}\n{_OTHER_RUN}")
+
+
+def _pending(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The per-rank part of the loss state: normaliser sums not yet merged across ranks."""
+    return {k: v for k, v in state.items() if k.rsplit(".", 1)[-1].startswith("pending_")}
 
 
 def _to_cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ class TrainStep:
             batch = next(data)
             images = batch.images.to(device, non_blocking=True)
             outputs = self.objective.teacher_outputs(images, batch.sizes)
-            self.objective.observe(outputs)
+            self.objective.observe(outputs, starts_step=micro == 0)
             if micro == 0:
                 self.objective.refresh_targets()  # may re-base spatial heads: before any gradient of the step
             targets = self.objective.targets(outputs)

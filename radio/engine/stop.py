@@ -65,8 +65,10 @@ class StopRequest:
             return local
         import torch
 
+        from radio.distributed import all_reduce_sum_
+
         flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
-        return accelerator.reduce(flag, reduction="sum").item() > 0
+        return all_reduce_sum_(flag).item() > 0
 
     def clear_stale_stop_file(self, results_dir: str) -> bool:
         """Remove a STOP file older than this process (left by an earlier stop); True if one was removed."""

@@ -60,9 +60,10 @@ class SpatialTargets:
         self.params = params
         self._affine: Dict[str, Affine] = {}
 
-    def observe(self, name: str, features: torch.Tensor) -> None:
-        """features: teacher ``name``'s spatial map [B,C,h,w] of one micro-batch (no collective)."""
-        self.normalizers[name].observe(features)
+    def observe(self, name: str, features: torch.Tensor, *, starts_step: bool) -> None:
+        """features: teacher ``name``'s spatial map [B,C,h,w] of one micro-batch (no collective);
+        ``starts_step``: the optimizer step's first micro-batch."""
+        self.normalizers[name].observe(features, starts_step=starts_step)
 
     def refresh(self) -> List[str]:
         """Refresh the normalisers that are due and re-base their heads (a collective: every rank calls it

@@ -4,11 +4,12 @@ import argparse
 import os
 
 from radio.errors import RadioError
+from radio.run.layout import EVAL_DIR
 
 
 def eval_command(args: argparse.Namespace) -> int:
     from radio.eval.evaluate import EvalOptions, evaluate_run, format_table
-    from radio.export.trained_run import load_results_config
+    from radio.run.layout import load_results_config
 
     if args.spec:
         from radio.run.spec import load_run_config
@@ -35,7 +36,7 @@ def eval_command(args: argparse.Namespace) -> int:
         fidelity=not args.no_fidelity,
         pca=not args.no_pca,
     )
-    out = args.out or os.path.join(results_dir, "eval")
+    out = args.out or os.path.join(results_dir, EVAL_DIR)
     result = evaluate_run(results_dir, out, opts)
     print(format_table(result))
     print(f"results: {os.path.join(out, 'eval.json')}")

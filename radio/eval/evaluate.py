@@ -22,8 +22,7 @@ from radio.eval.pca import pca_rgb, save_pca_grid
 from radio.export.trained_run import TrainedRun, load_trained_run
 from radio.models.teacher import FrozenTeacher
 from radio.run.build import build_teachers, teacher_outputs
-
-EVAL_FILE = "eval.json"
+from radio.run.layout import EVAL_FILE, PCA_PICTURE
 
 
 @dataclass
@@ -153,7 +152,7 @@ def evaluate_run(results_dir: str, out_dir: str, opts: EvalOptions, device: Opti
         images, _ = next(iter_image_batches(path, view.size, opts.pca_images, opts.pca_images))
         with torch.no_grad():
             spatial = run.model.student(view(images)).spatial
-        picture = os.path.join(out_dir, "pca.png")
+        picture = os.path.join(out_dir, PCA_PICTURE)
         save_pca_grid(images, pca_rgb(spatial), picture, title="student features: first 3 PCA components")
         result["pca_png"] = os.path.abspath(picture)
     with open(os.path.join(out_dir, EVAL_FILE), "w") as f:

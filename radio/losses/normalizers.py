@@ -64,14 +64,11 @@ class IdentityNormalizer(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def observe(self, features: torch.Tensor) -> None:
+    def observe(self, features: torch.Tensor, *, starts_step: bool) -> None:
         return None
 
     def refresh_if_due(self) -> bool:
         return False
-
-    def sync_statistics(self) -> None:
-        return None
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y

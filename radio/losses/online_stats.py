@@ -93,6 +93,7 @@ class OnlineFeatureNormalizer(nn.Module):
 
     @property
     def frozen(self) -> bool:
+        """Past the first ``freeze_after_steps`` optimizer steps: their statistics are final."""
         return self.freeze_after_steps is not None and self._steps > self.freeze_after_steps
 
     @property
@@ -100,10 +101,14 @@ class OnlineFeatureNormalizer(nn.Module):
         return self._refreshes > 0
 
     @torch.no_grad()
-    def observe(self, features: torch.Tensor) -> None:
+    def observe(self, features: torch.Tensor, *, starts_step: bool) -> None:
         """Add one micro-batch's teacher features ([N, C] or [B, C, h, w]) to this rank's pending sums (no
-        collective). From the freeze point on nothing is added."""
-        if self.freeze_after_steps is not None and self._steps >= self.freeze_after_steps:
+        collective). ``starts_step``: the first micro-batch of an optimizer step, which counts the step.
+        From the freeze point on nothing is added."""
+        if starts_step:
+            self.steps += 1
+            self._steps += 1
+        if self.frozen:
             return
         rows = feature_rows(features.detach(), self.dim).to(torch.float64)
         # A non-finite teacher vector would poison the running sums for the rest of the run: leave such
@@ -116,20 +121,19 @@ class OnlineFeatureNormalizer(nn.Module):
 
     @torch.no_grad()
     def refresh_if_due(self) -> bool:
-        """Count one optimizer step and recompute the transform when the schedule says so; True if it was.
+        """Recompute the transform when the schedule says so; True if it was.
 
         Call once per optimizer step on every rank (a refresh is a collective), after observing the step's
         first micro-batch and before normalising its targets.
         """
-        if self.frozen:
+        step = self._steps  # 1-based number of the optimizer step in progress
+        freeze = self.freeze_after_steps
+        if freeze is not None and step > freeze + 1:
             return False
-        step = self._steps  # 0-based index of this optimizer step
-        self.steps += 1
-        self._steps += 1
-        last = self.freeze_after_steps is not None and step == self.freeze_after_steps
+        last = freeze is not None and step == freeze + 1  # from the first `freeze` steps' statistics
         # Until a refresh has seen data (the first step, unless every row was non-finite) every step is
         # due; `initialized` is the same on every rank, so all ranks join the same collectives.
-        due = last or not self.initialized or step % self.refresh_every_n_steps == 0
+        due = last or not self.initialized or (step - 1) % self.refresh_every_n_steps == 0
         return self.refresh() if due else False
 
     @torch.no_grad()
@@ -175,7 +179,7 @@ class OnlineFeatureNormalizer(nn.Module):
     def _check_ready(self) -> None:
         if not self.initialized:
             raise RuntimeError(
-                f"{type(self).__name__} has no statistics yet: call update(teacher_features) before "
+                f"{type(self).__name__} has no statistics yet: observe teacher features and refresh before "
                 "normalising (or load a checkpoint that has them)"
             )
 

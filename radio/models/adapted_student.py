@@ -30,8 +30,13 @@ class AdaptedStudent(nn.Module):
         super().__init__()
         self.student = student
         self.teachers = list(teachers)
-        self.summary_heads = nn.ModuleDict({t.name: t.summary.build() for t in self.teachers if t.summary})
-        self.spatial_heads = nn.ModuleDict({t.name: t.spatial.build() for t in self.teachers if t.spatial})
+        self.summary_heads = nn.ModuleDict()
+        self.spatial_heads = nn.ModuleDict()
+        for t in self.teachers:  # per teacher, summary then spatial: the order heads draw their init
+            if t.summary is not None:
+                self.summary_heads[t.name] = t.summary.build()
+            if t.spatial is not None:
+                self.spatial_heads[t.name] = t.spatial.build()
         # Logits come from CLS slot 0 through one classifier (classification KD: labels and teacher logits).
         self.classifier = nn.Linear(student.embed_dim, num_classes) if num_classes > 0 else None
 
@@ -46,9 +51,9 @@ class AdaptedStudent(nn.Module):
         preds: Dict[str, Dict[str, torch.Tensor]] = {}
         for t in self.teachers:
             pred: Dict[str, torch.Tensor] = {}
-            if t.summary:
+            if t.summary is not None:
                 pred["summary"] = self.summary_heads[t.name](cls_tokens[:, t.summary_slot])
-            if t.spatial:
+            if t.spatial is not None:
                 mapped = self.spatial_heads[t.name](tokens)  # [B,h*w,Ct]
                 pred["spatial"] = mapped.transpose(1, 2).reshape(b, -1, h, w)
             if t.logits:

@@ -44,6 +44,9 @@ class LoadReport:
     mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint, model)
     dropped: Dict[str, str] = field(default_factory=dict)  # checkpoint key -> why it is not used
     notes: List[str] = field(default_factory=list)
+    # model key -> the tensor's shape in the file, for tensors the mapping resampled (position embeddings):
+    # a wrong-shape key is reported with what the file holds, not with the resampled shape
+    file_shapes: Dict[str, tuple] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -190,7 +193,9 @@ def compare_shapes(found: Dict[str, tuple], expected: Dict[str, tuple], report: 
     """``compare`` on key -> shape maps (for models whose tensors are sharded across ranks)."""
     report.missing = [k for k in expected if k not in found]
     report.unexpected = [k for k in found if k not in expected]
-    report.mismatched = [(k, v, expected[k]) for k, v in found.items() if k in expected and v != expected[k]]
+    report.mismatched = [
+        (k, report.file_shapes.get(k, v), expected[k]) for k, v in found.items() if k in expected and v != expected[k]
+    ]
 
 
 def load_exact(module: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str, hint: str) -> None:

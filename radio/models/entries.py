@@ -15,7 +15,9 @@ from timm.layers import LayerNorm
 from timm.models.vision_transformer import VisionTransformer
 
 from radio.models.cradio import RadioViT
+from radio.models.dinov2 import with_dinov2_interpolation
 from radio.models.registry import ModelInfo, UnknownModelError, register_model
+from radio.models.sam import SAM_PATCH, SamImageEncoder
 
 
 def _register_cradio(
@@ -109,11 +111,14 @@ def _register_vit(
     img: int,
     prefix: int,
     proj_dim: int = 0,
+    dinov2_grid: bool = False,
 ) -> None:
     """A teacher built by timm: ``timm_name`` (a timm entrypoint, ``vit_kwargs`` overriding its arguments)
     or a ``VisionTransformer(**vit_kwargs)``.
 
     ``proj_dim``: width of the CLIP-style projection that turns the pooled token into the summary.
+    ``dinov2_grid``: keep the native position grid and resample it at every forward like the original
+    DINOv2 (``models/dinov2.py``), whatever size the teacher is built for.
     """
     info = ModelInfo(
         name=name,
@@ -130,7 +135,7 @@ def _register_vit(
     @register_model(info)
     def build(*, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs):
         args = dict(
-            img_size=img_size or img,
+            img_size=img if dinov2_grid else img_size or img,
             # The projection is timm's ``head``; a classifier (num_classes > 0) replaces it.
             num_classes=num_classes or proj_dim,
             drop_path_rate=drop_path_rate,
@@ -138,15 +143,20 @@ def _register_vit(
             **kwargs,
         )
         if timm_name is not None:
-            return timm.create_model(timm_name, pretrained=False, **(vit_kwargs or {}), **args)
-        return VisionTransformer(**vit_kwargs, **args)
+            model = timm.create_model(timm_name, pretrained=False, **(vit_kwargs or {}), **args)
+        else:
+            model = VisionTransformer(**vit_kwargs, **args)
+        return with_dinov2_interpolation(model) if dinov2_grid else model
 
 
 # Layouts shared by the real models and their tiny test variants.
 _DINOV2 = dict(init_values=1e-5)
 _DINOV2_REG = dict(init_values=1e-5, reg_tokens=4, no_embed_class=True)
 _CLIP = dict(pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer="quick_gelu")
-_SIGLIP = dict(class_token=False, global_pool="map")
+# SigLIP (big_vision, and HF's ``gelu_pytorch_tanh``) uses the tanh approximation of GELU; timm's SigLIP
+# entrypoints use the exact one (relative difference 2.7e-4).
+_SIGLIP_ACT = dict(act_layer="gelu_tanh")
+_SIGLIP = dict(class_token=False, global_pool="map", **_SIGLIP_ACT)
 # NV-CLIP (open_clip SigLIP-CLIPA tower): no ln_pre, mean over patch tokens, LayerNorm after pooling,
 # bias-free patch embedding (the converter adds its zero bias), LayerNorm eps 1e-5, plain GELU.
 _CLIPA = dict(global_pool="avg", fc_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer=nn.GELU)
@@ -166,6 +176,7 @@ for _size, _dim, _depth, _heads in (
         patch=14,
         img=518,
         prefix=1,
+        dinov2_grid=True,
     )
     _register_vit(
         f"dinov2_vit_{_size}_patch14_reg4",
@@ -212,7 +223,17 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img in (
     ("siglip2_giantopt_patch16_256", "vit_giantopt_patch16_siglip_256", 1536, 40, 16, 16, 256),
     ("siglip2_giantopt_patch16_384", "vit_giantopt_patch16_siglip_384", 1536, 40, 16, 16, 384),
 ):
-    _register_vit(_name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=0)
+    _register_vit(
+        _name,
+        timm_name=_timm,
+        vit_kwargs=_SIGLIP_ACT,
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=_patch,
+        img=_img,
+        prefix=0,
+    )
 
 # OpenAI CLIP and DFN CLIP were trained with QuickGELU; timm's *_clip_quickgelu_* models match them.
 for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
@@ -221,6 +242,17 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("clip_vit_large_patch14_336", "vit_large_patch14_clip_quickgelu_336", 1024, 24, 16, 14, 336, 768),
     ("dfn_clip_vit_huge_patch14_224", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
     ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
+):
+    _register_vit(
+        _name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1, proj_dim=_proj
+    )
+
+# open_clip CLIPs trained with plain GELU (LAION-2B, DataComp: open_clip's ``ViT-B-16``, ``ViT-L-14``,
+# ``ViT-H-14``); the same weights in a QuickGELU entry would load without a word and compute something else.
+for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
+    ("openclip_vit_base_patch16_224", "vit_base_patch16_clip_224", 768, 12, 12, 16, 224, 512),
+    ("openclip_vit_large_patch14_224", "vit_large_patch14_clip_224", 1024, 24, 16, 14, 224, 768),
+    ("openclip_vit_huge_patch14_224", "vit_huge_patch14_clip_224", 1280, 32, 16, 14, 224, 1024),
 ):
     _register_vit(
         _name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1, proj_dim=_proj
@@ -251,6 +283,7 @@ _TINY = {
     "tiny_dinov2_vit_patch14": (_DINOV2, 14, 48, 56, 1, 0),
     "tiny_dinov2_vit_patch14_reg4": (_DINOV2_REG, 14, 48, 56, 5, 0),
     "tiny_clip_vit_patch16": (_CLIP, 16, 64, 64, 1, 32),
+    "tiny_openclip_vit_patch16": (dict(_CLIP, act_layer=nn.GELU), 16, 64, 64, 1, 32),
     "tiny_siglip_vit_patch16": (_SIGLIP, 16, 64, 64, 0, 0),
     "tiny_clipa_vit_patch14": (_CLIPA, 14, 64, 56, 1, 32),
 }
@@ -265,7 +298,57 @@ for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
         img=_img,
         prefix=_prefix,
         proj_dim=_proj,
+        dinov2_grid=_name == "tiny_dinov2_vit_patch14",
     )
+
+
+def _register_sam(
+    name: str,
+    *,
+    dim: int,
+    depth: int,
+    heads: int,
+    global_blocks: Sequence[int],
+    window: int = 14,
+    neck: int = 256,
+    img: int = 1024,
+) -> None:
+    """A SAM image encoder (``SamImageEncoder``): a spatial-only teacher, its spatial map the ``neck``-channel
+    output SAM's mask decoder reads; ``global_blocks`` attend globally, the others in ``window``-sized windows."""
+    info = ModelInfo(
+        name=name,
+        embed_dim=neck,
+        summary_dim=0,
+        patch_size=SAM_PATCH,
+        img_size=img,
+        num_prefix_tokens=0,
+        depth=depth,
+        num_heads=heads,
+    )
+
+    @register_model(info)
+    def build(*, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **overrides):
+        if num_classes:
+            raise ValueError(f"{name} has no classifier head; use num_classes: 0")
+        return SamImageEncoder(
+            img_size=img_size or img,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            global_attn_indexes=global_blocks,
+            window_size=window,
+            neck_chans=neck,
+            drop_path_rate=drop_path_rate,
+            **overrides,
+        )
+
+
+# SAM ViT-B/L/H: the shapes of timm's samvit_{base,large,huge}_patch16 (= segment_anything's build_sam_vit_*).
+_register_sam("sam_vit_b", dim=768, depth=12, heads=12, global_blocks=(2, 5, 8, 11))
+_register_sam("sam_vit_l", dim=1024, depth=24, heads=16, global_blocks=(5, 11, 17, 23))
+_register_sam("sam_vit_h", dim=1280, depth=32, heads=16, global_blocks=(7, 15, 23, 31))
+# Tiny SAM for the loader tests: grid 16 in windows of 5 (padded to 20, as the real 64 in windows of 14 is).
+_register_sam("tiny_sam_vit_patch16", dim=64, depth=2, heads=2, global_blocks=(1,), window=5, neck=32, img=256)
 
 
 def _timm_name(name: str) -> str:

@@ -4,7 +4,8 @@
 
 - C-RADIO (HF ``radio_model.*``, TorchHub ``base_model.*`` / ``_heads`` / ``_feature_projections`` /
   ``_feature_normalizer``, or a bare backbone such as our own export) -> ``RadioViT``;
-- HF-transformers CLIP / SigLIP / DINOv2 vision towers -> timm names;
+- HF-transformers CLIP / SigLIP / SigLIP2 / DINOv2 vision towers (under ``vision_model.``, or unprefixed as
+  the vision-only models of transformers >= 5 save them) -> timm names;
 - timm, OpenAI CLIP, open_clip (native and timm-trunk), original DINOv2 -> timm ``VisionTransformer``, and
   other timm families (EVA: DINOv3, ...) through timm's own ``checkpoint_filter_fn`` of that family, which
   also resamples position embeddings to the model's input size (patch kernels are never resampled).
@@ -12,6 +13,7 @@
 Key names are in ``docs/checkpoint_layouts.md``.
 """
 
+import math
 import re
 import sys
 from typing import Dict, Tuple
@@ -20,11 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_sam import VisionTransformerSAM
 
 from radio.errors import CheckpointError
 from radio.models.checkpoint_io import LoadReport
 from radio.models.cradio import FeatureNormalizer, RadioAdaptor, RadioViT
 from radio.models.heads import mlp2_from_state_dict
+from radio.models.sam import is_segment_anything_layout, segment_anything_to_timm
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -38,16 +42,19 @@ def detect_format(sd: StateDict) -> str:
         return "c_radio_hub"
     if "patch_generator.embedder.weight" in sd:
         return "c_radio"
-    if "vision_model.embeddings.class_embedding" in sd:
+    if "vision_model.embeddings.class_embedding" in sd or "embeddings.class_embedding" in sd:
         return "hf_clip"
-    if "vision_model.embeddings.patch_embedding.weight" in sd:
-        return "hf_siglip"
+    hf_patch = sd.get("vision_model.embeddings.patch_embedding.weight", sd.get("embeddings.patch_embedding.weight"))
+    if hf_patch is not None:  # SigLIP2 (NaFlex) embeds flattened patches with a Linear, SigLIP with a conv
+        return "hf_siglip2" if hf_patch.dim() == 2 else "hf_siglip"
     if "embeddings.patch_embeddings.projection.weight" in sd:
         return "hf_dinov2"
     if any(k.startswith(("visual.trunk.", "module.visual.trunk.")) for k in keys):
         return "open_clip_timm"
     if "visual.class_embedding" in sd or "module.visual.class_embedding" in sd:
         return "openai_clip"
+    if is_segment_anything_layout(sd):
+        return "segment_anything"
     if "mask_token" in sd:
         return "dinov2"
     return "timm"
@@ -219,17 +226,41 @@ _HF_LAYER = [  # HF CLIP/SigLIP encoder layer -> timm block
 ]
 
 
+_HF_VISION = {  # HF CLIP/SigLIP/SigLIP2 vision tower -> timm ViT, tensors that are only renamed
+    "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
+    "pre_layrnorm.weight": "norm_pre.weight",
+    "pre_layrnorm.bias": "norm_pre.bias",
+    "post_layernorm.weight": "norm.weight",
+    "post_layernorm.bias": "norm.bias",
+    "head.probe": "attn_pool.latent",
+    "head.attention.out_proj.weight": "attn_pool.proj.weight",
+    "head.attention.out_proj.bias": "attn_pool.proj.bias",
+    "head.layernorm.weight": "attn_pool.norm.weight",
+    "head.layernorm.bias": "attn_pool.norm.bias",
+    "head.mlp.fc1.weight": "attn_pool.mlp.fc1.weight",
+    "head.mlp.fc1.bias": "attn_pool.mlp.fc1.bias",
+    "head.mlp.fc2.weight": "attn_pool.mlp.fc2.weight",
+    "head.mlp.fc2.bias": "attn_pool.mlp.fc2.bias",
+}
+
+
 def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
-    """HF ``CLIPVisionModel``/``CLIPModel`` and ``SiglipVisionModel``/``SiglipModel`` -> timm ViT keys."""
+    """HF ``CLIPModel``/``CLIPVisionModel(WithProjection)``, ``SiglipModel``/``SiglipVisionModel`` and
+    ``Siglip2Model``/``Siglip2VisionModel`` -> timm ViT keys.
+
+    The tower is under ``vision_model.``, except in the vision-only models of transformers >= 5, which
+    save it unprefixed. SigLIP2's patch embedding is a Linear [C, p·p·3] over patches flattened as
+    (y, x, channel); it becomes the conv kernel [C, 3, p, p].
+    """
     out: StateDict = {}
-    pre = "vision_model."
+    pre = "vision_model." if any(k.startswith("vision_model.") for k in sd) else ""
     for k, v in sd.items():
+        if k == "visual_projection.weight":
+            out["head.weight"] = v
+            out["head.bias"] = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+            continue
         if not k.startswith(pre):
-            if k == "visual_projection.weight":
-                out["head.weight"] = v
-                out["head.bias"] = torch.zeros(v.shape[0], dtype=v.dtype)
-            else:
-                report.dropped[k] = "not part of the vision tower"
+            report.dropped[k] = "not part of the vision tower"
             continue
         k = k[len(pre) :]
         m = re.match(r"encoder\.layers\.(\d+)\.(.+)", k)
@@ -244,25 +275,13 @@ def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
             else:
                 report.dropped[pre + k] = "unknown HF encoder key"
             continue
-        simple = {
-            "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
-            "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
-            "pre_layrnorm.weight": "norm_pre.weight",
-            "pre_layrnorm.bias": "norm_pre.bias",
-            "post_layernorm.weight": "norm.weight",
-            "post_layernorm.bias": "norm.bias",
-            "head.probe": "attn_pool.latent",
-            "head.attention.out_proj.weight": "attn_pool.proj.weight",
-            "head.attention.out_proj.bias": "attn_pool.proj.bias",
-            "head.layernorm.weight": "attn_pool.norm.weight",
-            "head.layernorm.bias": "attn_pool.norm.bias",
-            "head.mlp.fc1.weight": "attn_pool.mlp.fc1.weight",
-            "head.mlp.fc1.bias": "attn_pool.mlp.fc1.bias",
-            "head.mlp.fc2.weight": "attn_pool.mlp.fc2.weight",
-            "head.mlp.fc2.bias": "attn_pool.mlp.fc2.bias",
-        }
-        if k in simple:
-            out[simple[k]] = v
+        if k in _HF_VISION:
+            out[_HF_VISION[k]] = v
+        elif k == "embeddings.patch_embedding.weight":
+            if v.dim() == 2:
+                p = math.isqrt(v.shape[1] // 3)
+                v = v.reshape(v.shape[0], p, p, 3).permute(0, 3, 1, 2).contiguous()
+            out["patch_embed.proj.weight"] = v
         elif k == "embeddings.class_embedding":
             out["cls_token"] = v.reshape(1, 1, -1)
         elif k == "embeddings.position_embedding.weight":
@@ -275,15 +294,9 @@ def _hf_clip_like(sd: StateDict, report: LoadReport) -> StateDict:
             report.dropped[pre + k] = "index buffer"
         else:
             report.dropped[pre + k] = "unknown HF vision key"
-    layers = {int(m.group(1)) for k in sd if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", k))}
+    layers = {int(m.group(1)) for k in sd if (m := re.match(re.escape(pre) + r"encoder\.layers\.(\d+)\.", k))}
     for i in layers:
-        _cat_qkv(
-            sd,
-            out,
-            f"vision_model.encoder.layers.{i}.self_attn",
-            ("q_proj", "k_proj", "v_proj"),
-            f"blocks.{i}.attn.qkv",
-        )
+        _cat_qkv(sd, out, f"{pre}encoder.layers.{i}.self_attn", ("q_proj", "k_proj", "v_proj"), f"blocks.{i}.attn.qkv")
     return out
 
 
@@ -297,6 +310,7 @@ def _hf_dinov2(sd: StateDict, report: LoadReport) -> StateDict:
         (r"embeddings\.position_embeddings", "pos_embed"),
         (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
         (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+        (r"encoder\.layer\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),  # transformers >= 5
         (r"encoder\.layer\.(\d+)\.layer_scale1\.lambda1", r"blocks.\1.ls1.gamma"),
         (r"encoder\.layer\.(\d+)\.layer_scale2\.lambda1", r"blocks.\1.ls2.gamma"),
         (r"encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"blocks.\1.mlp.w12."),
@@ -305,7 +319,7 @@ def _hf_dinov2(sd: StateDict, report: LoadReport) -> StateDict:
         (r"layernorm\.", "norm."),
     ]
     for k, v in sd.items():
-        if re.match(r"encoder\.layer\.\d+\.attention\.attention\.(query|key|value)\.", k):
+        if re.match(r"encoder\.layer\.\d+\.attention\.(attention\.(query|key|value)|[qkv]_proj)\.", k):
             continue  # fused below
         for pat, rep in rules:
             if re.match(pat, k):
@@ -316,6 +330,7 @@ def _hf_dinov2(sd: StateDict, report: LoadReport) -> StateDict:
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layer\.(\d+)\.", k))}
     for i in layers:
         _cat_qkv(sd, out, f"encoder.layer.{i}.attention.attention", ("query", "key", "value"), f"blocks.{i}.attn.qkv")
+        _cat_qkv(sd, out, f"encoder.layer.{i}.attention", ("q_proj", "k_proj", "v_proj"), f"blocks.{i}.attn.qkv")
     out.setdefault("mask_token", torch.zeros(1))  # marks the original-DINOv2 layout for timm's converter
     return out
 
@@ -329,7 +344,7 @@ def _timm_filter(model: nn.Module):
 def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> StateDict:
     """Map onto a timm model, through the timm model family's own converter (ViT: OpenAI CLIP, open_clip,
     DINOv2; EVA: DINOv3, PE; ...), which also resamples position embeddings to the model's input size."""
-    if isinstance(model, VisionTransformer) and fmt in ("hf_clip", "hf_siglip"):
+    if isinstance(model, VisionTransformer) and fmt in ("hf_clip", "hf_siglip", "hf_siglip2"):
         sd = _hf_clip_like(sd, report)
     elif isinstance(model, VisionTransformer) and fmt == "hf_dinov2":
         sd = _hf_dinov2(sd, report)
@@ -352,6 +367,9 @@ def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> S
         ),
         None,
     )
+    # The vision tower's positions (OpenAI CLIP files also hold the text tower's ``positional_embedding``),
+    # taken before timm's converter, which may replace entries of ``sd``.
+    src_pos = next((v for k, v in sd.items() if k.endswith(("pos_embed", "visual.positional_embedding"))), None)
     filter_fn = _timm_filter(model)
     try:
         out = filter_fn(sd, model) if filter_fn is not None else dict(sd)
@@ -369,12 +387,16 @@ def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> S
         # timm would resample the kernel to the model's patch size; for a teacher that silently changes
         # what it computes, so the original goes back in and the comparison reports it.
         out["patch_embed.proj.weight"] = src_patch
-    src_pos = next((v for k, v in sd.items() if k.endswith("pos_embed") or k.endswith("positional_embedding")), None)
-    if src_pos is not None and "pos_embed" in out and src_pos.numel() != out["pos_embed"].numel():
-        report.notes.append(
-            f"position embeddings resampled from {src_pos.shape[-2]} to {out['pos_embed'].shape[1]} positions "
-            f"(input size {model.patch_embed.img_size})"
-        )
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if src_pos is not None and grid is not None and "pos_embed" in out and "pos_embed" in expected:
+        # Compare patch grids: rows for prefix tokens (DINOv2's CLS row, folded into cls_token) are no resampling.
+        side, (grid_h, grid_w) = math.isqrt(src_pos.shape[-2]), grid
+        if side * side != grid_h * grid_w:
+            report.notes.append(
+                f"position embeddings resampled from a {side}x{side} to a {grid_h}x{grid_w} grid "
+                f"(input size {model.patch_embed.img_size})"
+            )
+            report.file_shapes["pos_embed"] = tuple(src_pos.shape)
     # NV-CLIP (SigLIP-CLIPA) towers pool before their LayerNorm: timm's CLIP conversion names it ``norm``.
     if "fc_norm.weight" in expected and "norm.weight" not in expected and "norm.weight" in out:
         out["fc_norm.weight"], out["fc_norm.bias"] = out.pop("norm.weight"), out.pop("norm.bias")
@@ -383,6 +405,13 @@ def _to_timm(sd: StateDict, fmt: str, model: nn.Module, report: LoadReport) -> S
         out["patch_embed.proj.bias"] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         report.notes.append("bias-free patch embedding: zero bias added")
     return out
+
+
+def _classifier_prefixes(model: nn.Module) -> Tuple[str, ...]:
+    """Key prefixes of ``model``'s classifier: timm's ``pretrained_cfg['classifier']`` (ResNet ``fc``,
+    EfficientNet ``classifier``, ConvNeXt ``head.fc``, distilled ViTs two), ``head`` for models without it."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head"
+    return tuple(f"{n}." for n in ((names,) if isinstance(names, str) else names))
 
 
 def _strip_downstream(sd: StateDict, model: nn.Module, report: LoadReport) -> StateDict:
@@ -414,9 +443,12 @@ def to_model_layout(
         if fmt.startswith("c_radio"):
             return _cradio_to_model(sd, fmt, model, role, source_split, report), report
         return sd, report  # another architecture: the comparison reports it
+    if isinstance(model, VisionTransformerSAM):
+        return segment_anything_to_timm(sd, model, report), report
     out = _to_timm(sd, fmt, model, report)
     expected = model.state_dict()
-    for k in [k for k in out if k.startswith("head.") and k not in expected]:
+    classifier = _classifier_prefixes(model)
+    for k in [k for k in out if k.startswith(classifier) and k not in expected]:
         out.pop(k)
         report.dropped[k] = "classifier head, not built (num_classes: 0)"
     return out, report

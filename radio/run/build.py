@@ -205,10 +205,12 @@ class Components:
 def build_components(
     cfg, teachers_cfg: List[ResolvedTeacher], *, device: torch.device, rank: int, world_size: int
 ) -> Components:
-    teachers = build_teachers(teachers_cfg, num_classes=cfg.dataset.num_classes, device=device)
-    dims = teacher_dims(teachers)
-    # Identical initial weights on every rank, whatever the data order or the teachers' construction.
+    # Identical initial weights on every rank, whatever the data order. Teachers draw from the seed too
+    # (a non-strict load keeps random values for missing keys) but leave the student's stream as it was.
     torch.manual_seed(cfg.train.seed)
+    with torch.random.fork_rng(devices=[]):
+        teachers = build_teachers(teachers_cfg, num_classes=cfg.dataset.num_classes, device=device)
+    dims = teacher_dims(teachers)
     model = build_trained_module(cfg, teachers_cfg, dims)
     plan = build_view_plan(cfg, teachers_cfg, model.student.patch_size)
     return Components(

@@ -12,6 +12,7 @@
   ``trainer_state.json`` (``radio/engine/checkpoint.py`` writes them atomically).
 - ``student_final.safetensors`` + ``student_final.json``: the trained backbone; ``loss_per_teacher.png``,
   ``data_mixture.png``: the report.
+- ``eval/``: ``radio eval``'s ``eval.json`` and ``pca.png`` (unless ``--out`` says otherwise).
 """
 
 import json
@@ -44,6 +45,23 @@ MODEL_FILE = "model.safetensors"
 NORMALIZERS_FILE = "normalizers.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's sharded engine state (ZeRO runs)
+
+
+def rank_files(rank: int) -> Tuple[str, str, str, str]:
+    """One rank's files in a checkpoint folder: RNG streams, loader position, logging window in progress,
+    and the normaliser statistics it has not merged with the other ranks' yet."""
+    return (
+        f"rng_rank{rank}.pt",
+        f"loader_rank{rank}.json",
+        f"metrics_rank{rank}.json",
+        f"pending_statistics_rank{rank}.safetensors",
+    )
+
+
+# ``radio eval``: its default output folder (under results_dir) and what it writes there.
+EVAL_DIR = "eval"
+EVAL_FILE = "eval.json"
+PCA_PICTURE = "pca.png"
 
 
 def checkpoints_root(results_dir: str) -> str:

@@ -26,7 +26,6 @@ def rows(results):
 def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers):
     extra = (
         "train.max_steps=6",
-        "train.checkpoint_interval_steps=3",
         "train.keep_checkpoints=3",
         "distill.phi_s.refresh_every_n_steps=2",
         f"dataset.workers={workers}",
@@ -34,12 +33,17 @@ def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers
         "distill.vitdet.prob=0.5",
         "train.grad_accumulation_steps=2",
     )
+    # The reference checkpoints only at its end: a checkpoint must not change what a run computes (the
+    # interrupted run below has one more, as a stop or a checkpoint interval would give it).
     full = str(tmp_path / "full")
     run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, full, *extra)))
+    extra = (*extra, "train.checkpoint_interval_steps=3")
+    source = str(tmp_path / "source")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, source, *extra)))
 
-    # The same run "killed" right after its step-3 checkpoint: later state and metrics never written.
+    # That run "killed" right after its step-3 checkpoint: later state and metrics never written.
     cut = str(tmp_path / "cut")
-    shutil.copytree(full, cut)
+    shutil.copytree(source, cut)
     # metrics.jsonl keeps the rows logged after the checkpoint, as after a real kill -9.
     shutil.rmtree(os.path.join(cut, "checkpoints", "step_0000006"))
     os.remove(os.path.join(cut, "student_final.safetensors"))

@@ -44,7 +44,7 @@ def head_with_momentum(c):
 
 def step(targets, features):
     """One optimizer step of one micro-batch, as engine/step.py drives it: observe, refresh, normalise."""
-    targets.observe("t", features)
+    targets.observe("t", features, starts_step=True)
     rebased = targets.refresh()
     return targets("t", features), rebased
 

@@ -3,7 +3,11 @@
 import torch
 
 
-def update(norm, features: torch.Tensor) -> bool:
-    """One optimizer step of one micro-batch: observe its features, then the step's refresh (True if due)."""
-    norm.observe(features)
-    return norm.refresh_if_due()
+def observe_and_refresh(norm, *micro_batches: torch.Tensor) -> bool:
+    """One optimizer step: observe its micro-batches' features, the step's refresh after the first (True if
+    it refreshed)."""
+    norm.observe(micro_batches[0], starts_step=True)
+    refreshed = norm.refresh_if_due()
+    for features in micro_batches[1:]:
+        norm.observe(features, starts_step=False)
+    return refreshed

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from radio.losses.phi_s import PhiStandardizer
-from tests.losses.normalizer_steps import update
+from tests.losses.normalizer_steps import observe_and_refresh
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 
@@ -32,16 +32,16 @@ WORKER = textwrap.dedent(
     import torch.multiprocessing as mp
 
     sys.path[:0] = [{test_dir!r}, {repo!r}]
-    from test_phi_s_distributed import DIM, STEPS, step_data, update
+    from test_phi_s_distributed import DIM, STEPS, step_data, observe_and_refresh
     from radio.losses.phi_s import PhiStandardizer
 
 
     def run(rank, out_dir):
         dist.init_process_group("gloo", init_method="file://" + out_dir + "/rendezvous", rank=rank, world_size=2)
         norm = PhiStandardizer(DIM, refresh_every_n_steps=3)
-        refreshed = [step for step in range(1, STEPS + 1) if update(norm, step_data(rank, step))]
+        refreshed = [step for step in range(1, STEPS + 1) if observe_and_refresh(norm, step_data(rank, step))]
         at_refresh = {{k: v.clone() for k, v in norm.state_dict().items()}}
-        norm.sync_statistics()  # what the engine does before a checkpoint
+        norm.sync_statistics()  # what a refresh does first
         torch.save({{"refreshed": refreshed, "at_refresh": at_refresh, "synced": norm.state_dict()}},
                    f"{{out_dir}}/rank{{rank}}.pt")
         dist.destroy_process_group()
@@ -74,7 +74,7 @@ def test_both_ranks_refresh_on_the_same_steps_and_hold_the_same_transform(ranks)
 
 def test_all_reduced_estimate_equals_the_single_process_estimate(ranks):
     single = PhiStandardizer(DIM)
-    update(single, torch.cat([step_data(r, s) for s in range(1, 8) for r in range(2)]))
+    observe_and_refresh(single, torch.cat([step_data(r, s) for s in range(1, 8) for r in range(2)]))
     state = ranks[0]["at_refresh"]
     multi = PhiStandardizer(DIM)
     multi.load_state_dict(state)
@@ -84,7 +84,7 @@ def test_all_reduced_estimate_equals_the_single_process_estimate(ranks):
     assert multi.alpha.item() == pytest.approx(single.alpha.item(), rel=1e-12)
 
 
-def test_sync_before_checkpoint_merges_every_ranks_pending_statistics(ranks):
+def test_sync_merges_every_ranks_pending_statistics(ranks):
     for rank in ranks:
         assert rank["synced"]["pending_count"].item() == 0
         assert rank["synced"]["total_count"].item() == 2 * STEPS * 50

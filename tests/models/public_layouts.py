@@ -42,8 +42,14 @@ def _openai_block_key(rest: str) -> str:
 def openai_clip(sd: SD, *, final_norm: str = "norm", with_text: bool = True) -> SD:
     """OpenAI CLIP / open_clip native: ``visual.*`` (+ a text tower that must be ignored).
 
-    ``final_norm``: the timm key that is ``ln_post`` (``fc_norm`` for the SigLIP-CLIPA towers)."""
+    ``final_norm``: the timm key that is ``ln_post`` (``fc_norm`` for the SigLIP-CLIPA towers). As in the
+    released files, the text tower's own ``positional_embedding`` [77, C] comes first."""
     out: SD = {}
+    dim = sd["cls_token"].shape[-1]
+    if with_text:
+        out["positional_embedding"] = sd["cls_token"].new_zeros(77, dim)
+        out["text_projection"] = sd["cls_token"].new_zeros(dim, dim)
+        out["logit_scale"] = sd["cls_token"].new_ones(())
     for i, rest, v in _blocks(sd):
         out[f"visual.transformer.resblocks.{i}.{_openai_block_key(rest)}"] = v
     out["visual.conv1.weight"] = sd["patch_embed.proj.weight"]
@@ -54,12 +60,9 @@ def openai_clip(sd: SD, *, final_norm: str = "norm", with_text: bool = True) -> 
     out["visual.ln_post.weight"], out["visual.ln_post.bias"] = sd[f"{final_norm}.weight"], sd[f"{final_norm}.bias"]
     out["visual.proj"] = sd["head.weight"].t()
     if with_text:
-        dim = sd["cls_token"].shape[-1]
         out["token_embedding.weight"] = sd["cls_token"].new_zeros(10, dim)
         out["transformer.resblocks.0.attn.in_proj_weight"] = sd["cls_token"].new_zeros(3 * dim, dim)
         out["ln_final.weight"] = sd["cls_token"].new_ones(dim)
-        out["text_projection"] = sd["cls_token"].new_zeros(dim, dim)
-        out["logit_scale"] = sd["cls_token"].new_ones(())
     return out
 
 
@@ -125,9 +128,10 @@ def hf_clip(sd: SD) -> SD:
     return out
 
 
-def hf_siglip(sd: SD) -> SD:
-    """transformers ``SiglipVisionModel``: ``vision_model.*`` with the MAP head under ``head.*``."""
-    p = "vision_model."
+def hf_siglip(sd: SD, prefix: str = "vision_model.") -> SD:
+    """transformers ``SiglipModel`` / ``SiglipVisionModel``: ``vision_model.*`` with the MAP head under
+    ``head.*``; ``prefix`` "" for a transformers-5 ``SiglipVisionModel``, which saves no ``vision_model.``."""
+    p = prefix
     out = _hf_layers(sd, p)
     out[p + "embeddings.patch_embedding.weight"] = sd["patch_embed.proj.weight"]
     out[p + "embeddings.patch_embedding.bias"] = sd["patch_embed.proj.bias"]

@@ -16,9 +16,11 @@ from public_layouts import (
 )
 
 from radio.errors import CheckpointError
-from radio.models.checkpoint_io import read_state_dict
-from radio.models.registry import get_model_info
-from radio.models.teacher import FrozenTeacher
+from radio.models.checkpoint_io import load_into, read_state_dict
+from radio.models.registry import create_model, get_model_info
+from radio.models.teacher import FrozenTeacher, teacher_features
+
+NOT_BUILT = "classifier head, not built (num_classes: 0)"
 
 # (case id, registry model, writer, file name, detected layout, native tensors the public layout lacks)
 CASES = [
@@ -44,6 +46,15 @@ CASES = [
     ),
     ("hf_clip", "tiny_clip_vit_patch16", hf_clip, "w.safetensors", "hf_clip", []),
     ("hf_siglip", "tiny_siglip_vit_patch16", hf_siglip, "w.safetensors", "hf_siglip", []),
+    # transformers >= 5 SiglipVisionModel: no ``vision_model.`` prefix
+    (
+        "hf_siglip_vision",
+        "tiny_siglip_vit_patch16",
+        lambda sd: hf_siglip(sd, prefix=""),
+        "w.safetensors",
+        "hf_siglip",
+        [],
+    ),
     (
         "hf_dinov2",
         "tiny_dinov2_vit_patch14",
@@ -94,6 +105,10 @@ def test_public_layout_matches_native(case, save):
     teacher = FrozenTeacher(name, public_path, **kw)
     got = teacher(x)
     assert teacher.load_report.ok and teacher.load_report.fmt == fmt
+    # Built at the checkpoint's own size: nothing is resampled (a text tower's positions do not count), and
+    # no tensor of the model (a MAP head included) is taken for a classifier that is not built.
+    assert not any("resampled" in note for note in teacher.load_report.notes), teacher.load_report.notes
+    assert NOT_BUILT not in teacher.load_report.dropped.values()
     assert torch.allclose(got.summary, ref.summary, atol=1e-5)
     assert torch.allclose(got.spatial, ref.spatial, atol=1e-5)
     grid = (info.img_size // info.patch_size, info.img_size // info.patch_size + 2)
@@ -116,15 +131,19 @@ def test_position_embeddings_resampled_to_input_size(save):
     native, _ = _native_and_public("tiny_dinov2_vit_patch14_reg4", lambda sd: sd, [], save, "unused.safetensors")
     teacher = FrozenTeacher("tiny_dinov2_vit_patch14_reg4", native, input_size=98, dtype=torch.float32)
     assert teacher.model.pos_embed.shape[1] == (98 // 14) ** 2  # 4x4 grid in the file -> 7x7
-    assert any("resampled" in note for note in teacher.load_report.notes)
+    assert "position embeddings resampled from a 4x4 to a 7x7 grid (input size (98, 98))" in teacher.load_report.notes
     out = teacher(torch.randn(1, 3, 98, 70))
     assert out.spatial.shape == (1, 48, 7, 5)
+    # OpenAI CLIP files hold the text tower's positions [77, C] too (first): the note is about the visual ones.
+    _, public = _native_and_public("tiny_clip_vit_patch16", openai_clip, [], save, "clip.pt")
+    notes = FrozenTeacher("tiny_clip_vit_patch16", public, input_size=128).load_report.notes
+    assert "position embeddings resampled from a 4x4 to a 8x8 grid (input size (128, 128))" in notes
 
 
 def test_wrong_architecture_is_refused_with_key_lists(save):
     path = save(distinct_weights("tiny_dinov2_vit_patch14").state_dict(), "dino.safetensors")
     with pytest.raises(CheckpointError) as err:
-        FrozenTeacher("tiny_clip_vit_patch16", path, input_size=64)
+        FrozenTeacher("tiny_clip_vit_patch16", path, input_size=128)
     msg = str(err.value)
     assert path in msg
     assert "missing keys" in msg and "norm_pre.weight" in msg
@@ -132,6 +151,8 @@ def test_wrong_architecture_is_refused_with_key_lists(save):
     assert "wrong-shape keys: 29 (+24 more)" in msg  # counts beyond the listed few
     # timm would resample a 14-pixel patch kernel to 16; a teacher must not be changed that way.
     assert ("patch_embed.proj.weight", (48, 3, 14, 14), (64, 3, 16, 16)) in err.value.report.mismatched
+    # The position grid is resampled to the model's 8x8 before the comparison; the report shows the file's.
+    assert ("pos_embed", (1, 17, 48), (1, 65, 64)) in err.value.report.mismatched
 
 
 def test_wrong_size_is_refused_before_allocating_the_big_model(save):
@@ -174,6 +195,31 @@ def test_downstream_classifier_as_feature_teacher(save):
     assert "head.weight" in teacher.load_report.dropped  # the classifier is not built with num_classes: 0
     out = teacher(torch.randn(1, 3, 64, 64))
     assert out.logits is None and out.spatial.shape == (1, 96, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "name, classifier",
+    [("timm/resnet18", "fc"), ("timm/efficientnet_b0", "classifier"), ("tiny_siglip_vit_patch16", "head")],
+)
+def test_classifier_checkpoint_as_feature_teacher(save, name, classifier):
+    """A classifier saved with its head (named as timm's ``pretrained_cfg['classifier']``: ResNet ``fc``,
+    EfficientNet ``classifier``, ViT ``head``) loads as a feature teacher and computes the classifier's
+    features; only the head is dropped (SigLIP's MAP pooling ``attn_pool`` is not a classifier)."""
+    model = distinct_weights(name, num_classes=10)
+    path = save(model.state_dict(), "classifier.safetensors")
+    teacher = FrozenTeacher(name, path, input_size=64, dtype=torch.float32)
+    assert teacher.load_report.ok
+    assert teacher.load_report.dropped == {f"{classifier}.weight": NOT_BUILT, f"{classifier}.bias": NOT_BUILT}
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pooled = model.forward_head(feats, pre_logits=True)
+    if feats.dim() == 3:  # ViT tokens (no prefix tokens in SigLIP) -> map
+        feats = feats.transpose(1, 2).reshape(2, -1, 64 // 16, 96 // 16)
+    out = teacher(x)
+    assert out.logits is None
+    assert torch.allclose(out.summary, pooled, atol=1e-5)
+    assert torch.allclose(out.spatial, feats, atol=1e-5)
 
 
 def test_classifier_teacher_returns_its_logits(save):
@@ -290,3 +336,90 @@ def test_a_torch_file_named_safetensors_is_refused_with_the_fix(tmp_path):
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="named .safetensors but holds a torch.save file; rename it to .pt"):
         read_state_dict(path)
+
+
+# ------------------------------------------------------------------ transformers-saved vision towers
+HF_TINY = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, patch_size=16)
+
+
+def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+def _hf_saved(model, tmp_path) -> str:
+    """``model`` (transformers) with every tensor moved off its init, saved with ``save_pretrained``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.eval().save_pretrained(str(tmp_path / "hf"))
+    return str(tmp_path / "hf" / "model.safetensors")
+
+
+@pytest.mark.parametrize("family", ["siglip", "siglip2"])
+def test_transformers_siglip_vision_model_matches_transformers(tmp_path, family):
+    """transformers >= 5 ``SiglipVisionModel`` / ``Siglip2VisionModel`` save the tower without
+    ``vision_model.``; the SigLIP entry loads it and computes the pooled (MAP head) and patch features of
+    transformers' own forward. SigLIP2 (NaFlex) embeds patches flattened as (y, x, channel) with a Linear."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if family == "siglip":
+        config = transformers.SiglipVisionConfig(**HF_TINY, image_size=64)
+        theirs = transformers.SiglipVisionModel(config)
+    else:
+        config = transformers.Siglip2VisionConfig(**HF_TINY, num_patches=16)
+        theirs = transformers.Siglip2VisionModel(config)
+    path = _hf_saved(theirs, tmp_path)
+    teacher = FrozenTeacher("tiny_siglip_vit_patch16", path, input_size=64, dtype=torch.float32)
+    assert teacher.load_report.ok and teacher.load_report.fmt == f"hf_{family}"
+    assert teacher.load_report.dropped == {}  # the MAP head (``head.*``) is loaded as attn_pool, not dropped
+    x = torch.randn(2, 3, 64, 64)  # the native 4x4 grid (see docs/checkpoint_layouts.md for other sizes)
+    with torch.no_grad():
+        if family == "siglip":
+            hidden = theirs(pixel_values=x)
+        else:  # the processor's patches: [B, h*w, p*p*3], row-major over the grid
+            patches = x.reshape(2, 3, 4, 16, 4, 16).permute(0, 2, 4, 3, 5, 1).reshape(2, 16, 768)
+            hidden = theirs(
+                pixel_values=patches,
+                pixel_attention_mask=torch.ones(2, 16, dtype=torch.long),
+                spatial_shapes=torch.tensor([[4, 4], [4, 4]]),
+            )
+    out = teacher(x)
+    assert relative_error(out.summary, hidden.pooler_output) < 1e-5
+    assert relative_error(out.spatial, hidden.last_hidden_state.transpose(1, 2).reshape(2, 64, 4, 4)) < 1e-5
+
+
+def test_transformers_clip_vision_models_match_transformers(tmp_path):
+    """transformers >= 5 ``CLIPVisionModel`` saves the tower without ``vision_model.`` and without the
+    projection; ``CLIPVisionModelWithProjection`` keeps the prefix and adds ``visual_projection``. Both
+    compute transformers' own features; the projection-less file is refused by an entry that projects."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(
+        **HF_TINY, image_size=64, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32
+    )
+    x = torch.randn(2, 3, 64, 64)
+
+    theirs = transformers.CLIPVisionModel(config)
+    path = _hf_saved(theirs, tmp_path / "plain")
+    with pytest.raises(CheckpointError) as err:
+        FrozenTeacher("tiny_clip_vit_patch16", path, input_size=64)
+    assert err.value.report.missing == ["head.weight", "head.bias"] and not err.value.report.unexpected
+    model = create_model("tiny_clip_vit_patch16", img_size=64)
+    model.reset_classifier(0)  # the same tower without its projection
+    report = load_into(model, path)
+    assert report.ok and report.fmt == "hf_clip" and report.dropped == {}
+    with torch.no_grad():
+        hidden = theirs(pixel_values=x)
+        # transformers applies post_layernorm to the pooled CLS token only; timm to every token
+        tokens = theirs.post_layernorm(hidden.last_hidden_state)
+        summary, spatial, _ = teacher_features(model.eval(), x, 16)
+    assert relative_error(summary, hidden.pooler_output) < 1e-5
+    assert relative_error(spatial, tokens[:, 1:].transpose(1, 2).reshape(2, 64, 4, 4)) < 1e-5
+
+    theirs = transformers.CLIPVisionModelWithProjection(config)
+    path = _hf_saved(theirs, tmp_path / "projected")
+    teacher = FrozenTeacher("tiny_clip_vit_patch16", path, input_size=64, dtype=torch.float32)
+    assert teacher.load_report.ok and teacher.load_report.fmt == "hf_clip"
+    with torch.no_grad():
+        embeds = theirs(pixel_values=x).image_embeds
+    assert relative_error(teacher(x).summary, embeds) < 1e-5
