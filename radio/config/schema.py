@@ -2,8 +2,8 @@
 
 Every field a spec may set lives here, with its default. Per-teacher fields left as ``None`` (or empty
 lists) fall back to the global ``distill`` value; ``radio.run.teachers`` is the one place that applies
-that fallback. Enumerated string fields are validated (case-insensitively where the spec says so) in
-``radio.config.validate``; OmegaConf checks types and unknown keys.
+that fallback. OmegaConf checks types and unknown keys, ``radio.config.validate`` ranges, and
+``radio.run.spec`` the enumerated fields against the modules that implement them.
 """
 
 from dataclasses import dataclass, field
@@ -138,7 +138,7 @@ class TeacherModelConfig:
 
 @dataclass
 class TeacherConfig:
-    """One teacher. ``None``/empty fields fall back to the global ``distill`` value (see resolve.py)."""
+    """One teacher. ``None``/empty fields fall back to the global ``distill`` value (``radio/run/teachers.py``)."""
 
     name: Optional[str] = None
     model: TeacherModelConfig = field(default_factory=TeacherModelConfig)

@@ -1,8 +1,9 @@
 """Semantic checks on a merged spec, run before anything heavy starts.
 
 OmegaConf already rejected unknown keys and wrong types; this module checks ranges, lengths, registry
-names and cross-field rules (``radio.run.spec`` adds the choices each component implements). File-system checks (checkpoints, shard folders) live in
-``radio/run/spec.check_paths`` so ``--print-config`` works on a spec whose paths are placeholders.
+names and cross-field rules (``radio.run.spec`` adds the choices each component implements). File-system
+checks (checkpoints, shard folders) live in ``radio/run/spec.check_paths`` so ``--print-config`` works on
+a spec whose paths are placeholders.
 """
 
 from typing import Iterable, Optional, Sequence

@@ -39,7 +39,7 @@ class Source:
 
 def discover_tar_source(config: TarDataSource, field_path: str) -> Source:
     """Scan ``{root_dir}/**/*.tar`` (sorted). Raises ``DataError`` when the folder is missing or holds no
-    shards (``radio data preview`` reads data without the path checks of ``radio/config/validate.py``)."""
+    shards (``radio data preview`` reads data without the path checks of ``radio/run/spec.py``)."""
     root = os.path.abspath(os.path.expanduser(str(config.root_dir)))
     if not os.path.isdir(root):
         raise DataError(f"{field_path}.root_dir: {config.root_dir!r} is not a directory")

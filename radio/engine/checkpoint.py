@@ -188,8 +188,8 @@ def _write_error(results_dir: str, step: int, error: str) -> CheckpointError:
     kept = f"the newest complete checkpoint is still {complete[-1]}" if complete else "no earlier checkpoint exists"
     return CheckpointError(
         f"could not write checkpoint {step_dir_name(step)} into {root} ({error}); {free_space(results_dir)} "
-        f"(results_dir={results_dir!r}). The partial folder was removed and {kept}. Free some space (or fix the folder) and run "
-        "the same command again to resume from it."
+        f"(results_dir={results_dir!r}). The partial folder was removed and {kept}. Free some space (or fix the "
+        "folder) and run the same command again to resume from it."
     )
 
 

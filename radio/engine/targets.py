@@ -2,8 +2,9 @@
 
 A PHI-S refresh changes the target basis (new mean, eigenvectors and scale), so without care the loss
 jumps every ``refresh_every_n_steps`` while the student catches up. Because both the old and the new map
-are affine, the head's last Linear layer can be re-expressed in the new basis at the moment of the refresh:
-its teacher-space prediction stays exactly what it was, and only the targets' coordinates change.
+are affine, the head's output Linear (``output_linear``) can be re-expressed in the new basis at the
+moment of the refresh: its teacher-space prediction stays exactly what it was, and only the targets'
+coordinates change.
 """
 
 from typing import Dict, List, Tuple
@@ -21,7 +22,8 @@ FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
 
 @torch.no_grad()
 def rebase_linear(linear: nn.Linear, old: Affine, new: Affine, params) -> None:
-    """Make the outputs of ``linear`` (a head's ``output_linear``) mean in ``new`` normalised coordinates what they meant in ``old``'s.
+    """Make the outputs of ``linear`` (a head's ``output_linear``, which has a bias, as every head's does)
+    mean in ``new`` normalised coordinates what they meant in ``old``'s.
 
     y = A_o y'_o + s_o and y'_n = A_n⁻¹ (y − s_n), so the Linear becomes M (W x + b) + A_n⁻¹ (s_o − s_n)
     with M = A_n⁻¹ A_o. Gradients transform as ∂L/∂W' = M⁻ᵀ ∂L/∂W, and so do first moments (Adam's

@@ -1,9 +1,10 @@
 """Per-teacher adaptors (summary head + spatial head) that predict teacher-space features.
 
 During training the spatial head regresses normalised teacher features (PHI-S / standardize); on export
-the normaliser's inverse is folded into the head's last Linear, so ``spatial(tokens)`` is directly in the
-teacher's feature space. The summary head predicts the teacher summary after a non-affine LayerNorm,
-which is the target it was trained on (``summary_target: layer_norm`` in the metadata).
+the normaliser's inverse is folded into the head's output Linear (``output_linear``), so
+``spatial(tokens)`` is directly in the teacher's feature space. The summary head predicts the teacher
+summary after a non-affine LayerNorm, which is the target it was trained on (``summary_target:
+layer_norm`` in the metadata).
 """
 
 from typing import Dict, Optional, Tuple

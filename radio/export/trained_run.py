@@ -14,7 +14,6 @@ from typing import Dict, List, Optional
 import torch.nn as nn
 
 from radio.config.schema import RunConfig
-from radio.errors import CheckpointError
 from radio.models.adapted_student import AdaptedStudent
 from radio.models.checkpoint_io import load_exact, read_state_dict
 from radio.run.build import build_normalizers, build_trained_module, head_dims_in
@@ -50,13 +49,7 @@ def load_trained_run(results_dir: str, checkpoint: Optional[str] = None) -> Trai
     folder = find_checkpoint_dir(results_dir, checkpoint)
     model_path = os.path.join(folder, MODEL_FILE)
     state = read_state_dict(model_path)
-    try:
-        dims = head_dims_in(state, teachers)
-    except KeyError as exc:
-        name, kind = exc.args[0]
-        raise CheckpointError(
-            f"{model_path}: no {kind} head for teacher {name!r}; this checkpoint is not from the run in {results_dir}."
-        ) from None
+    dims = head_dims_in(state, teachers, model_path)
     model = build_trained_module(cfg, teachers, dims, pretrained=False)
     load_exact(model, state, model_path, "radio trained module", _NOT_THIS_RUN)
     model.eval()

@@ -1,7 +1,7 @@
 """Distillation losses and teacher-feature normalisers (docs/losses.md).
 
 Modules (import from them directly; this package imports nothing, so the torch-free ``names`` can be
-used by the config resolver without loading torch):
+used by the teacher resolution (``radio/run/teachers.py``) without loading torch):
 
 - ``names``: loss types, modes, summary loss types, normalisers; ``resolve_mode`` and defaults.
 - ``functional``: the loss definitions on row vectors (KL, CE, L1, L2/MSE, FD, CS, BALANCED).

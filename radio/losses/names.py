@@ -1,8 +1,8 @@
 """Canonical names for loss types, modes, summary losses and feature normalisers (docs/losses.md).
 
-Pure Python (no torch): the config resolver calls these while validating a spec, before anything heavy
-is imported. Every function that accepts a user string is case-insensitive and raises ``SpecError``
-naming the field path, the bad value and the valid values.
+Pure Python (no torch): the teacher resolution (``radio/run/teachers.py``) calls these while validating
+a spec, before anything heavy is imported. Every function that accepts a user string is case-insensitive
+and raises ``SpecError`` naming the field path, the bad value and the valid values.
 """
 
 from typing import Optional
@@ -88,7 +88,8 @@ def resolve_mode(
 
     ``auto`` with a loss type follows TAO's rule (KL/CE -> logits, BALANCED/MSE -> spatial,
     L1/L2/FD/CS -> summary); with none, ``combo`` when the teacher yields a summary besides its spatial
-    map, else ``spatial`` (every registered teacher yields a spatial map). ``field_prefix`` names the config node in errors, e.g. ``distill.teacher[1]``.
+    map, else ``spatial`` (every registered teacher yields a spatial map). ``field_prefix`` names the
+    config node in errors, e.g. ``distill.teacher[1]``.
     Returns one of ``logits``, ``summary``, ``spatial``, ``combo``.
     """
     mode_field, loss_field = f"{field_prefix}.mode", f"{field_prefix}.loss_type"

@@ -9,7 +9,8 @@ first micro-batch, so every gradient of a step is taken in one target basis. Sch
 steps (1-based): on the first step that brings data (targets are normalised from the very first step),
 then every ``refresh_every_n_steps`` steps after it (steps 1, 1 + n, 1 + 2n ...), and a last time on step
 ``freeze_after_steps + 1`` from the first ``freeze_after_steps`` steps' statistics, after which the
-statistics and the transform stay fixed. All sums, counters and the transform are buffers, so ``state_dict()`` carries them into checkpoints.
+statistics and the transform stay fixed. All sums, counters and the transform are buffers, so
+``state_dict()`` carries them into checkpoints.
 """
 
 from typing import Dict, Optional, Tuple

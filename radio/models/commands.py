@@ -11,16 +11,12 @@ def list_command(args: argparse.Namespace) -> int:
     if not names:
         print(f"no registered model matches {args.pattern!r} (any timm model also works as timm/<name>)")
         return 1
-    print(
-        f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
-        "spatial student"
-    )
+    print(f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} student")
     for name in names:
         i = get_model_info(name)
         print(
             f"{name:45s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
-            f"{i.summary_dim:7d} {'yes':7s} "
-            f"{'yes' if i.is_student else ''}"
+            f"{i.summary_dim:7d} {'yes' if i.is_student else ''}"
         )
     print("Any timm model is also available as timm/<timm model name>.")
     return 0

@@ -77,19 +77,13 @@ class MLP2(nn.Module):
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__()
         self.spec = spec
-        in_dim, hidden, out_dim, num_inner, pre_norm = (
-            spec.in_dim,
-            spec.hidden,
-            spec.out_dim,
-            spec.num_inner,
-            spec.pre_norm,
-        )
-        self.pre_norm = nn.Sequential(nn.LayerNorm(in_dim), nn.GELU()) if pre_norm else nn.Identity()
-        self.fc1 = nn.Linear(in_dim, hidden)
+        hidden = spec.hidden
+        self.pre_norm = nn.Sequential(nn.LayerNorm(spec.in_dim), nn.GELU()) if spec.pre_norm else nn.Identity()
+        self.fc1 = nn.Linear(spec.in_dim, hidden)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden)) for _ in range(num_inner)
+            nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden)) for _ in range(spec.num_inner)
         )
-        self.final = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.final = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, spec.out_dim))
         nn.init.zeros_(self.final[2].bias)
 
     @property
@@ -131,7 +125,8 @@ HEAD_VERSIONS = tuple(HEADS)  # ``distill.spatial_mlp_version``: the spec is che
 def compose_affine(
     weight: torch.Tensor, bias: torch.Tensor, a: torch.Tensor, shift: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The Linear (W', b') computing ``a @ (W x + b) + shift``: W' = a W, b' = a b + shift, in float64.
+    """The Linear (W', b') computing ``a @ (W x + b) + shift``: W' = a W, b' = a b + shift, in float64 (every
+    head's output Linear has a bias).
 
     weight [C, D], bias [C], a [C', C], shift [C']; the results are float64 on ``weight``'s device.
     """

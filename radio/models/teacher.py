@@ -16,10 +16,11 @@ from radio.models.registry import create_model, get_model_info
 
 @dataclass
 class TeacherOutput:
-    """Float32 teacher targets. ``summary`` [B, Ds]; ``spatial`` [B, Ct, H/p, W/p]; ``logits`` [B, N]."""
+    """Float32 teacher targets. ``spatial`` [B, Ct, H/p, W/p] (every teacher); ``summary`` [B, Ds] (None for a
+    teacher without one, e.g. SAM); ``logits`` [B, N] (None unless it classifies)."""
 
+    spatial: torch.Tensor
     summary: Optional[torch.Tensor]
-    spatial: Optional[torch.Tensor]
     logits: Optional[torch.Tensor]
 
 

@@ -67,18 +67,18 @@ def head_spec(t: ResolvedTeacher, kind: str, in_dim: int, out_dim: int) -> HeadS
     return HeadSpec(t.spatial_mlp_version, in_dim, out_dim, t.mlp_hidden_size, t.spatial_num_inner)
 
 
-def head_dims_in(state: Dict[str, torch.Tensor], teachers: List[ResolvedTeacher]) -> HeadDims:
-    """Head output widths read from a trained module's state dict (no teacher weights needed).
-
-    Raises ``KeyError`` with the (teacher, kind) whose head is missing.
-    """
+def head_dims_in(state: Dict[str, torch.Tensor], teachers: List[ResolvedTeacher], path: str) -> HeadDims:
+    """Head output widths read from the trained module's state dict at ``path`` (no teacher weights needed);
+    ``CheckpointError`` when a head the teachers need is not there."""
     dims: HeadDims = {}
     for t in teachers:
         dims[t.name] = {}
         for kind, used in (("summary", t.uses_summary), ("spatial", t.uses_spatial)):
             key = f"{kind}_heads.{t.name}.{head_spec(t, kind, 0, 0).output_weight_key}"
             if used and key not in state:
-                raise KeyError((t.name, kind))
+                raise CheckpointError(
+                    f"{path}: no {kind} head for teacher {t.name!r} ({key}); the checkpoint is not from this run."
+                )
             if used:
                 dims[t.name][kind] = int(state[key].shape[0])
     return dims
@@ -179,7 +179,7 @@ def teacher_outputs(
     outputs = {}
     for t in specs:
         if t.name in teachers:
-            size = sizes[t.name] if sizes else t.input_size
+            size = sizes[t.name] if sizes is not None else t.input_size
             view = make_view(images.to(teachers[t.name].device), size, t.norm_mean, t.norm_std)
             outputs[t.name] = teachers[t.name](view)
     return outputs

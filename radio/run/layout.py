@@ -162,9 +162,14 @@ def load_results_config(results_dir: str) -> Tuple[object, list]:
 def write_teachers_file(results_dir: str, records: list) -> None:
     """``teachers.json``: ``radio/run/teacher_report.teacher_load_records`` of the run's teachers."""
     tmp = os.path.join(results_dir, f".{TEACHERS_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(records, f, indent=2)
-    os.replace(tmp, os.path.join(results_dir, TEACHERS_FILE))
+    try:
+        with open(tmp, "w") as f:
+            json.dump(records, f, indent=2)
+        os.replace(tmp, os.path.join(results_dir, TEACHERS_FILE))
+    except OSError as exc:
+        raise RadioError(
+            f"cannot write {results_dir}/{TEACHERS_FILE}: {exc.strerror} ({free_space(results_dir)})."
+        ) from None
 
 
 def write_run_status(results_dir: str, status: str, step: int, detail: str = "") -> None:

@@ -35,7 +35,7 @@ class ResolvedTeacher:
     summary_token_idx: Optional[int]  # student CLS slot predicting this teacher's summary (None: no summary)
     summary_loss_type: str
     summary_loss_weight: float
-    fd_loss_weight: float
+    fd_loss_weight: float  # TAO's name, kept in config.yaml; it weights the spatial term (losses/criterion.py)
     use_mlp: bool
     mlp_hidden_size: int
     mlp_num_inner: int

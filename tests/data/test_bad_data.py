@@ -140,6 +140,7 @@ def test_a_source_that_yields_nothing_stops_the_run(tmp_path):
         take(loader, 1)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_worker_errors_reach_the_caller_as_data_errors(tmp_path):
     write_tar(tmp_path / "s.tar", [(f"small{i}.jpg", image_bytes(i, 24, 24)) for i in range(10)])
     cfg = make_cfg([str(tmp_path)], workers=2, native=NativeResolutionFilter(min_short_side=100))

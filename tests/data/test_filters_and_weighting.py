@@ -112,6 +112,7 @@ def test_weighting_without_counts_file_says_how_to_make_it(tmp_path):
         )
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_weighting_decisions_do_not_depend_on_the_worker_count(duplicated_source):
     radio_main(["shards", "stats", duplicated_source])
     runs = [

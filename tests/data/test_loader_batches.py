@@ -1,5 +1,6 @@
 """The Batch contract the engine relies on: shapes, dtypes, per-step sizes, labels, counters."""
 
+import pytest
 import torch
 
 from radio.data.loader import TrainLoader
@@ -7,6 +8,7 @@ from radio.data.views import ViewPlan, ViewSpec
 from tests.data.data_helpers import make_cfg, take
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_batches_follow_the_plan_and_carry_labels(two_sources):
     plan = ViewPlan(ViewSpec("student", 32, 16, {32: 1.0, 48: 1.0}), [ViewSpec("teacher", 40, 14)], seed=2)
     loader = TrainLoader(

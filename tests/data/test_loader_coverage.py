@@ -52,6 +52,7 @@ def test_passes_use_new_orders():
     assert orders[0] != orders[1] != orders[2]
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_fewer_shards_than_readers_every_rank_gets_full_batches(tmp_path):
     root = str(tmp_path / "one")
     # One shard for 3 x 48 readers: each reads one residue class of its samples (150 >= 144: none empty).

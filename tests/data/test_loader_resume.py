@@ -16,6 +16,7 @@ def keys_of(batches):
     return [b.keys for b in batches]
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_worker_count_changes_who_reads_not_what(two_sources):
     """Same keys, sources, labels and pixels with 0 and 2 worker processes."""
     runs = []
@@ -37,6 +38,7 @@ def test_seed_changes_the_order(two_sources):
     assert orders[0] != orders[1]
 
 
+@pytest.mark.slow  # DataLoader worker processes
 @pytest.mark.parametrize("saved_workers,resumed_workers", [(0, 0), (2, 0), (0, 2)])
 def test_resume_yields_the_uninterrupted_keys_without_rereading(two_sources, saved_workers, resumed_workers):
     cfg = make_cfg(two_sources, weights=[2, 1], workers=saved_workers)
@@ -108,6 +110,7 @@ def test_state_from_another_rank_or_layout_is_refused(two_sources):
         other_batch.load_state_dict(saved)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_state_is_small_json(two_sources):
     loader = TrainLoader(make_cfg(two_sources, workers=2), small_plan(), seed=1, rank=0, world_size=1)
     take(loader, 5)

@@ -55,6 +55,7 @@ def test_rejects_non_positive_weights():
         MixtureEmitter([1.0, 0.0])
 
 
+@pytest.mark.slow  # DataLoader worker processes
 @pytest.mark.parametrize("weights", [[2.0, 1.0], [0.9, 0.07, 0.03]])
 @pytest.mark.parametrize("world_size,workers", [(1, 0), (2, 0), (3, 2)])
 def test_loader_slots_follow_the_emitter(two_sources, weights, world_size, workers):

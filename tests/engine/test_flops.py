@@ -1,4 +1,5 @@
 """The analytic FLOP count reproduces the performance goals' figure (docs/benchmarks.md) for the seed example (≈ 1.46 TFLOP per image)."""
+
 import pytest
 
 from radio.engine.flops import StepFlops, VitShape

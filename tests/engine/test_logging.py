@@ -84,7 +84,9 @@ def test_the_console_and_teachers_json_say_how_each_teacher_loaded(demo_assets, 
     for name, weights in (("demo_a", "demo_vit_tiny_patch16"), ("demo_b", "demo_vit_tiny_patch14")):
         record = records[name]
         assert record["file"].endswith(f"{weights}.DEMO_RANDOM_INIT.safetensors") and record["layout"] == "timm"
-        assert record["tensors"] > 0 and record["missing"] == record["unexpected"] == [] and record["dtype"] == "bfloat16"
+        assert (
+            record["tensors"] > 0 and record["missing"] == record["unexpected"] == [] and record["dtype"] == "bfloat16"
+        )
         (line,) = [x for x in console if x.startswith(f"teacher {name} ")]
         assert f"{record['tensors']} tensors from {record['file']}" in line
     # demo_b's 14-px patches at the run's 112 px: its position grid is resampled, and both outputs say so.

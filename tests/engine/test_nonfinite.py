@@ -129,7 +129,8 @@ def test_when_every_teacher_is_nan_the_streak_stops_the_run_naming_them(demo_ass
     ]
     extra = [f"distill.teacher.{i}.pretrained_teacher_model_path={p}" for i, p in enumerate(paths)]
     cfg = load_run_config(
-        QUICKSTART_SPEC, tiny_run_overrides(demo_assets, str(tmp_path / "all"), "train.max_consecutive_nonfinite=2", *extra)
+        QUICKSTART_SPEC,
+        tiny_run_overrides(demo_assets, str(tmp_path / "all"), "train.max_consecutive_nonfinite=2", *extra),
     )
     with pytest.raises(RadioError, match="non-finite for 2 optimizer steps in a row .*teacher\\(s\\) demo_a, demo_b"):
         run(cfg)

@@ -61,7 +61,9 @@ def test_released_c_radio_adaptor_weights_load_into_mlp2():
     assert shape == (64, 32, 1, 24)
 
 
-@pytest.mark.parametrize("spec", [HeadSpec("linear", 8, 6), HeadSpec("v2", 8, 6, 16, 1), HeadSpec("attn", 64, 6, 16, 0)])
+@pytest.mark.parametrize(
+    "spec", [HeadSpec("linear", 8, 6), HeadSpec("v2", 8, 6, 16, 1), HeadSpec("attn", 64, 6, 16, 0)]
+)
 def test_each_head_keeps_its_spec_and_names_its_output_layer(spec):
     head = spec.build()
     assert HeadSpec.from_dict(spec.as_dict()) == head.spec == spec
@@ -74,7 +76,9 @@ def test_each_head_keeps_its_spec_and_names_its_output_layer(spec):
     assert torch.equal(rebuilt(x), head(x))
 
 
-@pytest.mark.parametrize("spec", [HeadSpec("linear", 8, 6), HeadSpec("v2", 8, 6, 16, 1), HeadSpec("attn", 64, 6, 16, 0)])
+@pytest.mark.parametrize(
+    "spec", [HeadSpec("linear", 8, 6), HeadSpec("v2", 8, 6, 16, 1), HeadSpec("attn", 64, 6, 16, 0)]
+)
 def test_folding_an_affine_map_into_a_head_applies_it_after_the_head(spec):
     head = spec.build()
     torch.nn.init.normal_(head.output_linear.bias)

@@ -55,7 +55,9 @@ def test_open_clip_matches_in_both_activation_families(tmp_path, quick_gelu, nam
     has no position-grid interpolation, so other sizes have no reference to compare with."""
     open_clip = pytest.importorskip("open_clip")
     torch.manual_seed(0)
-    vision = open_clip.CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64, output_tokens=True)
+    vision = open_clip.CLIPVisionCfg(
+        layers=2, width=64, head_width=32, patch_size=16, image_size=64, output_tokens=True
+    )
     text = open_clip.CLIPTextCfg(context_length=8, vocab_size=50, width=32, heads=2, layers=1)
     theirs = open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu).eval()
     with torch.no_grad():
