@@ -15,7 +15,7 @@ from timm.layers import LayerNorm
 from timm.models.vision_transformer import VisionTransformer
 
 from radio.models.cradio import RadioViT
-from radio.models.dinov2 import with_dinov2_interpolation
+from radio.models.reference_grid import with_reference_grid
 from radio.models.registry import ModelInfo, UnknownModelError, register_model
 from radio.models.sam import SAM_PATCH, SamImageEncoder
 
@@ -111,14 +111,15 @@ def _register_vit(
     img: int,
     prefix: int,
     proj_dim: int = 0,
-    dinov2_grid: bool = False,
+    grid_antialias: Optional[bool] = None,
 ) -> None:
     """A teacher built by timm: ``timm_name`` (a timm entrypoint, ``vit_kwargs`` overriding its arguments)
     or a ``VisionTransformer(**vit_kwargs)``.
 
     ``proj_dim``: width of the CLIP-style projection that turns the pooled token into the summary.
-    ``dinov2_grid``: keep the native position grid and resample it at every forward like the original
-    DINOv2 (``models/dinov2.py``), whatever size the teacher is built for.
+    ``grid_antialias``: None keeps timm's position-grid resampling; True / False keeps the native grid and
+    resamples it at every forward like the reference implementation, with / without antialiasing
+    (``models/reference_grid.py``), whatever size the teacher is built for.
     """
     info = ModelInfo(
         name=name,
@@ -135,7 +136,7 @@ def _register_vit(
     @register_model(info)
     def build(*, img_size: Optional[int] = None, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs):
         args = dict(
-            img_size=img if dinov2_grid else img_size or img,
+            img_size=img if grid_antialias is not None else img_size or img,
             # The projection is timm's ``head``; a classifier (num_classes > 0) replaces it.
             num_classes=num_classes or proj_dim,
             drop_path_rate=drop_path_rate,
@@ -146,7 +147,7 @@ def _register_vit(
             model = timm.create_model(timm_name, pretrained=False, **(vit_kwargs or {}), **args)
         else:
             model = VisionTransformer(**vit_kwargs, **args)
-        return with_dinov2_interpolation(model) if dinov2_grid else model
+        return model if grid_antialias is None else with_reference_grid(model, antialias=grid_antialias)
 
 
 # Layouts shared by the real models and their tiny test variants.
@@ -176,7 +177,7 @@ for _size, _dim, _depth, _heads in (
         patch=14,
         img=518,
         prefix=1,
-        dinov2_grid=True,
+        grid_antialias=False,  # DINOv2 and HF Dinov2Model
     )
     _register_vit(
         f"dinov2_vit_{_size}_patch14_reg4",
@@ -187,6 +188,7 @@ for _size, _dim, _depth, _heads in (
         patch=14,
         img=518,
         prefix=5,
+        grid_antialias=True,  # HF Dinov2WithRegistersModel
     )
 
 # DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers); its summary is the CLS token
@@ -233,6 +235,7 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img in (
         patch=_patch,
         img=_img,
         prefix=0,
+        grid_antialias=False,  # HF SigLIP
     )
 
 # OpenAI CLIP and DFN CLIP were trained with QuickGELU; timm's *_clip_quickgelu_* models match them.
@@ -244,7 +247,16 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
 ):
     _register_vit(
-        _name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1, proj_dim=_proj
+        _name,
+        timm_name=_timm,
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=_patch,
+        img=_img,
+        prefix=1,
+        proj_dim=_proj,
+        grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
     )
 
 # open_clip CLIPs trained with plain GELU (LAION-2B, DataComp: open_clip's ``ViT-B-16``, ``ViT-L-14``,
@@ -255,7 +267,16 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("openclip_vit_huge_patch14_224", "vit_huge_patch14_clip_224", 1280, 32, 16, 14, 224, 1024),
 ):
     _register_vit(
-        _name, timm_name=_timm, dim=_dim, depth=_depth, heads=_heads, patch=_patch, img=_img, prefix=1, proj_dim=_proj
+        _name,
+        timm_name=_timm,
+        dim=_dim,
+        depth=_depth,
+        heads=_heads,
+        patch=_patch,
+        img=_img,
+        prefix=1,
+        proj_dim=_proj,
+        grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
     )
 
 for _name, _dim, _depth, _heads, _img, _proj in (
@@ -287,6 +308,14 @@ _TINY = {
     "tiny_siglip_vit_patch16": (_SIGLIP, 16, 64, 64, 0, 0),
     "tiny_clipa_vit_patch14": (_CLIPA, 14, 64, 56, 1, 32),
 }
+# The tiny stand-ins of reference-checked families resample like their references (see the full entries).
+_TINY_GRID_ANTIALIAS = {
+    "tiny_dinov2_vit_patch14": False,
+    "tiny_dinov2_vit_patch14_reg4": True,
+    "tiny_clip_vit_patch16": False,
+    "tiny_openclip_vit_patch16": False,
+    "tiny_siglip_vit_patch16": False,
+}
 for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
     _register_vit(
         _name,
@@ -298,7 +327,7 @@ for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
         img=_img,
         prefix=_prefix,
         proj_dim=_proj,
-        dinov2_grid=_name == "tiny_dinov2_vit_patch14",
+        grid_antialias=_TINY_GRID_ANTIALIAS.get(_name),
     )
 
 

@@ -128,16 +128,19 @@ def test_text_towers_and_tokens_are_reported_as_ignored(save):
 
 
 def test_position_embeddings_resampled_to_input_size(save):
-    native, _ = _native_and_public("tiny_dinov2_vit_patch14_reg4", lambda sd: sd, [], save, "unused.safetensors")
-    teacher = FrozenTeacher("tiny_dinov2_vit_patch14_reg4", native, input_size=98, dtype=torch.float32)
+    # A timm-resampled teacher (the demo entry) is built for its input size: the grid is resampled at load.
+    native, _ = _native_and_public("demo_vit_tiny_patch14", lambda sd: sd, [], save, "unused.safetensors")
+    teacher = FrozenTeacher("demo_vit_tiny_patch14", native, input_size=98, dtype=torch.float32)
     assert teacher.model.pos_embed.shape[1] == (98 // 14) ** 2  # 4x4 grid in the file -> 7x7
     assert "position embeddings resampled from a 4x4 to a 7x7 grid (input size (98, 98))" in teacher.load_report.notes
-    out = teacher(torch.randn(1, 3, 98, 70))
-    assert out.spatial.shape == (1, 48, 7, 5)
-    # OpenAI CLIP files hold the text tower's positions [77, C] too (first): the note is about the visual ones.
+    assert teacher(torch.randn(1, 3, 98, 70)).spatial.shape == (1, 128, 7, 5)
+    # A reference-grid teacher (CLIP: models/reference_grid.py) keeps the file's grid and resamples it per
+    # input; OpenAI CLIP files also hold the text tower's positions [77, C], which are not the image grid.
     _, public = _native_and_public("tiny_clip_vit_patch16", openai_clip, [], save, "clip.pt")
-    notes = FrozenTeacher("tiny_clip_vit_patch16", public, input_size=128).load_report.notes
-    assert "position embeddings resampled from a 4x4 to a 8x8 grid (input size (128, 128))" in notes
+    clip = FrozenTeacher("tiny_clip_vit_patch16", public, input_size=128)
+    assert clip.model.pos_embed.shape[1] == 1 + 4 * 4
+    assert not [n for n in clip.load_report.notes if "resampled" in n]
+    assert clip(torch.randn(1, 3, 128, 96)).spatial.shape == (1, 64, 8, 6)
 
 
 def test_wrong_architecture_is_refused_with_key_lists(save):
@@ -151,8 +154,11 @@ def test_wrong_architecture_is_refused_with_key_lists(save):
     assert "wrong-shape keys: 29 (+24 more)" in msg  # counts beyond the listed few
     # timm would resample a 14-pixel patch kernel to 16; a teacher must not be changed that way.
     assert ("patch_embed.proj.weight", (48, 3, 14, 14), (64, 3, 16, 16)) in err.value.report.mismatched
-    # The position grid is resampled to the model's 8x8 before the comparison; the report shows the file's.
-    assert ("pos_embed", (1, 17, 48), (1, 65, 64)) in err.value.report.mismatched
+    assert ("pos_embed", (1, 17, 48), (1, 17, 64)) in err.value.report.mismatched
+    # A model built for another size compares the file's grid after resampling, and reports the file's shape.
+    with pytest.raises(CheckpointError) as err:
+        FrozenTeacher("demo_vit_tiny_patch16", path, input_size=128)
+    assert ("pos_embed", (1, 17, 48), (1, 65, 96)) in err.value.report.mismatched
 
 
 def test_wrong_size_is_refused_before_allocating_the_big_model(save):

@@ -76,3 +76,49 @@ def test_open_clip_matches_in_both_activation_families(tmp_path, quick_gelu, nam
         "tiny_openclip_vit_patch16" if quick_gelu else "tiny_clip_vit_patch16", path, input_size=64, dtype=torch.float32
     )
     assert relative_error(other(x).summary, pooled) > 1e-3
+
+
+HF_TINY = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, patch_size=16)
+
+
+def perturbed(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 128), (96, 64)])
+def test_clip_matches_transformers_at_every_size(tmp_path, size):
+    """HF CLIP resamples its position grid per input (``interpolate_pos_encoding``): the CLIP entries too."""
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(
+        **HF_TINY, image_size=64, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32
+    )
+    theirs = perturbed(transformers.CLIPVisionModelWithProjection(config))
+    ours = FrozenTeacher(
+        "tiny_clip_vit_patch16", hf_save(theirs, tmp_path / "clip.safetensors"), input_size=64, dtype=torch.float32
+    )
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = theirs(pixel_values=x, interpolate_pos_encoding=True)
+        tokens = theirs.vision_model.post_layernorm(out.last_hidden_state)[:, 1:]
+    mine = ours(x)
+    assert relative_error(mine.summary, out.image_embeds) < 1e-5
+    assert relative_error(mine.spatial, tokens.transpose(1, 2).reshape(2, 64, size[0] // 16, size[1] // 16)) < 1e-5
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 128), (96, 64)])
+def test_siglip_matches_transformers_at_every_size(tmp_path, size):
+    torch.manual_seed(0)
+    theirs = perturbed(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**HF_TINY, image_size=64)))
+    ours = FrozenTeacher(
+        "tiny_siglip_vit_patch16", hf_save(theirs, tmp_path / "siglip.safetensors"), input_size=64, dtype=torch.float32
+    )
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = theirs(pixel_values=x, interpolate_pos_encoding=True)
+    mine = ours(x)
+    assert relative_error(mine.summary, out.pooler_output) < 1e-5
+    spatial = out.last_hidden_state.transpose(1, 2).reshape(2, 64, size[0] // 16, size[1] // 16)
+    assert relative_error(mine.spatial, spatial) < 1e-5
