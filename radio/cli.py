@@ -156,6 +156,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         stop.restore()
     try:
         return args.func(args)
+    except BrokenPipeError:  # `radio models | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
     except (RadioError, OSError) as exc:
         message = user_error_message(exc)
         if message is None:

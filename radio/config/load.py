@@ -6,6 +6,7 @@ names the field path, the bad value and what would be valid (closest key names f
 
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -112,6 +113,14 @@ def _apply_override(cfg: DictConfig, item: str) -> None:
         value = text
     if key == "distill.teacher" and isinstance(value, dict):
         value = [value]
+    index = re.match(r"distill\.teacher\.(\d+)\.", key)
+    if index and int(index.group(1)) >= len(cfg.distill.teacher):
+        count = len(cfg.distill.teacher)
+        raise SpecError(
+            f"override {item!r} names distill.teacher[{index.group(1)}], but the spec lists {count} teacher(s) "
+            f"(indices 0..{count - 1}); add the teacher to the spec, or set the whole list with "
+            "distill.teacher=[{...}, ...]."
+        )
     try:
         OmegaConf.update(cfg, key, value, merge=True)
     except OmegaConfBaseException as exc:

@@ -83,16 +83,18 @@ def resolve_mode(
     num_classes: int,
     *,
     field_prefix: str = "distill",
+    loss_field_prefix: Optional[str] = None,
 ) -> str:
     """Resolve ``mode: auto`` and reject impossible mode/loss/teacher combinations (docs/losses.md).
 
     ``auto`` with a loss type follows TAO's rule (KL/CE -> logits, BALANCED/MSE -> spatial,
     L1/L2/FD/CS -> summary); with none, ``combo`` when the teacher yields a summary besides its spatial
     map, else ``spatial`` (every registered teacher yields a spatial map). ``field_prefix`` names the
-    config node in errors, e.g. ``distill.teacher[1]``.
+    config node of the mode in errors, e.g. ``distill.teacher[1]``; ``loss_field_prefix`` that of the loss
+    type when it was set elsewhere (a teacher's own loss type under the global mode).
     Returns one of ``logits``, ``summary``, ``spatial``, ``combo``.
     """
-    mode_field, loss_field = f"{field_prefix}.mode", f"{field_prefix}.loss_type"
+    mode_field, loss_field = f"{field_prefix}.mode", f"{loss_field_prefix or field_prefix}.loss_type"
     requested = normalize_mode(mode, mode_field)
     loss = None if loss_type is None else normalize_loss_type(loss_type, loss_field)
 

@@ -3,6 +3,7 @@
 import argparse
 
 from radio.models.convert import build_parser, run
+from radio.models.public_checkpoints import public_checkpoints
 from radio.models.registry import get_model_info, list_models
 
 
@@ -11,12 +12,15 @@ def list_command(args: argparse.Namespace) -> int:
     if not names:
         print(f"no registered model matches {args.pattern!r} (any timm model also works as timm/<name>)")
         return 1
-    print(f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} student")
+    print(
+        f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
+        f"{'student':7s} for checkpoints"
+    )
     for name in names:
         i = get_model_info(name)
         print(
             f"{name:45s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
-            f"{i.summary_dim:7d} {'yes' if i.is_student else ''}"
+            f"{i.summary_dim:7d} {'yes' if i.is_student else '':7s} {public_checkpoints(name) or '-'}"
         )
     print("Any timm model is also available as timm/<timm model name>.")
     return 0

@@ -11,6 +11,7 @@ import torch.nn as nn
 from radio.errors import CheckpointError
 from radio.models.checkpoint_io import LoadReport, load_into
 from radio.models.cradio import RadioViT
+from radio.models.hf_config import check_activation
 from radio.models.registry import create_model, get_model_info
 
 
@@ -98,6 +99,7 @@ class FrozenTeacher(nn.Module):
         self.load_report: Optional[LoadReport] = None
         started = time.perf_counter()
         if checkpoint_path is not None:
+            check_activation(model, backbone_type, checkpoint_path)
             self.load_report = load_into(model, checkpoint_path, strict=strict, role="teacher")
         self.load_seconds = time.perf_counter() - started
         leftover = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]

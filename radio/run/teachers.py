@@ -85,6 +85,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 teacher_has_summary=info.has_summary,
                 num_classes=cfg.dataset.num_classes,
                 field_prefix=path if t.mode is not None else "distill",
+                loss_field_prefix=loss_prefix,
             )
             loss_type = resolve_loss_type(mode, pick("loss_type"), field_prefix=loss_prefix)
         except SpecError as exc:

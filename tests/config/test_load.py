@@ -201,3 +201,13 @@ def test_a_binary_file_as_the_spec_is_refused(tmp_path):
     path.write_bytes(bytes(range(128, 256)) * 4)
     with pytest.raises(SpecError, match="not a text file"):
         load_run_config(str(path), [])
+
+
+def test_a_teachers_own_bad_loss_type_names_that_teachers_field(tmp_path):
+    with pytest.raises(SpecError, match=r"distill\.teacher\[0\]\.loss_type: 'MSEE' is not a valid value"):
+        load_run_config(QUICKSTART_SPEC, ["distill.teacher.0.loss_type=MSEE"])
+
+
+def test_an_override_of_a_teacher_the_spec_does_not_list_says_how_many_there_are():
+    with pytest.raises(SpecError, match=r"distill\.teacher\[5\], but the spec lists 2 teacher\(s\) \(indices 0\.\.1\)"):
+        load_run_config(QUICKSTART_SPEC, ["distill.teacher.5.loss_type=MSE"])

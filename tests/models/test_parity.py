@@ -122,3 +122,24 @@ def test_siglip_matches_transformers_at_every_size(tmp_path, size):
     assert relative_error(mine.summary, out.pooler_output) < 1e-5
     spatial = out.last_hidden_state.transpose(1, 2).reshape(2, 64, size[0] // 16, size[1] // 16)
     assert relative_error(mine.spatial, spatial) < 1e-5
+
+
+def test_a_config_json_that_names_another_activation_than_the_entry_is_refused(tmp_path):
+    """A LAION-style HF CLIP (plain GELU) saved with ``save_pretrained``: the QuickGELU entry would load it
+    without a key error and compute something else; its config.json says so, and the GELU entry matches."""
+    from radio.errors import CheckpointError
+
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(
+        **HF_TINY, image_size=64, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=32
+    )
+    theirs = perturbed(transformers.CLIPVisionModelWithProjection(config))
+    theirs.save_pretrained(str(tmp_path / "hf"))
+    path = str(tmp_path / "hf" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"config.json says the model uses GELU \(exact\).*computes QuickGELU"):
+        FrozenTeacher("tiny_clip_vit_patch16", path, input_size=64)
+    ours = FrozenTeacher("tiny_openclip_vit_patch16", path, input_size=64, dtype=torch.float32)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        embeds = theirs(pixel_values=x).image_embeds
+    assert relative_error(ours(x).summary, embeds) < 1e-5

@@ -139,3 +139,12 @@ def test_models_command_lists_entries(capsys):
     assert rows[0][1:7] == ["768", "12", "16", "512", "8", "2304"]
     args = parser.parse_args(["models", "nothing*"])
     assert args.func(args) == 1
+
+
+def test_every_entry_says_which_public_checkpoints_it_is_for():
+    from radio.models.public_checkpoints import public_checkpoints
+
+    assert [name for name in list_models() if public_checkpoints(name) is None] == []
+    assert "QuickGELU" in public_checkpoints("clip_vit_base_patch16_224")
+    assert "GELU" in public_checkpoints("openclip_vit_base_patch16_224")
+    assert "QuickGELU" not in public_checkpoints("openclip_vit_base_patch16_224")
