@@ -108,14 +108,16 @@ def resolve_mode(
         why = f"{mode_field} 'auto' resolves to {resolved!r}"
 
     needs_summary = "summary" in MODE_FEATURES[resolved]
-    hint = "set the mode explicitly to one the teacher supports"
     if "logits" in MODE_FEATURES[resolved] and num_classes <= 0:
         raise SpecError(
             f"{why}, which needs class logits, but dataset.num_classes is {num_classes}; "
             f"set dataset.num_classes > 0 or use mode 'summary', 'spatial' or 'combo'"
         )
     if needs_summary and not teacher_has_summary:
-        raise SpecError(f"{why}, which needs a summary vector, but this teacher yields none; {hint}")
+        raise SpecError(
+            f"{why}, which needs a summary vector, but this teacher yields none (spatial only): use mode 'spatial' "
+            "or 'auto' for it"
+        )
     if loss in LOGITS_ONLY_LOSS_TYPES and resolved != "logits":
         raise SpecError(
             f"{loss_field} {loss!r} compares class distributions and only works in mode 'logits', "

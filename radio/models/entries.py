@@ -111,12 +111,14 @@ def _register_vit(
     img: int,
     prefix: int,
     proj_dim: int = 0,
+    norm: Optional[tuple] = None,
     grid_antialias: Optional[bool] = None,
 ) -> None:
     """A teacher built by timm: ``timm_name`` (a timm entrypoint, ``vit_kwargs`` overriding its arguments)
     or a ``VisionTransformer(**vit_kwargs)``.
 
     ``proj_dim``: width of the CLIP-style projection that turns the pooled token into the summary.
+    ``norm``: (mean, std) of the inputs the public weights were trained with.
     ``grid_antialias``: None keeps timm's position-grid resampling; True / False keeps the native grid and
     resamples it at every forward like the reference implementation, with / without antialiasing
     (``models/reference_grid.py``), whatever size the teacher is built for.
@@ -131,6 +133,7 @@ def _register_vit(
         depth=depth,
         num_heads=heads,
         summary_proj=bool(proj_dim),
+        norm=norm,
     )
 
     @register_model(info)
@@ -149,6 +152,11 @@ def _register_vit(
             model = VisionTransformer(**vit_kwargs, **args)
         return model if grid_antialias is None else with_reference_grid(model, antialias=grid_antialias)
 
+
+# Input normalisation of the public weights, (mean, std) on the 0-1 scale.
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # DINOv2, DINOv3, SAM, timm ImageNet models
+OPENAI_CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # CLIP, DFN
+SIGLIP_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # SigLIP, SigLIP2
 
 # Layouts shared by the real models and their tiny test variants.
 _DINOV2 = dict(init_values=1e-5)
@@ -177,6 +185,7 @@ for _size, _dim, _depth, _heads in (
         patch=14,
         img=518,
         prefix=1,
+        norm=IMAGENET_NORM,
         grid_antialias=False,  # DINOv2 and HF Dinov2Model
     )
     _register_vit(
@@ -188,6 +197,7 @@ for _size, _dim, _depth, _heads in (
         patch=14,
         img=518,
         prefix=5,
+        norm=IMAGENET_NORM,
         grid_antialias=True,  # HF Dinov2WithRegistersModel
     )
 
@@ -210,6 +220,7 @@ for _size, _dim, _depth, _heads in (
         patch=16,
         img=256,
         prefix=5,
+        norm=IMAGENET_NORM,
     )
 
 # SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
@@ -235,6 +246,7 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img in (
         patch=_patch,
         img=_img,
         prefix=0,
+        norm=SIGLIP_NORM,
         grid_antialias=False,  # HF SigLIP
     )
 
@@ -256,6 +268,7 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
         img=_img,
         prefix=1,
         proj_dim=_proj,
+        norm=OPENAI_CLIP_NORM,
         grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
     )
 
@@ -276,6 +289,7 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
         img=_img,
         prefix=1,
         proj_dim=_proj,
+        norm=OPENAI_CLIP_NORM,
         grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
     )
 
@@ -353,6 +367,7 @@ def _register_sam(
         num_prefix_tokens=0,
         depth=depth,
         num_heads=heads,
+        norm=IMAGENET_NORM,  # SAM's pixel_mean / pixel_std
     )
 
     @register_model(info)
@@ -405,6 +420,8 @@ def timm_model_info(name: str) -> ModelInfo:
     with torch.device("meta"):
         model = create_timm_model(name)
     img = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
+    norm = (tuple(mean), tuple(std)) if mean and std else None
     summary_dim = getattr(model, "head_hidden_size", model.num_features)
     if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
         patch = model.patch_embed.patch_size
@@ -417,6 +434,7 @@ def timm_model_info(name: str) -> ModelInfo:
             num_prefix_tokens=getattr(model, "num_prefix_tokens", 0),
             depth=len(model.blocks),
             num_heads=getattr(model.blocks[0].attn, "num_heads", 0),
+            norm=norm,
         )
     # Convolutional and hierarchical models: the spatial map is the last feature map.
     reduction = model.feature_info[-1]["reduction"] if getattr(model, "feature_info", None) else 32
@@ -429,4 +447,5 @@ def timm_model_info(name: str) -> ModelInfo:
         num_prefix_tokens=0,
         depth=0,
         num_heads=0,
+        norm=norm,
     )

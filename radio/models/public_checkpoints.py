@@ -12,7 +12,10 @@ from typing import Optional
 PUBLIC_CHECKPOINTS = (
     ("c_radio_v3_*", "NVIDIA C-RADIOv3-B/L/H (HF nvidia/C-RADIOv3-*, TorchHub NVlabs/RADIO)"),
     ("c_radio_v2_*", "NVIDIA C-RADIOv2.5-B/L/H (HF nvidia/C-RADIOv2-*, TorchHub NVlabs/RADIO)"),
-    ("dinov2_vit_*_reg4", "DINOv2 with registers (facebookresearch/dinov2 *_reg4 .pth, HF facebook/dinov2-with-registers-*)"),
+    (
+        "dinov2_vit_*_reg4",
+        "DINOv2 with registers (facebookresearch/dinov2 *_reg4 .pth, HF facebook/dinov2-with-registers-*)",
+    ),
     ("dinov2_vit_*", "DINOv2 (facebookresearch/dinov2 .pth, HF facebook/dinov2-*, timm *_dinov2.lvd142m)"),
     ("dinov3_*", "DINOv3 (facebookresearch/dinov3 .pth, timm *_dinov3.lvd1689m)"),
     ("siglip2_*", "SigLIP2 (HF google/siglip2-*, timm *_siglip_*.v2_webli)"),

@@ -6,7 +6,7 @@ yields) without building the network. ``timm/<name>`` reaches any timm model.
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch.nn as nn
 
@@ -23,6 +23,9 @@ class ModelInfo:
     num_heads: int
     is_student: bool = False  # usable as the trained student (C-RADIO layout)
     summary_proj: bool = False  # the summary passes through the model's ``head`` (a projection, e.g. CLIP's)
+    # The input normalisation the weights were trained with ((mean, std) per channel, 0-1 scale); a
+    # teacher without ``norm_mean``/``norm_std`` of its own uses it (None: the dataset's).
+    norm: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
 
     @property
     def has_summary(self) -> bool:

@@ -71,6 +71,10 @@ def check_paths(cfg) -> None:
                 f"{where} is not set; give a local .safetensors/.pth/.pt checkpoint for "
                 f"{teacher.model.backbone.type} (weights are never downloaded at run time)."
             )
+        if os.path.isdir(path):
+            raise SpecError(
+                f"{where}={path!r} is a folder; give the checkpoint file inside it (e.g. {path}/model.safetensors)."
+            )
         if not os.path.isfile(path):
             raise SpecError(
                 f"{where}={path!r} does not exist; download the weights ahead of time, convert them with "

@@ -1,7 +1,8 @@
 """The one place that turns a teacher entry + the global ``distill`` values into effective settings.
 
 TAO silently lets per-teacher defaults override global ones and feeds raw pixels when a teacher's
-normalisation is empty; here every unset per-teacher field takes the global value (or the dataset
+normalisation is empty; here every unset per-teacher field takes the global value, and an unset
+normalisation the one the registry entry's public weights were trained with (else the dataset
 augmentation's mean/std), and ``mode: auto`` is resolved with the rules in docs/losses.md ("Modes").
 """
 
@@ -143,8 +144,8 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 patch_size=patch,
                 match_student_resolution=bool(match),
                 stochastic_resolutions={int(k): float(v) for k, v in t.stochastic_resolutions.items()},
-                norm_mean=[float(x) for x in (t.norm_mean or aug.norm_mean)],
-                norm_std=[float(x) for x in (t.norm_std or aug.norm_std)],
+                norm_mean=[float(x) for x in (t.norm_mean or (info.norm[0] if info.norm else aug.norm_mean))],
+                norm_std=[float(x) for x in (t.norm_std or (info.norm[1] if info.norm else aug.norm_std))],
                 summary_token_idx=slot,
                 summary_loss_type=normalize_summary_loss_type(
                     pick("summary_loss_type"), field=f"{path}.summary_loss_type"

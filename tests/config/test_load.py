@@ -211,3 +211,22 @@ def test_a_teachers_own_bad_loss_type_names_that_teachers_field(tmp_path):
 def test_an_override_of_a_teacher_the_spec_does_not_list_says_how_many_there_are():
     with pytest.raises(SpecError, match=r"distill\.teacher\[5\], but the spec lists 2 teacher\(s\) \(indices 0\.\.1\)"):
         load_run_config(QUICKSTART_SPEC, ["distill.teacher.5.loss_type=MSE"])
+
+
+@pytest.mark.parametrize(
+    "backbone, mean",
+    [
+        ("dinov2_vit_small_patch14", [0.485, 0.456, 0.406]),
+        ("sam_vit_b", [0.485, 0.456, 0.406]),
+        ("siglip_vit_base_patch16_224", [0.5, 0.5, 0.5]),
+        ("clip_vit_base_patch16_224", [0.48145466, 0.4578275, 0.40821073]),
+        ("timm/resnet18", [0.485, 0.456, 0.406]),
+        ("demo_vit_tiny_patch16", [0.1, 0.2, 0.3]),  # no public weights: the dataset's
+    ],
+)
+def test_an_unset_teacher_normalisation_is_the_one_its_weights_were_trained_with(tmp_path, backbone, mean):
+    spec = write(tmp_path, MINIMAL.replace("demo_vit_tiny_patch16", backbone))
+    cfg = load_run_config(spec, ["dataset.augmentation.norm_mean=[0.1,0.2,0.3]", "distill.mode=spatial"])
+    assert resolve_teachers(cfg)[0].norm_mean == pytest.approx(mean)
+    cfg = load_run_config(spec, ["distill.teacher.0.norm_mean=[0.7,0.7,0.7]", "distill.mode=spatial"])
+    assert resolve_teachers(cfg)[0].norm_mean == [0.7, 0.7, 0.7]  # the spec's own value wins

@@ -178,6 +178,7 @@ def test_print_config_says_which_files_a_run_would_stop_on(demo_assets, tmp_path
     "extra, expected",
     [
         (["distill.teacher.0.pretrained_teacher_model_path=/proc/self/mem"], "/proc/self/mem' cannot be read"),
+        (["distill.teacher.0.pretrained_teacher_model_path=/tmp"], "'/tmp' is a folder; give the checkpoint file"),
         (["dataset.train_dataset.data_weight_mode=inv_frequency"], "needs de-duplication counts"),
     ],
 )
