@@ -250,31 +250,16 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img in (
         grid_antialias=False,  # HF SigLIP
     )
 
-# OpenAI CLIP and DFN CLIP were trained with QuickGELU; timm's *_clip_quickgelu_* models match them.
+# OpenAI CLIP and DFN CLIP were trained with QuickGELU; timm's *_clip_quickgelu_* models match them. The
+# open_clip CLIPs trained with plain GELU (LAION-2B, DataComp: open_clip's ``ViT-B-16``, ``ViT-L-14``,
+# ``ViT-H-14``) have their own entries: in a QuickGELU entry they would load without a word and compute
+# something else.
 for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("clip_vit_base_patch16_224", "vit_base_patch16_clip_quickgelu_224", 768, 12, 12, 16, 224, 512),
     ("clip_vit_large_patch14_224", "vit_large_patch14_clip_quickgelu_224", 1024, 24, 16, 14, 224, 768),
     ("clip_vit_large_patch14_336", "vit_large_patch14_clip_quickgelu_336", 1024, 24, 16, 14, 336, 768),
     ("dfn_clip_vit_huge_patch14_224", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
     ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
-):
-    _register_vit(
-        _name,
-        timm_name=_timm,
-        dim=_dim,
-        depth=_depth,
-        heads=_heads,
-        patch=_patch,
-        img=_img,
-        prefix=1,
-        proj_dim=_proj,
-        norm=OPENAI_CLIP_NORM,
-        grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
-    )
-
-# open_clip CLIPs trained with plain GELU (LAION-2B, DataComp: open_clip's ``ViT-B-16``, ``ViT-L-14``,
-# ``ViT-H-14``); the same weights in a QuickGELU entry would load without a word and compute something else.
-for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
     ("openclip_vit_base_patch16_224", "vit_base_patch16_clip_224", 768, 12, 12, 16, 224, 512),
     ("openclip_vit_large_patch14_224", "vit_large_patch14_clip_224", 1024, 24, 16, 14, 224, 768),
     ("openclip_vit_huge_patch14_224", "vit_huge_patch14_clip_224", 1280, 32, 16, 14, 224, 1024),

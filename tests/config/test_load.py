@@ -230,3 +230,15 @@ def test_an_unset_teacher_normalisation_is_the_one_its_weights_were_trained_with
     assert resolve_teachers(cfg)[0].norm_mean == pytest.approx(mean)
     cfg = load_run_config(spec, ["distill.teacher.0.norm_mean=[0.7,0.7,0.7]", "distill.mode=spatial"])
     assert resolve_teachers(cfg)[0].norm_mean == [0.7, 0.7, 0.7]  # the spec's own value wins
+
+
+def test_the_phi_s_radio_teacher_set_example_resolves_each_teacher_at_its_own_resolution():
+    cfg = load_run_config(os.path.join(REPO, "specs", "phi_s_radio_teachers.yaml"), [])
+    teachers = {t.name: t for t in resolve_teachers(cfg)}
+    assert {n: (t.input_size, t.mode) for n, t in teachers.items()} == {
+        "dfn_clip": (378, "combo"),
+        "siglip": (378, "combo"),  # 384 aligned to its 14 px patches: the same 27x27 grid
+        "dinov2": (224, "combo"),
+        "sam": (1024, "spatial"),
+    }
+    assert teachers["siglip"].norm_mean == [0.5, 0.5, 0.5] and teachers["sam"].norm_std == [0.229, 0.224, 0.225]
