@@ -87,6 +87,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     counters = state.counters  # restored by resume()
     if resumed_from:
         accelerator.print(f"resumed from {resumed_from} at step {counters.step}")
+        _note_schedule_change(state, accelerator.print)
     if is_main:  # only now: a launch refused above must not leave its config next to another run's checkpoints
         write_resolved_config(cfg, teachers_cfg, results_dir)
         write_teachers_file(results_dir, teacher_load_records(parts.teachers))
@@ -167,6 +168,7 @@ class _Trainer:
             self.window,
             rank=accelerator.process_index,
             world_size=accelerator.num_processes,
+            total_steps=total_steps,
         )
         targets = SpatialTargets(parts.normalizers, self.trainable.spatial_heads, self.params)
         self.train_step = TrainStep(
@@ -229,6 +231,20 @@ def _run_length(train, loader_steps_per_epoch: int, say) -> tuple:
             "only shortens a run: raise train.num_epochs for a longer one)."
         )
     return min(total_steps, train.max_steps or total_steps), steps_per_epoch
+
+
+def _note_schedule_change(state: RunState, say) -> None:
+    """A resume whose schedule length differs (num_epochs or max_steps changed) moves the learning rate."""
+    saved, scheduler = state.saved_total_steps, state.scheduler
+    if saved is None or saved == state.total_steps:
+        return
+    step = state.counters.step
+    new_lr = scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)
+    say(
+        f"note: the learning-rate schedule now spans {state.total_steps} steps (the checkpoint's run planned "
+        f"{saved}); from step {step} the rate follows the new schedule: {new_lr:.3g} (it was "
+        f"{scheduler.get_last_lr()[0]:.3g})."
+    )
 
 
 def _stopped(stop, accelerator, results_dir: str, step: int, progress, result, *, saved: bool) -> RunResult:

@@ -45,7 +45,9 @@ class Counters:
 
 
 class RunState:
-    def __init__(self, params, loss_state: nn.Module, scheduler, loader, window, *, rank: int, world_size: int):
+    def __init__(
+        self, params, loss_state: nn.Module, scheduler, loader, window, *, rank: int, world_size: int, total_steps: int
+    ):
         self.params = params
         self.loss_state = loss_state
         self.scheduler = scheduler
@@ -56,6 +58,8 @@ class RunState:
         self.counters = Counters()
         # The explicit resume_training_checkpoint_path this run's lineage started from (ckpt.resume_candidates).
         self.origin: Optional[str] = None
+        self.total_steps = total_steps  # the schedule's length, saved so a resume can say when it changed
+        self.saved_total_steps: Optional[int] = None  # what the loaded checkpoint's run planned
 
     def save(self, results_dir: str, *, agree: Callable[[Optional[str]], Optional[str]], keep: int) -> str:
         """Write a checkpoint of the current step on every rank (a collective); returns its folder."""
@@ -86,6 +90,7 @@ class RunState:
             "world_size": self.world_size,
             "engine": self.params.kind,
             "origin": self.origin,
+            "total_steps": self.total_steps,
         }
         return ckpt.save_checkpoint(
             results_dir, self.counters.step, write, trainer_state, is_main=is_main, agree=agree, keep=keep
@@ -138,6 +143,7 @@ class RunState:
             raise CheckpointError(f"{folder}/{rank_files(self.rank)[2]} is damaged ({exc!r}).") from None
         self.counters = counters
         self.origin = trainer.get("origin")
+        self.saved_total_steps = trainer.get("total_steps")
         ckpt.set_rng_state(rng)  # last: building and loading above may draw random numbers
 
 

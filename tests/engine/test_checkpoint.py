@@ -49,6 +49,7 @@ def run_state(value: float, world_size: int = 1) -> RunState:
         window,
         rank=0,
         world_size=world_size,
+        total_steps=10,
     )
     state.counters.step = int(value)
     return state

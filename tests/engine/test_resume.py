@@ -104,3 +104,15 @@ def test_a_refused_resume_leaves_the_runs_config_alone(demo_assets, tmp_path):
     ):
         run(load_run_config(QUICKSTART_SPEC, other))
     assert open(config).read() == before
+
+
+@pytest.mark.slow
+def test_resuming_under_a_longer_schedule_says_the_learning_rate_moves(demo_assets, tmp_path, capsys):
+    results = str(tmp_path / "run")
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=2")))
+    capsys.readouterr()
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=4")))
+    out = capsys.readouterr().out
+    assert "note: the learning-rate schedule now spans 4 steps (the checkpoint's run planned 2); from step 2" in out
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, results, "train.max_steps=4")))
+    assert "learning-rate schedule" not in capsys.readouterr().out  # same schedule: nothing to say
