@@ -107,6 +107,33 @@ def test_round_trip_restores_the_whole_run_state_and_rng(tmp_path):
     assert restored.window.sums["loss/total"].item() == 1 / 3 and restored.window.micro_steps == 2
 
 
+def test_a_checkpoint_leaves_the_normaliser_statistics_as_they_were_and_restores_them(tmp_path):
+    """Merging pending PHI-S sums at a checkpoint would change the float64 summation order of later
+    refreshes, so a run checkpointed off-schedule (a stop) would drift from an uninterrupted one."""
+    from radio.losses.phi_s import PhiStandardizer
+
+    def with_normaliser(state: RunState) -> PhiStandardizer:
+        norm = PhiStandardizer(4, refresh_every_n_steps=100)
+        state.loss_state["normalizers"]["t"] = norm
+        return norm
+
+    source = run_state(3)
+    norm = with_normaliser(source)
+    features = torch.randn(3, 16, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    norm.observe(features[0], starts_step=True)
+    norm.refresh_if_due()  # step 1 refreshes; the next micro-batches stay pending until step 101
+    norm.observe(features[1], starts_step=False)
+    norm.observe(features[2], starts_step=True)
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    assert before["pending_count"].item() == 32
+    path = source.save(str(tmp_path), agree=lambda error: error, keep=2)
+    assert all(torch.equal(norm.state_dict()[k], v) for k, v in before.items())  # saving changed nothing
+    restored = run_state(0)
+    restored_norm = with_normaliser(restored)
+    restored.load(path)
+    assert all(torch.equal(restored_norm.state_dict()[k], v) for k, v in before.items())
+
+
 def test_another_world_size_is_refused_naming_both(tmp_path):
     path = save(tmp_path, 3)
     with pytest.raises(
