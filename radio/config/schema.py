@@ -164,9 +164,10 @@ class TeacherConfig:
     spatial_mlp_version: Optional[str] = None  # v2 | attn
     spatial_num_inner: Optional[int] = None
     feature_normalizer: Optional[str] = None  # phi_s | standardize | none
-    adaptor: Optional[str] = None  # featsharp
-    upsampler_checkpoint: Optional[str] = None
-    do_upsample: bool = False
+    adaptor: Optional[str] = None  # featsharp: the teacher wrapped by a pre-trained FeatSharp upsampler
+    upsampler_checkpoint: Optional[str] = None  # the FeatSharp checkpoint (docs/featsharp.md)
+    do_upsample: bool = False  # false: only FeatSharp's de-biasing, on the teacher's own grid
+    mosaic: int = 1  # k > 1: k x k images tiled into one teacher input (spatial teachers; docs/resolutions.md)
 
 
 @dataclass

@@ -186,12 +186,7 @@ def validate_config(cfg) -> None:
         _positive(f"{path}.patch_size", teacher.patch_size, optional=True)
         _resolution_map(f"{path}.stochastic_resolutions", teacher.stochastic_resolutions)
         check_choice(f"{path}.adaptor", teacher.adaptor, ADAPTORS, optional=True)
-        if teacher.adaptor or teacher.do_upsample or teacher.upsampler_checkpoint:
-            # Accepting these and training without the upsampler would silently change the targets.
-            raise SpecError(
-                f"{path}: the FeatSharp teacher upsampler (adaptor / upsampler_checkpoint / do_upsample) is not "
-                "supported yet; remove those fields to distil the teacher's native feature maps."
-            )
+        _positive(f"{path}.mosaic", teacher.mosaic)
 
 
 def _validate_policy_params(policy: str, params) -> None:

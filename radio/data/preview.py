@@ -19,11 +19,34 @@ def run_plan(cfg) -> ViewPlan:
     return build_view_plan(cfg, resolve_teachers(cfg), student_patch)
 
 
+def teacher_input_notes(cfg) -> Dict[str, str]:
+    """Per teacher whose input is not its view as is (mosaic, FeatSharp): how the step's size becomes its input."""
+    from radio.run.build import featsharp_input_factor
+    from radio.run.teachers import resolve_teachers
+
+    notes = {}
+    for t in resolve_teachers(cfg):
+        if t.mosaic > 1:
+            k = t.mosaic
+            notes[t.name] = f"{k}x{k} mosaic: {k * k} samples' views tiled into one teacher input {k}x the view size"
+        elif t.adaptor:
+            f = featsharp_input_factor(t)
+            if f > 1:
+                notes[t.name] = (
+                    f"FeatSharp {f}x: the view is {f}x the teacher's {t.input_size} px; 1 + {f * f} forwards at "
+                    f"{t.input_size} px, targets on a {t.input_size // t.patch_size * f}-token grid"
+                )
+            else:
+                notes[t.name] = f"FeatSharp de-biasing only (do_upsample false): {t.input_size} px"
+    return notes
+
+
 def preview(
     cfg, *, steps: int, start_step: int = 0, world_size: int = 1, rank: int = 0, workers: Optional[int] = None
 ) -> Dict[str, object]:
-    """Steps ``start_step .. start_step+steps-1`` of rank ``rank``: per step the sizes and each sample's
-    key and source; then the realised mixture over those steps and the reader counters.
+    """Steps ``start_step .. start_step+steps-1`` of rank ``rank``: per step the view sizes and each sample's
+    key and source; then the realised mixture over those steps, the reader counters, and how mosaic and
+    FeatSharp teachers turn their view into their input.
 
     Steps before ``start_step`` are read (the filters must see them to know what is used) but not reported.
     """
@@ -55,6 +78,7 @@ def preview(
         "rank": rank,
         "world_size": world_size,
         "steps_per_epoch": loader.steps_per_epoch,
+        "teacher_inputs": teacher_input_notes(cfg),
         "steps": report_steps,
         "mixture": {
             name: {"requested": share, "samples": realised[name], "realised": realised[name] / total}
@@ -70,6 +94,9 @@ def print_preview(report: Dict[str, object], out: TextIO, as_json: bool = False)
         out.write("\n")
         return
     out.write(f"rank {report['rank']} of {report['world_size']}, {report['steps_per_epoch']} steps per epoch\n")
+    out.write("sizes: each view's side in pixels per sample (one crop per sample, decoded at the largest)\n")
+    for name, note in report["teacher_inputs"].items():
+        out.write(f"  {name}: {note}\n")
     for step in report["steps"]:
         sizes = " ".join(f"{name}={size}" for name, size in step["sizes"].items())
         out.write(f"step {step['step']}  ({sizes})\n")

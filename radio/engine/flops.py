@@ -32,10 +32,34 @@ class VitShape:
         return (size // self.patch_size) ** 2 + self.prefix_tokens
 
 
+@dataclass(frozen=True)
+class TeacherCost:
+    """How a teacher's per-image FLOPs follow from its per-sample view size (``ViewPlan`` sizes).
+
+    ``mosaic`` k: one forward at k·size serves k² samples. ``featsharp_factor`` f: the view is f times the
+    teacher's resolution R and FeatSharp runs 1 + f² forwards at R (the low-res pass and the f x f tiles),
+    plus ``extra`` FLOPs of the upsampler itself (docs/featsharp.md).
+    """
+
+    shape: VitShape
+    mosaic: int = 1
+    featsharp_factor: int = 0  # 0: no FeatSharp; 1: FeatSharp de-biasing only
+    extra: float = 0.0
+
+    def per_image(self, size: int) -> float:
+        vit = self.shape
+        if self.featsharp_factor:
+            f = self.featsharp_factor
+            forwards = 1 + f * f if f > 1 else 1
+            return forwards * vit_flops(vit.depth, vit.width, vit.tokens(size // f)) + self.extra
+        k = self.mosaic
+        return vit_flops(vit.depth, vit.width, vit.tokens(size * k)) / (k * k)
+
+
 class StepFlops:
     """FLOPs of one image through every teacher (forward) and the student (forward + backward)."""
 
-    def __init__(self, student: VitShape, teachers: Dict[str, VitShape]):
+    def __init__(self, student: VitShape, teachers: Dict[str, TeacherCost]):
         self.student = student
         self.teachers = teachers
         self._cache: Dict[tuple, float] = {}
@@ -47,7 +71,7 @@ class StepFlops:
             s = self.student
             total = 3.0 * vit_flops(s.depth, s.width, s.tokens(sizes["student"]))
             for name, t in self.teachers.items():
-                total += vit_flops(t.depth, t.width, t.tokens(sizes[name]))
+                total += t.per_image(sizes[name])
             self._cache[key] = total
         return self._cache[key]
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
-from radio.engine.flops import StepFlops, VitShape, peak_tflops
+from radio.engine.flops import StepFlops, TeacherCost, VitShape, peak_tflops
 from radio.engine.lock import ResultsDirLock
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
@@ -178,7 +178,7 @@ class _Trainer:
             DistillationObjective(teachers_cfg, parts.teachers, parts.criteria, targets),
             parts.plan,
             cfg.distill.vitdet,
-            _step_flops(self.trainable.student, teachers_cfg),
+            _step_flops(self.trainable.student, teachers_cfg, parts.teachers),
             seed=train.seed,
             accum=train.grad_accumulation_steps,
             clip_grad_norm=train.clip_grad_norm,
@@ -275,13 +275,17 @@ def _nonfinite_message(counters, train, results_dir: str, outcome) -> str:
     )
 
 
-def _step_flops(student, teachers_cfg) -> StepFlops:
-    def shape(backbone_type: str) -> VitShape:
-        info = get_model_info(backbone_type)
-        return VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+def _step_flops(student, teachers_cfg, teachers) -> StepFlops:
+    def cost(t) -> TeacherCost:
+        info = get_model_info(t.backbone_type)
+        shape = VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+        adaptor = teachers[t.name].adaptor
+        if adaptor is None:
+            return TeacherCost(shape, mosaic=t.mosaic)
+        return TeacherCost(shape, featsharp_factor=adaptor.input_factor, extra=adaptor.flops_per_image())
 
     own = VitShape(student.depth, student.embed_dim, student.patch_size, student.num_prefix_tokens)
-    return StepFlops(own, {t.name: shape(t.backbone_type) for t in teachers_cfg})
+    return StepFlops(own, {t.name: cost(t) for t in teachers_cfg})
 
 
 def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from radio.errors import CheckpointError
 from radio.models.checkpoint_io import LoadReport, load_into
 from radio.models.cradio import RadioViT
+from radio.models.featsharp import load_featsharp
 from radio.models.hf_config import check_activation
 from radio.models.registry import create_model, get_model_info
 
@@ -68,6 +69,10 @@ class FrozenTeacher(nn.Module):
         num_classes: 0 for feature teachers (also downstream-trained models); > 0 builds the classifier
             head and returns ``logits``.
         device, dtype: where and in which precision the teacher runs (bf16 by default).
+        featsharp_checkpoint: a FeatSharp file (``radio.models.featsharp``, loaded strictly into ``adaptor``)
+            the teacher's features go through: ``forward`` then takes images at ``input_size ·
+            adaptor.input_factor`` and returns spatial maps on the grid ``(input_size / patch) ·
+            adaptor.upsample_factor``, computed in float32. ``do_upsample`` False: FeatSharp's de-biasing only.
 
     Never trained, never wrapped by DDP/DeepSpeed: it is ``eval()`` forever, has no trainable parameters,
     and ``forward`` runs under ``torch.inference_mode``. Outputs are fresh float32 tensors usable in losses.
@@ -83,6 +88,8 @@ class FrozenTeacher(nn.Module):
         num_classes: int = 0,
         device=None,
         dtype: torch.dtype = torch.bfloat16,
+        featsharp_checkpoint: Optional[str] = None,
+        do_upsample: bool = True,
     ) -> None:
         super().__init__()
         info = get_model_info(backbone_type)
@@ -112,6 +119,17 @@ class FrozenTeacher(nn.Module):
         model.eval().requires_grad_(False)
         self.model = model
         self.dtype = dtype
+        self.adaptor = None
+        self.adaptor_report: Optional[LoadReport] = None
+        if featsharp_checkpoint is not None:
+            adaptor, self.adaptor_report = load_featsharp(
+                featsharp_checkpoint,
+                embed_dim=info.embed_dim,
+                patch_size=info.patch_size,
+                input_size=input_size,
+                do_upsample=do_upsample,
+            )
+            self.adaptor = adaptor.to(device=device, dtype=torch.float32)
 
         self.patch_size = info.patch_size
         self.embed_dim = info.embed_dim
@@ -132,6 +150,11 @@ class FrozenTeacher(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _summary_and_spatial(self, x: torch.Tensor):
+        """The featurizer an adaptor drives: x [N,3,R,R] -> (summary [N,D] | None, spatial [N,C,R/p,R/p])."""
+        summary, spatial, _ = teacher_features(self.model, x.to(self.dtype), self.patch_size, project=self.summary_proj)
+        return (summary.float() if self.has_summary else None), spatial.float()
+
     def forward(self, x: torch.Tensor) -> TeacherOutput:
         """x [B, 3, H, W], normalised for this teacher, H and W multiples of the patch size."""
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
@@ -140,13 +163,17 @@ class FrozenTeacher(nn.Module):
                 f"size {self.patch_size}"
             )
         with torch.inference_mode():
-            summary, spatial, logits = teacher_features(
-                self.model,
-                x.to(self.device, self.dtype),
-                self.patch_size,
-                classify=self.num_classes > 0,
-                project=self.summary_proj,
-            )
+            if self.adaptor is not None:
+                summary, spatial = self.adaptor(x.to(self.device, torch.float32), self._summary_and_spatial)
+                logits = None
+            else:
+                summary, spatial, logits = teacher_features(
+                    self.model,
+                    x.to(self.device, self.dtype),
+                    self.patch_size,
+                    classify=self.num_classes > 0,
+                    project=self.summary_proj,
+                )
 
         def out(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             # A copy made outside inference mode is an ordinary tensor that autograd may save.

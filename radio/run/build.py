@@ -12,6 +12,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from radio.data.loader import TrainLoader
+from radio.data.mosaic import mosaic_pack, mosaic_unpack
 from radio.data.views import ViewPlan, ViewSpec, make_view
 from radio.errors import CheckpointError
 from radio.losses.criterion import TeacherCriterion
@@ -33,8 +34,8 @@ def summary_slots(teachers: List[ResolvedTeacher]) -> int:
 def build_teachers(
     teachers: List[ResolvedTeacher], *, num_classes: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
 ) -> Dict[str, FrozenTeacher]:
-    """Frozen teachers on ``device`` (bf16 for training; never wrapped or sharded). A checkpoint that does
-    not load raises ``CheckpointError`` naming the teacher."""
+    """Frozen teachers on ``device`` (bf16 for training; never wrapped or sharded), each with its FeatSharp
+    upsampler when it has one. A checkpoint that does not load raises ``CheckpointError`` naming the teacher."""
     built = {}
     for t in teachers:
         try:
@@ -46,6 +47,8 @@ def build_teachers(
                 num_classes=num_classes if t.mode == "logits" else 0,
                 device=device,
                 dtype=dtype,
+                featsharp_checkpoint=t.upsampler_checkpoint if t.adaptor else None,
+                do_upsample=t.do_upsample,
             )
         except CheckpointError as exc:
             raise CheckpointError(f"teacher {t.name}: {exc}") from None
@@ -153,19 +156,33 @@ def build_view_plan(cfg, teachers: List[ResolvedTeacher], student_patch: int) ->
         mean=list(augmentation.norm_mean),
         std=list(augmentation.norm_std),
     )
-    views = [
-        ViewSpec(
-            name=t.name,
-            size=t.input_size,
-            patch_size=t.patch_size,
-            stochastic_resolutions=dict(t.stochastic_resolutions),
-            mean=list(t.norm_mean),
-            std=list(t.norm_std),
-            follow="student" if t.match_student_resolution else None,
-        )
-        for t in teachers
-    ]
-    return ViewPlan(student=student, teachers=views, seed=cfg.train.seed)
+    return ViewPlan(student=student, teachers=[teacher_view(t) for t in teachers], seed=cfg.train.seed)
+
+
+def teacher_view(t: ResolvedTeacher) -> ViewSpec:
+    """The per-sample view of teacher ``t``. A FeatSharp teacher takes its image ``input_factor`` times larger
+    (its tiles are cut from it); a mosaic teacher's samples are ``mosaic`` times smaller than its input, which
+    ``teacher_outputs`` tiles k x k. Sizes drawn from ``stochastic_resolutions`` scale the same way."""
+    scale_up, scale_down = (featsharp_input_factor(t), 1) if t.adaptor else (1, t.mosaic)
+    return ViewSpec(
+        name=t.name,
+        size=t.input_size * scale_up // scale_down,
+        patch_size=t.patch_size * scale_up,
+        stochastic_resolutions={r // scale_down: p for r, p in t.stochastic_resolutions.items()},
+        mean=list(t.norm_mean),
+        std=list(t.norm_std),
+        follow="student" if t.match_student_resolution else None,
+    )
+
+
+def featsharp_input_factor(t: ResolvedTeacher) -> int:
+    """How much larger than ``input_size`` the image of FeatSharp teacher ``t`` is (read from its file)."""
+    from radio.models.featsharp import parse_upsample_args, read_featsharp_file
+
+    if not t.do_upsample:
+        return 1
+    _, upsample_args, _ = read_featsharp_file(t.upsampler_checkpoint)
+    return parse_upsample_args(upsample_args, t.upsampler_checkpoint).factor
 
 
 def teacher_outputs(
@@ -175,14 +192,24 @@ def teacher_outputs(
     sizes: Optional[Dict[str, int]] = None,
 ) -> Dict[str, TeacherOutput]:
     """Each built teacher's outputs on uint8 crops [B, 3, S, S], at its own view: resolution ``sizes[name]``
-    (the step's, in training) or its ``input_size``, and its normalisation."""
+    (the step's, in training) or its default view (``teacher_view``), and its normalisation. A mosaic
+    teacher runs on k x k tiles of those views and its spatial map is cut back per sample."""
     outputs = {}
     for t in specs:
         if t.name in teachers:
-            size = sizes[t.name] if sizes is not None else t.input_size
-            view = make_view(images.to(teachers[t.name].device), size, t.norm_mean, t.norm_std)
-            outputs[t.name] = teachers[t.name](view)
+            teacher = teachers[t.name]
+            size = sizes[t.name] if sizes is not None else _default_view_size(t, teacher)
+            view = make_view(images.to(teacher.device), size, t.norm_mean, t.norm_std)
+            out = teacher(mosaic_pack(view, t.mosaic))
+            if t.mosaic > 1:  # spatial mode only (run/teachers.py): no summary or logits to cut
+                out = TeacherOutput(spatial=mosaic_unpack(out.spatial, t.mosaic, len(view)), summary=None, logits=None)
+            outputs[t.name] = out
     return outputs
+
+
+def _default_view_size(t: ResolvedTeacher, teacher: FrozenTeacher) -> int:
+    factor = teacher.adaptor.input_factor if teacher.adaptor is not None else 1
+    return t.input_size * factor // t.mosaic
 
 
 @dataclass

@@ -81,6 +81,14 @@ def check_paths(cfg) -> None:
                 "tools/convert_teacher.py if needed, and point this at the local file."
             )
         _check_readable(where, path)
+        upsampler = teacher.upsampler_checkpoint
+        if upsampler:
+            where = f"distill.teacher[{i}].upsampler_checkpoint"
+            if not os.path.isfile(upsampler):
+                raise SpecError(
+                    f"{where}={upsampler!r} does not exist; point it at a local FeatSharp checkpoint (docs/featsharp.md)."
+                )
+            _check_readable(where, upsampler)
     if str(cfg.dataset.train_dataset.data_weight_mode).lower() != "none":
         for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
             if not os.path.isfile(os.path.join(src.root_dir, DEDUP_COUNTS_FILE)):

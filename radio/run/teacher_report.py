@@ -25,9 +25,26 @@ def teacher_load_records(teachers: Dict[str, FrozenTeacher]) -> List[dict]:
                 "notes": list(report.notes) if report else [],
                 "dtype": str(teacher.dtype).removeprefix("torch."),
                 "load_seconds": round(teacher.load_seconds, 3),
+                "upsampler": _upsampler_record(teacher),
             }
         )
     return records
+
+
+def _upsampler_record(teacher: FrozenTeacher):
+    """The FeatSharp adaptor's file, layout, factors and what its load noted (None without one)."""
+    report = teacher.adaptor_report
+    if report is None:
+        return None
+    return {
+        "file": report.path,
+        "layout": report.fmt,
+        "upsample_factor": teacher.adaptor.upsample_factor,
+        "teacher_forwards_per_image": teacher.adaptor.teacher_forwards_per_image(),
+        "tensors": len(teacher.adaptor.state_dict()),
+        "ignored": dict(report.dropped),
+        "notes": list(report.notes),
+    }
 
 
 def teacher_load_lines(teachers: Dict[str, FrozenTeacher]) -> List[str]:
@@ -44,4 +61,12 @@ def teacher_load_lines(teachers: Dict[str, FrozenTeacher]) -> List[str]:
             f"teacher {record['name']} ({record['type']}): {record['tensors']} tensors from {record['file']} "
             f"(layout {record['layout']}{ignored}), {record['dtype']}, {record['load_seconds']:.2f} s{notes}"
         )
+        upsampler = record["upsampler"]
+        if upsampler is not None:
+            lines.append(
+                f"  FeatSharp {upsampler['upsample_factor']}x upsampler: {upsampler['tensors']} tensors from "
+                f"{upsampler['file']} ({upsampler['teacher_forwards_per_image']} teacher forwards per image"
+                + "".join(f"; {n}" for n in upsampler["notes"])
+                + ")"
+            )
     return lines

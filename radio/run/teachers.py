@@ -43,6 +43,10 @@ class ResolvedTeacher:
     spatial_mlp_version: str
     spatial_num_inner: int
     feature_normalizer: str
+    adaptor: Optional[str] = None  # featsharp: targets come through a FeatSharp upsampler
+    upsampler_checkpoint: Optional[str] = None
+    do_upsample: bool = False
+    mosaic: int = 1  # k: each teacher input tiles k x k samples (spatial mode only)
     uses_summary: bool = field(init=False)
     uses_spatial: bool = field(init=False)
 
@@ -105,6 +109,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
         for res in t.stochastic_resolutions:
             if int(res) % patch:
                 raise SpecError(f"{path}.stochastic_resolutions has {res}, not a multiple of the patch size {patch}.")
+        _check_input_wrappers(t, path, mode, match, input_size, patch)
 
         if t.name is not None and (not _NAME.match(t.name) or t.name in _RESERVED_NAMES):
             raise SpecError(
@@ -162,6 +167,10 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 feature_normalizer=normalize_feature_normalizer(
                     pick("feature_normalizer"), field=f"{path}.feature_normalizer"
                 ),
+                adaptor=t.adaptor,
+                upsampler_checkpoint=t.upsampler_checkpoint,
+                do_upsample=bool(t.do_upsample),
+                mosaic=int(t.mosaic),
             )
         )
     _check_slots(resolved, cfg)
@@ -189,6 +198,43 @@ def _refuse_ignored_settings(t, path: str, mode: str, loss_type: str, match: boo
     if ignored:
         key, why = ignored[0]
         raise SpecError(f"{path}.{key} is set but would be ignored: {why}. Remove it or change the mode.")
+
+
+def _check_input_wrappers(t, path: str, mode: str, match: bool, input_size: int, patch: int) -> None:
+    """FeatSharp (``adaptor``) and ``mosaic`` change what a teacher sees and returns; both need a fixed teacher
+    resolution and change spatial targets only, so settings they would contradict are refused."""
+    if (t.upsampler_checkpoint or t.do_upsample) and not t.adaptor:
+        raise SpecError(f"{path}: upsampler_checkpoint / do_upsample need adaptor: featsharp; set it or remove them.")
+    if t.adaptor:
+        if not t.upsampler_checkpoint:
+            raise SpecError(f"{path}.adaptor=featsharp needs upsampler_checkpoint: the FeatSharp file to load.")
+        if mode not in ("spatial", "combo"):
+            raise SpecError(
+                f"{path}.adaptor=featsharp changes spatial targets only, and this teacher is in {mode} mode; "
+                "use mode spatial or combo, or remove the adaptor."
+            )
+        if match or t.stochastic_resolutions:
+            raise SpecError(
+                f"{path}.adaptor=featsharp runs the teacher at the one resolution its upsampler was trained at: set "
+                f"{path}.input_size to it and leave match_student_resolution and stochastic_resolutions unset."
+            )
+        if t.mosaic > 1:
+            raise SpecError(f"{path}: mosaic and adaptor=featsharp cannot be combined; use one of them.")
+    if t.mosaic > 1:
+        if mode != "spatial":
+            raise SpecError(
+                f"{path}.mosaic={t.mosaic} tiles {t.mosaic}x{t.mosaic} images into one teacher input, so its summary "
+                f"would describe several images; use mode spatial for this teacher (it is {mode})."
+            )
+        if match:
+            raise SpecError(f"{path}.mosaic={t.mosaic} needs a fixed teacher resolution: set {path}.input_size.")
+        step = t.mosaic * patch
+        for res in [input_size, *(int(r) for r in t.stochastic_resolutions)]:
+            if res % step:
+                raise SpecError(
+                    f"{path}.mosaic={t.mosaic}: teacher resolution {res} is not a multiple of mosaic x patch size "
+                    f"= {step}, so the tiles would not fall on token boundaries."
+                )
 
 
 def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:

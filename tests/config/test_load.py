@@ -89,7 +89,19 @@ def test_loss_type_is_case_insensitive(tmp_path):
         (["dataset.img_size=70"], ["dataset.img_size", "patch size 16"]),
         (["train.optim.policy=step"], ["policy_params.step_size"]),
         (["batch_size"], ["key=value"]),
-        (["distill.teacher.0.adaptor=featsharp"], ["distill.teacher[0]", "FeatSharp", "not supported"]),
+        (["distill.teacher.0.adaptor=featsharp"], ["distill.teacher[0].adaptor", "upsampler_checkpoint"]),
+        (["distill.teacher.0.adaptor=featsharpp"], ["distill.teacher[0].adaptor", "featsharp"]),
+        (["distill.teacher.0.do_upsample=true"], ["distill.teacher[0]", "adaptor: featsharp"]),
+        (
+            ["distill.teacher.0.adaptor=featsharp", "distill.teacher.0.upsampler_checkpoint=/x.pth"],
+            ["distill.teacher[0].adaptor", "input_size"],
+        ),
+        (["distill.teacher.0.mosaic=0"], ["distill.teacher[0].mosaic", "> 0"]),
+        (["distill.teacher.0.mosaic=2"], ["distill.teacher[0].mosaic", "mode spatial"]),
+        (
+            ["distill.teacher.0.mosaic=2", "distill.teacher.0.mode=spatial", "distill.teacher.0.input_size=48"],
+            ["distill.teacher[0].mosaic=2", "multiple of mosaic x patch size = 32"],
+        ),
         (["distill.teacher.0.name=student"], ["distill.teacher[0].name", "student"]),
         (["distill.teacher.0.norm_std=[0,0,0]"], ["distill.teacher[0].norm_std"]),
         (["distill.temperature=0"], ["distill.temperature", "> 0"]),
@@ -242,3 +254,13 @@ def test_the_phi_s_radio_teacher_set_example_resolves_each_teacher_at_its_own_re
         "sam": (1024, "spatial"),
     }
     assert teachers["siglip"].norm_mean == [0.5, 0.5, 0.5] and teachers["sam"].norm_std == [0.229, 0.224, 0.225]
+
+
+def test_the_multi_resolution_featsharp_example_resolves():
+    cfg = load_run_config(os.path.join(REPO, "specs", "radio_multires_featsharp.yaml"), [])
+    teachers = {t.name: t for t in resolve_teachers(cfg)}
+    dinov2, sam = teachers["dinov2"], teachers["sam"]
+    assert (dinov2.adaptor, dinov2.do_upsample, dinov2.input_size) == ("featsharp", True, 448)
+    assert dinov2.upsampler_checkpoint.endswith(".pth") and not dinov2.match_student_resolution
+    assert (sam.mosaic, sam.input_size, sam.mode) == (2, 1024, "spatial")
+    assert dict(cfg.dataset.augmentation.stochastic_resolutions) == {256: 0.25, 432: 0.5, 768: 0.25}

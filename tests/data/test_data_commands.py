@@ -116,3 +116,18 @@ def test_make_shards_tool_is_the_shards_write_command(tmp_path, image_folder):
     assert tool["main"]([image_folder, str(tmp_path / "out"), "--maxcount", "6", "--no-labels"]) == 0
     samples = list(wds.WebDataset(sorted(str(p) for p in (tmp_path / "out").iterdir()), shardshuffle=False))
     assert len(samples) == 10 and not any("cls" in s for s in samples)
+
+
+def test_preview_shows_each_views_size_per_step_and_how_a_mosaic_teacher_sees_it(capsys, two_sources):
+    mix = ["dataset.augmentation.stochastic_resolutions={48: 0.5, 64: 0.5}", "distill.teacher.1.mosaic=2"]
+    report = preview_json(capsys, two_sources, "--steps", "6", *mix)
+    sizes = [step["sizes"] for step in report["steps"]]
+    assert {s["student"] for s in sizes} == {48, 64}  # drawn per step
+    assert all(s["demo_a"] == s["student"] for s in sizes)  # follows the student
+    assert all(s["demo_b"] == 56 for s in sizes)  # 112 px input = 2x2 tiles of 56 px views
+    assert "2x2 mosaic" in report["teacher_inputs"]["demo_b"]
+    overrides = [f"dataset.train_dataset.tar_data_sources.{i}.root_dir={root}" for i, root in enumerate(two_sources)]
+    args = ["data", "preview", "-e", SPEC, "--steps", "1", "--workers", "0", "results_dir=/tmp/unused"]
+    assert radio_main([*args, *overrides, *mix]) == 0
+    text = capsys.readouterr().out
+    assert "demo_b=56" in text and "demo_b: 2x2 mosaic" in text
