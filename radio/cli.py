@@ -34,9 +34,12 @@ def _distill(args) -> int:
     cfg = load_run_config(args.spec, args.overrides)
     if args.print_config:
         from radio.engine.print_config import format_resolved_config
-        from radio.run.teachers import resolve_teachers
+        from radio.run.teachers import resolution_notes, resolve_teachers
 
-        print(format_resolved_config(cfg, resolve_teachers(cfg)))
+        teachers = resolve_teachers(cfg)
+        print(format_resolved_config(cfg, teachers))
+        for note in resolution_notes(cfg, teachers):
+            print(f"# {note}")
         print(f"# files: {_path_problem(cfg) or 'every path the run needs exists and is readable'}")
         return 0
     if _needs_launcher(cfg.train.num_gpus * cfg.train.num_nodes):

@@ -26,7 +26,8 @@ def called_names(path: str) -> set:
 
 
 def sources(package: str) -> list:
-    return sorted(glob.glob(os.path.join(REPO, "radio", package, "*.py")))
+    """Every module of ``radio/<package>``, sub-packages included."""
+    return sorted(glob.glob(os.path.join(REPO, "radio", package, "**", "*.py"), recursive=True))
 
 
 @pytest.mark.parametrize("path", sources("config"), ids=os.path.basename)

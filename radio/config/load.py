@@ -124,6 +124,15 @@ def _apply_override(cfg: DictConfig, item: str) -> None:
     try:
         OmegaConf.update(cfg, key, value, merge=True)
     except OmegaConfBaseException as exc:
+        if "incompatible container types" in str(exc):
+            given, wanted = (
+                ("a list", "a mapping {key: value, ...}") if isinstance(value, list) else ("a mapping", "a list [...]")
+            )
+            raise SpecError(
+                f"{key} takes {wanted}, not {given} (override {item!r}); e.g. "
+                "dataset.augmentation.stochastic_resolutions='{224: 0.5, 448: 0.5}' or "
+                "distill.teacher.0.norm_mean='[0.5, 0.5, 0.5]'."
+            ) from None
         raise _explain(exc, f"override {item!r}") from None
 
 

@@ -9,11 +9,14 @@ def add_commands(subparsers) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     preview = data_commands.add_parser(
         "preview",
-        help="print the sample keys and sources of each step's batch, the realised mixture and drop counters",
-        description="Runs the training loader of a spec without a model: per global step, the key and source "
-        "of every sample in this rank's batch; then the realised mixture and the drop counters.",
+        help="print each step's view sizes and the sample keys and sources of its batch, the realised mixture "
+        "and drop counters",
+        description="Runs the training loader of a spec without a model: per global step, every view's size "
+        "(student and each teacher, in pixels per sample; how mosaic and FeatSharp teachers turn it into "
+        "their input), and the key and source of every sample in this rank's batch; then the realised "
+        "mixture and the drop counters.",
     )
-    preview.add_argument("-e", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
+    preview.add_argument("-e", "--spec", "--experiment_spec", dest="spec", required=True, help="spec YAML file")
     preview.add_argument("--steps", type=int, default=10, help="number of steps to print (default 10)")
     preview.add_argument("--start-step", type=int, default=0, help="first global step to print (default 0)")
     preview.add_argument("--world-size", type=int, default=1, help="number of training processes (default 1)")

@@ -28,13 +28,16 @@ def teacher_input_notes(cfg) -> Dict[str, str]:
     for t in resolve_teachers(cfg):
         if t.mosaic > 1:
             k = t.mosaic
-            notes[t.name] = f"{k}x{k} mosaic: {k * k} samples' views tiled into one teacher input {k}x the view size"
+            notes[t.name] = (
+                f"{k}x{k} mosaic: {k * k} samples' views tiled into one teacher input {k}x their size "
+                f"({t.input_size // k} px views -> {t.input_size} px at input_size)"
+            )
         elif t.adaptor:
             f = featsharp_input_factor(t)
             if f > 1:
                 notes[t.name] = (
                     f"FeatSharp {f}x: the view is {f}x the teacher's {t.input_size} px; 1 + {f * f} forwards at "
-                    f"{t.input_size} px, targets on a {t.input_size // t.patch_size * f}-token grid"
+                    f"{t.input_size} px, targets on a {t.input_size // t.patch_size * f}x{t.input_size // t.patch_size * f} grid"
                 )
             else:
                 notes[t.name] = f"FeatSharp de-biasing only (do_upsample false): {t.input_size} px"

@@ -11,6 +11,8 @@ from typing import Dict, Optional
 
 import torch
 
+from radio.models.registry import get_model_info
+
 # Dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment; MFU is logged only for these.
 _PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 
@@ -74,6 +76,22 @@ class StepFlops:
                 total += t.per_image(sizes[name])
             self._cache[key] = total
         return self._cache[key]
+
+
+def step_flops(student, teachers_cfg, teachers) -> StepFlops:
+    """The run's ``StepFlops``: the student (a ``RadioViT``) and each resolved teacher as it runs (``teachers``:
+    the built ``FrozenTeacher``s, whose FeatSharp adaptor, if any, adds its cost)."""
+
+    def cost(t) -> TeacherCost:
+        info = get_model_info(t.backbone_type)
+        shape = VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
+        adaptor = teachers[t.name].adaptor
+        if adaptor is None:
+            return TeacherCost(shape, mosaic=t.mosaic)
+        return TeacherCost(shape, featsharp_factor=adaptor.input_factor, extra=adaptor.flops_per_image())
+
+    own = VitShape(student.depth, student.embed_dim, student.patch_size, student.num_prefix_tokens)
+    return StepFlops(own, {t.name: cost(t) for t in teachers_cfg})
 
 
 def peak_tflops(device: torch.device) -> Optional[float]:

@@ -2,13 +2,14 @@
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 from omegaconf import OmegaConf
 
+from radio.data.loader import Batch
 from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
-from radio.engine.flops import StepFlops, TeacherCost, VitShape, peak_tflops
+from radio.engine.flops import peak_tflops, step_flops
 from radio.engine.lock import ResultsDirLock
 from radio.engine.metrics import MetricsLogger, MetricsWindow
 from radio.engine.objective import DistillationObjective
@@ -20,7 +21,7 @@ from radio.engine.step import TrainStep
 from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
 from radio.errors import RadioError, on_every_rank
-from radio.models.registry import get_model_info
+from radio.phases import NO_PHASES
 from radio.run.build import Components, build_components
 from radio.run.layout import (
     STOP_FILE,
@@ -31,7 +32,21 @@ from radio.run.layout import (
 )
 from radio.run.spec import check_paths
 from radio.run.teacher_report import teacher_load_lines, teacher_load_records
-from radio.run.teachers import resolve_teachers
+from radio.run.teachers import resolution_notes, resolve_teachers
+
+
+@dataclass
+class Instrumentation:
+    """Benchmark hooks (``tools/bench/step_throughput.py``); a normal run uses none of them.
+
+    ``phases``: times the step's parts (``radio/phases.py``). ``batches``: replaces the loader's batch
+    stream, given it (e.g. by batches decoded once and replayed). ``after_step(step)``: called after every
+    optimizer step, once its bookkeeping is done.
+    """
+
+    phases: object = NO_PHASES
+    batches: Optional[Callable[[Iterator[Batch]], Iterator[Batch]]] = None
+    after_step: Optional[Callable[[int], None]] = None
 
 
 @dataclass
@@ -43,13 +58,13 @@ class RunResult:
     teacher_names: List[str] = field(default_factory=list)
 
 
-def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
+def run(cfg, stop: Optional[StopRequest] = None, instrument: Optional[Instrumentation] = None) -> RunResult:
     """Train until done or asked to stop (``stop``: installed by the caller before start-up, so a signal
-    during start-up counts; one is made here otherwise)."""
+    during start-up counts; one is made here otherwise). ``instrument``: benchmark hooks."""
     if stop is None:
         stop = StopRequest()
         try:
-            return run(cfg, stop)
+            return run(cfg, stop, instrument)
         finally:
             stop.restore()  # a caller's handlers stay until its process exits: a late signal is no crash
     check_paths(cfg)
@@ -61,14 +76,15 @@ def run(cfg, stop: Optional[StopRequest] = None) -> RunResult:
     if in_use:
         raise on_every_rank(RadioError(in_use))
     try:
-        return _run_locked(cfg, teachers_cfg, accelerator, agree, stop)
+        return _run_locked(cfg, teachers_cfg, accelerator, agree, stop, instrument or Instrumentation())
     finally:
         lock.release()
 
 
-def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> RunResult:
+def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instrument: Instrumentation) -> RunResult:
     results_dir, train, is_main = cfg.results_dir, cfg.train, accelerator.is_main_process
-    _start_up_notes(cfg, accelerator, stop)
+    phase = instrument.phases.phase
+    _start_up_notes(cfg, teachers_cfg, accelerator, stop)
     parts = build_components(
         cfg,
         teachers_cfg,
@@ -79,7 +95,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
     for line in teacher_load_lines(parts.teachers):
         accelerator.print(line)
     total_steps, steps_per_epoch = _run_length(train, parts.loader.steps_per_epoch, accelerator.print)
-    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch)
+    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch, instrument.phases)
     state = trainer.state
     resumed_from = resume(
         state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
@@ -106,7 +122,8 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
         resume_step=counters.step,
     )
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
-    data = iter(parts.loader)
+    loader_batches = iter(parts.loader)
+    data = instrument.batches(loader_batches) if instrument.batches else loader_batches
     try:
         if stop.agreed(accelerator, results_dir):  # asked during start-up
             return _stopped(stop, accelerator, results_dir, counters.step, progress, result, saved=False)
@@ -116,22 +133,28 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest) -> Run
             if progress is not None:
                 progress.update(1)
             if step % train.log_every_n_steps == 0 or step == total_steps:
-                values = trainer.window_values(outcome, lr)
-                logger.log(step, values)
+                with phase("metrics"):
+                    values = trainer.window_values(outcome, lr)
+                    logger.log(step, values)
                 if progress is not None and "loss/total" in values:  # absent when every step was skipped
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-            if stop.agreed(accelerator, results_dir):
+            with phase("stop_agreement"):
+                stopping = stop.agreed(accelerator, results_dir)
+            if stopping:
                 save()
                 return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
-                save()
+                with phase("checkpoint"):
+                    save()
+            if instrument.after_step is not None:
+                instrument.after_step(step)
         save()
         student_state = {k: v for k, v in trainer.params.full_state_dict().items() if k.startswith("student.")}
         if is_main:
             write_final_outputs(cfg, trainer.trainable.student, student_state, teachers_cfg, results_dir)
             write_run_status(results_dir, "finished", counters.step)
     finally:
-        data.close()  # ends the DataLoader workers now, whatever ended the run
+        loader_batches.close()  # ends the DataLoader workers now, whatever ended the run
         logger.close()
         if progress is not None:
             progress.close()
@@ -143,7 +166,9 @@ class _Trainer:
     """The prepared pieces of one run: the trained module as the engine wraps it, its optimizer and
     schedule, the run's state, and one optimizer step with its bookkeeping."""
 
-    def __init__(self, cfg, teachers_cfg, accelerator, parts: Components, total_steps: int, steps_per_epoch: int):
+    def __init__(
+        self, cfg, teachers_cfg, accelerator, parts: Components, total_steps: int, steps_per_epoch: int, phases
+    ):
         train = cfg.train
         self.train, self.accelerator, self.parts = train, accelerator, parts
         self.results_dir = cfg.results_dir
@@ -178,12 +203,13 @@ class _Trainer:
             DistillationObjective(teachers_cfg, parts.teachers, parts.criteria, targets),
             parts.plan,
             cfg.distill.vitdet,
-            _step_flops(self.trainable.student, teachers_cfg, parts.teachers),
+            step_flops(self.trainable.student, teachers_cfg, parts.teachers),
             seed=train.seed,
             accum=train.grad_accumulation_steps,
             clip_grad_norm=train.clip_grad_norm,
             # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
             input_dtype=torch.bfloat16 if zero and train.precision == "bf16" else torch.float32,
+            phases=phases,
         )
         model.train()
 
@@ -203,14 +229,18 @@ class _Trainer:
         """The logging window's all-rank values (a collective), plus the learning rate and loss state."""
         values = self.window.flush(self.accelerator, outcome.last_batch.counters)
         values.update({"lr": lr, "nonfinite_skipped_total": self.state.counters.nonfinite_total})
+        # The last step's view sizes: with stochastic resolutions, what was drawn.
+        values.update({f"size/{name}": size for name, size in outcome.last_batch.sizes.items()})
         for group, modules in (("normalizer", self.parts.normalizers), ("criterion", self.parts.criteria)):
             for name, module in modules.items():
                 values.update({f"{group}/{name}/{k}": v for k, v in module.log_values().items()})
         return values
 
 
-def _start_up_notes(cfg, accelerator, stop: StopRequest) -> None:
+def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
     train = cfg.train
+    for note in resolution_notes(cfg, teachers_cfg):
+        accelerator.print(note)
     if accelerator.is_main_process and stop.clear_stale_stop_file(cfg.results_dir):
         print(f"note: removed {cfg.results_dir}/{STOP_FILE}, left from before this run started.")
     if accelerator.num_processes != train.num_gpus * train.num_nodes:
@@ -273,19 +303,6 @@ def _nonfinite_message(counters, train, results_dir: str, outcome) -> str:
         f"(the last at step {counters.step}); stopping. {advice}; the newest checkpoint is in "
         f"{checkpoints_root(results_dir)}."
     )
-
-
-def _step_flops(student, teachers_cfg, teachers) -> StepFlops:
-    def cost(t) -> TeacherCost:
-        info = get_model_info(t.backbone_type)
-        shape = VitShape(info.depth, info.embed_dim, info.patch_size, info.num_prefix_tokens)
-        adaptor = teachers[t.name].adaptor
-        if adaptor is None:
-            return TeacherCost(shape, mosaic=t.mosaic)
-        return TeacherCost(shape, featsharp_factor=adaptor.input_factor, extra=adaptor.flops_per_image())
-
-    own = VitShape(student.depth, student.embed_dim, student.patch_size, student.num_prefix_tokens)
-    return StepFlops(own, {t.name: cost(t) for t in teachers_cfg})
 
 
 def _checkpoint_due(train, step: int, steps_per_epoch: int) -> bool:

@@ -9,6 +9,7 @@ import torch.nn as nn
 from radio.engine.targets import SpatialTargets
 from radio.losses.aggregate import aggregate_teacher_losses, label_cross_entropy
 from radio.models.teacher import TeacherOutput
+from radio.phases import NO_PHASES
 from radio.run.build import teacher_outputs
 from radio.run.teachers import ResolvedTeacher
 
@@ -36,10 +37,12 @@ class DistillationObjective:
         self.lambdas = {t.name: t.loss_lambda for t in teachers_cfg}
         self.mean_lambda = sum(self.lambdas.values()) / len(self.lambdas)
 
-    def teacher_outputs(self, images: torch.Tensor, sizes: Dict[str, int]) -> Dict[str, TeacherOutput]:
+    def teacher_outputs(
+        self, images: torch.Tensor, sizes: Dict[str, int], phases=NO_PHASES
+    ) -> Dict[str, TeacherOutput]:
         """images: uint8 [B,3,S,S] shared crops on the device; each teacher sees them at its own resolution
-        (``sizes``) and normalisation."""
-        return teacher_outputs(self.teachers, self.teachers_cfg, images, sizes)
+        (``sizes``) and normalisation; ``phases`` times each teacher (``radio/phases.py``)."""
+        return teacher_outputs(self.teachers, self.teachers_cfg, images, sizes, phases)
 
     def observe(self, outputs: Dict[str, TeacherOutput], *, starts_step: bool) -> None:
         """Add a micro-batch's spatial features to the target normalisers' statistics (``starts_step``: the

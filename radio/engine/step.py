@@ -20,6 +20,7 @@ import torch
 from radio.data.loader import Batch
 from radio.data.views import make_view
 from radio.models.vitdet import choose_window
+from radio.phases import NO_PHASES
 
 
 @dataclass
@@ -44,44 +45,55 @@ class TrainStep:
         accum: int,
         clip_grad_norm: Optional[float],
         input_dtype: torch.dtype,
+        phases=NO_PHASES,
     ):
         self.accelerator, self.model, self.optimizer, self.objective = accelerator, model, optimizer, objective
         self.step_flops = step_flops  # model FLOPs per image, for the logged TFLOP/s
         self.plan, self.vitdet_cfg, self.seed, self.accum = plan, vitdet_cfg, seed, accum
         self.max_grad_norm = clip_grad_norm or math.inf  # inf: measure the norm for logging, clip nothing
         self.input_dtype = input_dtype  # bf16 under DeepSpeed bf16 (the module is cast, autocast is off)
+        self.phases = phases  # radio/phases.py: timed only by benchmarks
 
     def __call__(self, data, step: int, window) -> StepOutcome:
         """Run optimizer step ``step`` (0-based) on the next ``accum`` batches of ``data``."""
         accelerator, device, student_view = self.accelerator, self.accelerator.device, self.plan.student
+        phase = self.phases.phase
         skipped: Set[str] = set()
         done = []
         for micro in range(self.accum):
-            batch = next(data)
-            images = batch.images.to(device, non_blocking=True)
-            outputs = self.objective.teacher_outputs(images, batch.sizes)
-            self.objective.observe(outputs, starts_step=micro == 0)
-            if micro == 0:
-                self.objective.refresh_targets()  # may re-base spatial heads: before any gradient of the step
-            targets = self.objective.targets(outputs)
-            student_x = make_view(images, batch.sizes["student"], student_view.mean, student_view.std)
-            vitdet_window = choose_window(self.vitdet_cfg, step * self.accum + micro, self.seed)
-            # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.
-            with accelerator.accumulate(self.model), accelerator.autocast():
-                preds = self.model(student_x.to(self.input_dtype), vitdet_window=vitdet_window)
-                result = self.objective(preds, targets, batch.labels.to(device))
-                accelerator.backward(poisoned_if_nonfinite(result.loss))
+            with phase("data_wait"):
+                batch = next(data)
+            with phase("h2d"):
+                images = batch.images.to(device, non_blocking=True)
+            outputs = self.objective.teacher_outputs(images, batch.sizes, self.phases)
+            with phase("normalizers"):
+                self.objective.observe(outputs, starts_step=micro == 0)
+                if micro == 0:
+                    self.objective.refresh_targets()  # may re-base spatial heads: before any gradient of the step
+                targets = self.objective.targets(outputs)
+            with phase("student_forward_backward"):
+                student_x = make_view(images, batch.sizes["student"], student_view.mean, student_view.std)
+                vitdet_window = choose_window(self.vitdet_cfg, step * self.accum + micro, self.seed)
+                # accumulate(): DDP syncs gradients, and DeepSpeed steps, only on the step's last micro-batch.
+                with accelerator.accumulate(self.model), accelerator.autocast():
+                    preds = self.model(student_x.to(self.input_dtype), vitdet_window=vitdet_window)
+                    result = self.objective(preds, targets, batch.labels.to(device))
+                    accelerator.backward(poisoned_if_nonfinite(result.loss))
             done.append((batch, result))
             skipped.update(result.skipped)
-        # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
-        grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
-        finite = math.isfinite(grad_norm)
-        if finite:
-            self.optimizer.step()
-            window.add_grad_norm(grad_norm)
-        for batch, result in done:  # a skipped step's data counts, its (non-finite) losses are not averaged
-            window.add(batch, result if finite else None, self.step_flops.per_image(batch.sizes) * len(batch.keys))
-        self.optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
+            grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+            finite = math.isfinite(grad_norm)
+            if finite:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        with phase("metrics"):
+            if finite:
+                window.add_grad_norm(grad_norm)
+            for batch, result in done:  # a skipped step's data counts, its (non-finite) losses are not averaged
+                flops = self.step_flops.per_image(batch.sizes) * len(batch.keys)
+                window.add(batch, result if finite else None, flops)
         return StepOutcome(batch, grad_norm if finite else None, skipped)
 
 

@@ -21,6 +21,7 @@ from radio.models.adapted_student import AdaptedStudent, TeacherHeads
 from radio.models.heads import HeadSpec
 from radio.models.student import build_student
 from radio.models.teacher import FrozenTeacher, TeacherOutput
+from radio.phases import NO_PHASES
 from radio.run.teachers import ResolvedTeacher
 
 HeadDims = Dict[str, Dict[str, int]]  # teacher name -> {"summary": width, "spatial": width}
@@ -176,13 +177,18 @@ def teacher_view(t: ResolvedTeacher) -> ViewSpec:
 
 
 def featsharp_input_factor(t: ResolvedTeacher) -> int:
-    """How much larger than ``input_size`` the image of FeatSharp teacher ``t`` is (read from its file)."""
-    from radio.models.featsharp import parse_upsample_args, read_featsharp_file
+    """How much larger than ``input_size`` the image of FeatSharp teacher ``t`` is, read from its file (which
+    must fit the teacher: ``check_featsharp_file``)."""
+    from radio.models.featsharp import check_featsharp_file
+    from radio.models.registry import get_model_info
 
-    if not t.do_upsample:
-        return 1
-    _, upsample_args, _ = read_featsharp_file(t.upsampler_checkpoint)
-    return parse_upsample_args(upsample_args, t.upsampler_checkpoint).factor
+    return check_featsharp_file(
+        t.upsampler_checkpoint,
+        embed_dim=get_model_info(t.backbone_type).embed_dim,
+        patch_size=t.patch_size,
+        input_size=t.input_size,
+        do_upsample=t.do_upsample,
+    )
 
 
 def teacher_outputs(
@@ -190,20 +196,24 @@ def teacher_outputs(
     specs: List[ResolvedTeacher],
     images: torch.Tensor,
     sizes: Optional[Dict[str, int]] = None,
+    phases=NO_PHASES,
 ) -> Dict[str, TeacherOutput]:
     """Each built teacher's outputs on uint8 crops [B, 3, S, S], at its own view: resolution ``sizes[name]``
     (the step's, in training) or its default view (``teacher_view``), and its normalisation. A mosaic
-    teacher runs on k x k tiles of those views and its spatial map is cut back per sample."""
+    teacher runs on k x k tiles of those views and its spatial map is cut back per sample. ``phases``
+    (``radio/phases.py``) times each teacher as ``teacher/<name>``."""
     outputs = {}
     for t in specs:
-        if t.name in teachers:
-            teacher = teachers[t.name]
+        if t.name not in teachers:
+            continue
+        teacher = teachers[t.name]
+        with phases.phase(f"teacher/{t.name}"):
             size = sizes[t.name] if sizes is not None else _default_view_size(t, teacher)
             view = make_view(images.to(teacher.device), size, t.norm_mean, t.norm_std)
             out = teacher(mosaic_pack(view, t.mosaic))
             if t.mosaic > 1:  # spatial mode only (run/teachers.py): no summary or logits to cut
                 out = TeacherOutput(spatial=mosaic_unpack(out.spatial, t.mosaic, len(view)), summary=None, logits=None)
-            outputs[t.name] = out
+        outputs[t.name] = out
     return outputs
 
 

@@ -16,7 +16,7 @@ from radio.data.dedup import DEDUP_COUNTS_FILE, WEIGHT_MODES
 from radio.engine.accel import PRECISIONS
 from radio.engine.metrics import WANDB_MODES
 from radio.engine.optim import LR_POLICIES, OPTIMIZERS
-from radio.errors import SpecError
+from radio.errors import CheckpointError, SpecError
 from radio.models.heads import HEAD_VERSIONS
 from radio.run.teachers import resolve_teachers
 
@@ -40,6 +40,18 @@ def check_implemented_choices(cfg) -> None:
         check_choice(
             f"distill.teacher[{i}].spatial_mlp_version", teacher.spatial_mlp_version, HEAD_VERSIONS, optional=True
         )
+
+
+def _check_featsharp_files(cfg) -> None:
+    """Each FeatSharp file reads, names a supported upsampler and fits its teacher (no model is built)."""
+    from radio.run.build import featsharp_input_factor
+
+    for t in resolve_teachers(cfg):
+        if t.adaptor:
+            try:
+                featsharp_input_factor(t)
+            except CheckpointError as exc:
+                raise SpecError(f"distill.teacher[{t.index}].upsampler_checkpoint: {exc}") from None
 
 
 def check_paths(cfg) -> None:
@@ -89,6 +101,7 @@ def check_paths(cfg) -> None:
                     f"{where}={upsampler!r} does not exist; point it at a local FeatSharp checkpoint (docs/featsharp.md)."
                 )
             _check_readable(where, upsampler)
+    _check_featsharp_files(cfg)
     if str(cfg.dataset.train_dataset.data_weight_mode).lower() != "none":
         for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):
             if not os.path.isfile(os.path.join(src.root_dir, DEDUP_COUNTS_FILE)):

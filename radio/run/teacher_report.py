@@ -36,12 +36,16 @@ def _upsampler_record(teacher: FrozenTeacher):
     report = teacher.adaptor_report
     if report is None:
         return None
+    adaptor = teacher.adaptor
+    grid = adaptor.grid * adaptor.upsample_factor
     return {
         "file": report.path,
         "layout": report.fmt,
-        "upsample_factor": teacher.adaptor.upsample_factor,
-        "teacher_forwards_per_image": teacher.adaptor.teacher_forwards_per_image(),
-        "tensors": len(teacher.adaptor.state_dict()),
+        "upsample_factor": adaptor.upsample_factor,
+        "view_size": adaptor.input_size * adaptor.input_factor,
+        "target_grid": [grid, grid],
+        "teacher_forwards_per_image": adaptor.teacher_forwards_per_image(),
+        "tensors": len(adaptor.state_dict()),
         "ignored": dict(report.dropped),
         "notes": list(report.notes),
     }
@@ -63,9 +67,11 @@ def teacher_load_lines(teachers: Dict[str, FrozenTeacher]) -> List[str]:
         )
         upsampler = record["upsampler"]
         if upsampler is not None:
+            grid = "x".join(map(str, upsampler["target_grid"]))
             lines.append(
                 f"  FeatSharp {upsampler['upsample_factor']}x upsampler: {upsampler['tensors']} tensors from "
-                f"{upsampler['file']} ({upsampler['teacher_forwards_per_image']} teacher forwards per image"
+                f"{upsampler['file']} ({upsampler['view_size']} px view, {grid} target grid, "
+                f"{upsampler['teacher_forwards_per_image']} teacher forwards per image"
                 + "".join(f"; {n}" for n in upsampler["notes"])
                 + ")"
             )

@@ -177,6 +177,21 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
     return resolved
 
 
+def resolution_notes(cfg, teachers: List[ResolvedTeacher]) -> List[str]:
+    """One line per teacher whose ``input_size`` is used rounded to its patch size (SigLIP's 384 is run at
+    378, the same 27x27 grid), so a changed number never goes unsaid."""
+    notes = []
+    for t in teachers:
+        asked = cfg.distill.teacher[t.index].input_size
+        if asked is not None and not t.match_student_resolution and asked != t.input_size:
+            notes.append(
+                f"note: distill.teacher[{t.index}].input_size={asked} is run at {t.input_size}, the nearest multiple "
+                f"of {t.name}'s patch size {t.patch_size} ({t.input_size // t.patch_size}x"
+                f"{t.input_size // t.patch_size} tokens)."
+            )
+    return notes
+
+
 def _refuse_ignored_settings(t, path: str, mode: str, loss_type: str, match: bool) -> None:
     """A per-teacher setting that would have no effect is an error, not a silent no-op."""
     ignored = []
@@ -229,11 +244,13 @@ def _check_input_wrappers(t, path: str, mode: str, match: bool, input_size: int,
         if match:
             raise SpecError(f"{path}.mosaic={t.mosaic} needs a fixed teacher resolution: set {path}.input_size.")
         step = t.mosaic * patch
+        rounded = f" (input_size {t.input_size} rounded to its patch size)" if t.input_size != input_size else ""
         for res in [input_size, *(int(r) for r in t.stochastic_resolutions)]:
             if res % step:
                 raise SpecError(
-                    f"{path}.mosaic={t.mosaic}: teacher resolution {res} is not a multiple of mosaic x patch size "
-                    f"= {step}, so the tiles would not fall on token boundaries."
+                    f"{path}.mosaic={t.mosaic}: teacher resolution {res}{rounded if res == input_size else ''} is "
+                    f"not a multiple of mosaic x patch size = {step}, so the tiles would not fall on token "
+                    "boundaries."
                 )
 
 

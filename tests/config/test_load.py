@@ -97,6 +97,11 @@ def test_loss_type_is_case_insensitive(tmp_path):
             ["distill.teacher[0].adaptor", "input_size"],
         ),
         (["distill.teacher.0.mosaic=0"], ["distill.teacher[0].mosaic", "> 0"]),
+        (["dataset.augmentation.stochastic_resolutions=[48, 64]"], ["stochastic_resolutions takes a mapping"]),
+        (
+            ["distill.teacher.0.mosaic=2", "distill.teacher.0.mode=spatial", "distill.teacher.0.input_size=50"],
+            ["teacher resolution 48 (input_size 50 rounded to its patch size)"],
+        ),
         (["distill.teacher.0.mosaic=2"], ["distill.teacher[0].mosaic", "mode spatial"]),
         (
             ["distill.teacher.0.mosaic=2", "distill.teacher.0.mode=spatial", "distill.teacher.0.input_size=48"],
@@ -254,6 +259,20 @@ def test_the_phi_s_radio_teacher_set_example_resolves_each_teacher_at_its_own_re
         "sam": (1024, "spatial"),
     }
     assert teachers["siglip"].norm_mean == [0.5, 0.5, 0.5] and teachers["sam"].norm_std == [0.229, 0.224, 0.225]
+
+
+def test_a_rounded_teacher_input_size_is_said(tmp_path):
+    from radio.run.teachers import resolution_notes
+
+    cfg = load_run_config(write(tmp_path, MINIMAL), ["distill.teacher.0.input_size=70"])
+    (teacher,) = resolve_teachers(cfg)
+    assert teacher.input_size == 64
+    assert resolution_notes(cfg, [teacher]) == [
+        "note: distill.teacher[0].input_size=70 is run at 64, the nearest multiple of demo_vit_tiny_patch16's "
+        "patch size 16 (4x4 tokens)."
+    ]
+    cfg = load_run_config(write(tmp_path, MINIMAL), ["distill.teacher.0.input_size=64"])
+    assert resolution_notes(cfg, resolve_teachers(cfg)) == []
 
 
 def test_the_multi_resolution_featsharp_example_resolves():

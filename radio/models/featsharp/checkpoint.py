@@ -243,6 +243,18 @@ def _check_teacher(groups: Dict[str, StateDict], path: str, embed_dim: int, grid
         )
 
 
+def check_featsharp_file(path: str, *, embed_dim: int, patch_size: int, input_size: int, do_upsample: bool) -> int:
+    """The checks a run makes before building anything: the file reads, its ``upsample_args`` name a supported
+    variant, and it was trained for this teacher's width and grid. Returns the upsample factor (1 without
+    ``do_upsample``); ``CheckpointError`` otherwise."""
+    model_state, upsample_args, _ = read_featsharp_file(path)
+    spec = parse_upsample_args(upsample_args, path, do_upsample)
+    _check_teacher(
+        split_groups(model_state, LoadReport(path=path, fmt="featsharp")), path, embed_dim, input_size // patch_size
+    )
+    return spec.factor
+
+
 def build_adaptor(
     spec: UpsamplerSpec,
     *,
