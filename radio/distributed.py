@@ -1,4 +1,4 @@
-"""The one all-reduce the project uses, on the default torch.distributed process group.
+"""The all-reduces the project uses (sum, and max for the step's agreement), on the default torch.distributed group.
 
 Accelerate and DeepSpeed both initialise that group, so the engine (under the Accelerator) and the losses
 (which never see it) sum over the same ranks. Without an initialised group, or with one rank, the helpers
@@ -24,4 +24,12 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """
     if world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max_(tensor: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum of ``tensor`` over all ranks, in place; unchanged with one rank (a collective,
+    like ``all_reduce_sum_``)."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor

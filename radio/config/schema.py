@@ -84,6 +84,7 @@ class DatasetConfig:
     batch_size: int = 32  # per device
     workers: int = 8
     max_error_rate: float = 0.05  # fraction of bad samples per source above which the run stops
+    device_prefetch: bool = True  # on a GPU: copy the next batch to the device while a step computes
     train_dataset: TrainDatasetConfig = field(default_factory=TrainDatasetConfig)
     val_dataset: ValDatasetConfig = field(default_factory=ValDatasetConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -168,6 +169,8 @@ class TeacherConfig:
     upsampler_checkpoint: Optional[str] = None  # the FeatSharp checkpoint (docs/featsharp.md)
     do_upsample: bool = False  # false: only FeatSharp's de-biasing, on the teacher's own grid
     mosaic: int = 1  # k > 1: k x k images tiled into one teacher input (spatial teachers; docs/resolutions.md)
+    teacher_compile: Optional[bool] = None  # None: distill.teacher_compile
+    teacher_fp8: Optional[bool] = None  # None: distill.teacher_fp8
 
 
 @dataclass
@@ -201,6 +204,9 @@ class DistillConfig:
     feature_normalizer: str = "phi_s"
     phi_s: PhiSConfig = field(default_factory=PhiSConfig)
     vitdet: VitDetConfig = field(default_factory=VitDetConfig)
+    # Teacher-side switches (docs/benchmarks.md, "Teacher-side switches"); each teacher may override them.
+    teacher_compile: bool = False  # torch.compile each teacher's forward, one graph per input shape
+    teacher_fp8: bool = False  # the teachers' block Linears in float8 (torchao; GPUs with compute capability >= 8.9)
 
 
 @dataclass

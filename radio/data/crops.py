@@ -1,7 +1,11 @@
 """Worker-side image work: one random crop region per sample, decoded once, emitted as uint8 at S x S.
 
-JPEGs much larger than the crop needs are decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), which is
-where most of the decode time goes for large photos.
+Colour JPEGs are decoded by libjpeg-turbo (``simplejpeg``), which is faster than PIL's decoder; when the
+crop needs at most half the image's resolution they are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+(the scale ``Image.draft`` would pick), which is where most of the decode time goes for large photos. Other
+images (PNG, WebP, grayscale or CMYK JPEGs, anything libjpeg-turbo refuses) are decoded by PIL. The crop
+region is then resized by torch's antialiased bilinear kernel for uint8 channels-last images, several times
+faster than PIL's resize.
 """
 
 import io
@@ -11,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+import simplejpeg
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from radio.config.schema import NativeResolutionFilter
@@ -66,39 +73,131 @@ def random_crop_box(
     return left, top, left + crop_w, top + crop_h
 
 
-def decode_crop(data: bytes, rng: random.Random, out_size: int, settings: CropSettings) -> np.ndarray:
+# JPEG colour spaces libjpeg-turbo converts to RGB as PIL does; Gray, CMYK and YCCK JPEGs are left to PIL.
+_TURBO_COLORSPACES = ("YCbCr", "RGB")
+
+
+def decode_crop(
+    data: bytes, rng: random.Random, out_size: int, settings: CropSettings, out: Optional[torch.Tensor] = None
+) -> np.ndarray:
     """Image bytes -> uint8 [out_size, out_size, 3] crop. Raises ``SampleDropped`` with the reason.
 
-    The crop region and flip come from ``rng``; filters see the native size and the decoded pixels.
+    The crop region and flip come from ``rng``; filters see the native size and the decoded pixels. With
+    ``out`` (uint8 [out_size, out_size, 3], e.g. a row of a chunk's tensor) the crop is written there and
+    the returned array shares its memory.
     """
     if not data:
         raise SampleDropped("error/empty_member")
-    try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-    except Exception as error:  # PIL raises many types for undecodable bytes
-        raise SampleDropped("error/corrupt_image", f"{type(error).__name__}: {error}")
+    size = _turbo_jpeg_size(data)
+    image = _open_pil(data) if size is None else None
+    width, height = size if size is not None else image.size
     reason = native_resolution_drop(width, height, settings.native_filter)
     if reason:
         raise SampleDropped(reason, f"native size {width}x{height}")
     box = random_crop_box(rng, width, height, settings.scale, settings.ratio)
     flip = rng.random() < settings.hflip_probability
+    reduction = _jpeg_reduction(width, height, box, out_size)
+    pixels = _decode_turbo(data, width, height, reduction) if image is None else None
+    if pixels is None:  # not for libjpeg-turbo, or refused by it: PIL decides whether the bytes are usable
+        pixels = _decode_pil(image if image is not None else _open_pil(data), reduction)
+    if settings.near_constant_std is not None and is_near_constant(pixels, settings.near_constant_std):
+        raise SampleDropped("dropped/near_constant")
+    factor_x, factor_y = pixels.shape[1] / width, pixels.shape[0] / height
+    scaled_box = (box[0] * factor_x, box[1] * factor_y, box[2] * factor_x, box[3] * factor_y)
+    crop = _resize_region(pixels, scaled_box, out_size)
+    if flip:
+        crop = crop.flip(1)
+    if out is None:
+        return crop.contiguous().numpy()
+    out.copy_(crop)
+    return out.numpy()
+
+
+def _turbo_jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` of a JPEG that libjpeg-turbo decodes to RGB, from its header; None for others."""
+    if data[:2] != b"\xff\xd8":
+        return None
     try:
-        if image.format == "JPEG":
-            # Ask for the smallest scale at which the crop still has >= out_size pixels per side.
-            need = max(out_size / (box[2] - box[0]), out_size / (box[3] - box[1]))
-            if need < 0.5:
-                image.draft("RGB", (math.ceil(width * need), math.ceil(height * need)))
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (width, height) if colorspace in _TURBO_COLORSPACES else None
+
+
+def _jpeg_reduction(width: int, height: int, box: Tuple[float, float, float, float], out_size: int) -> int:
+    """The JPEG decode scale 1/r, r in 1, 2, 4, 8, that keeps >= ``out_size`` pixels per side of the crop ``box``.
+
+    The scale ``Image.draft`` picks for the smallest size at which the crop keeps those pixels (1 when the
+    crop needs more than half the native resolution).
+    """
+    need = max(out_size / (box[2] - box[0]), out_size / (box[3] - box[1]))
+    if need >= 0.5:
+        return 1
+    room = min(width // math.ceil(width * need), height // math.ceil(height * need))
+    return next(reduction for reduction in (8, 4, 2, 1) if room >= reduction)
+
+
+def _decode_turbo(data: bytes, width: int, height: int, reduction: int) -> Optional[np.ndarray]:
+    """libjpeg-turbo decode at scale 1/``reduction`` -> uint8 [ceil(height/r), ceil(width/r), 3]; None if refused.
+
+    Accurate integer DCT (as PIL); fast chroma upsampling (pixel replication instead of PIL's triangle filter):
+    ~12 % less decode time for 4:2:0 JPEGs, it changes only colour detail finer than 2 px, which the resize to
+    the crop's size mostly averages away (~0.5 uint8 levels mean abs difference on the crop; the fast DCT
+    would cost ~0.9 levels in luma too for ~8 %, and is not used). ``strict``: a JPEG with a recoverable error
+    (truncated data, corrupt segments) is refused here and goes to PIL, which decides as before.
+    """
+    try:
+        return simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB",
+            fastupsample=True,
+            min_height=math.ceil(height / reduction),
+            min_width=math.ceil(width / reduction),
+            min_factor=reduction,
+            strict=True,
+        )
+    except ValueError:
+        return None
+
+
+def _open_pil(data: bytes) -> Image.Image:
+    """PIL's lazy image (header read, pixels not yet decoded); undecodable bytes -> ``error/corrupt_image``."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Exception as error:  # PIL raises many types for undecodable bytes
+        raise SampleDropped("error/corrupt_image", f"{type(error).__name__}: {error}")
+
+
+def _decode_pil(image: Image.Image, reduction: int) -> np.ndarray:
+    """PIL decode -> uint8 [H', W', 3]; JPEGs at scale 1/``reduction`` (``Image.draft``), others at full size."""
+    try:
+        if image.format == "JPEG" and reduction > 1:
+            image.draft("RGB", (image.width // reduction, image.height // reduction))  # picks exactly 1/reduction
         image.load()
         if image.mode != "RGB":
             image = image.convert("RGB")
+        return np.array(image)
     except Exception as error:
         raise SampleDropped("error/corrupt_image", f"{type(error).__name__}: {error}")
-    if settings.near_constant_std is not None and is_near_constant(image, settings.near_constant_std):
-        raise SampleDropped("dropped/near_constant")
-    factor_x, factor_y = image.size[0] / width, image.size[1] / height
-    scaled_box = (box[0] * factor_x, box[1] * factor_y, box[2] * factor_x, box[3] * factor_y)
-    crop = image.resize((out_size, out_size), Image.BILINEAR, box=scaled_box)
-    if flip:
-        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(crop)
+
+
+def _resize_region(pixels: np.ndarray, box: Tuple[float, float, float, float], out_size: int) -> torch.Tensor:
+    """Region ``box`` (left, top, right, bottom) of uint8 [H, W, 3] ``pixels`` -> uint8 [out_size, out_size, 3].
+
+    Bilinear, antialiased when downscaling (PIL's ``resize(..., BILINEAR, box=...)`` filter, torch's uint8
+    kernel); the box is rounded to whole pixels (< 0.5 px shift per edge). Filter taps stop at the box edges,
+    where PIL also reads the pixels just outside it. Returns an HWC view of a new channels-last tensor.
+    """
+    height, width = pixels.shape[:2]
+    left, right = _pixel_span(box[0], box[2], width)
+    top, bottom = _pixel_span(box[1], box[3], height)
+    region = torch.from_numpy(pixels)[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0)
+    region = region.contiguous(memory_format=torch.channels_last)  # the layout the fast uint8 kernel takes
+    resized = F.interpolate(region, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].permute(1, 2, 0)
+
+
+def _pixel_span(start: float, stop: float, length: int) -> Tuple[int, int]:
+    """``[start, stop)`` in pixels rounded to whole pixels within ``[0, length)``, at least one pixel long."""
+    first = min(max(int(round(start)), 0), length - 1)
+    return first, min(max(int(round(stop)), first + 1), length)

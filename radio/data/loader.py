@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -165,30 +164,37 @@ class _StepStream(IterableDataset):
         lanes: Dict[Tuple[int, int], LaneReader],
         num_workers: int,
     ) -> None:
-        """Emit the step's global slots; fill this rank's slots whose lane this worker hosts."""
+        """Emit the step's global slots; fill this rank's slots whose lane this worker hosts.
+
+        Crops are decoded straight into the chunk's uint8 [n,S,S,3] tensor (no per-sample arrays to stack).
+        """
         step, out_size = chunk.step, self.plan.max_size(chunk.step)
         slots_per_step = self.batch_size * self.world_size
         first_slot = step * slots_per_step + self.rank * self.batch_size
         step_sources = emitter.take(slots_per_step)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        crops = []
         lanes_per_rank = self.state["lanes_per_rank"]
+        mine = []  # (position, source, lane) of the slots this worker fills
         for position, source_index in enumerate(step_sources):
             lane = rank_counts[source_index] % lanes_per_rank[source_index]
             rank_counts[source_index] += 1
-            if lane % num_workers != chunk.worker:
-                continue
+            if lane % num_workers == chunk.worker:
+                mine.append((position, source_index, lane))
+        if not mine:
+            return
+        images = torch.empty((len(mine), out_size, out_size, 3), dtype=torch.uint8)
+        for row, (position, source_index, lane) in enumerate(mine):
             # Crop randomness belongs to the slot, so it does not depend on which process fills it.
             slot_rng = random.Random(f"radio-crop/{self.seed}/{first_slot + position}")
-            raw, crop = lanes[source_index, lane].next_sample(
-                lambda data: decode_crop(data, random.Random(slot_rng.random()), out_size, self.settings)
+            raw, _ = lanes[source_index, lane].next_sample(
+                lambda data: decode_crop(
+                    data, random.Random(slot_rng.random()), out_size, self.settings, out=images[row]
+                )
             )
             chunk.positions.append(position)
             chunk.keys.append(raw.key)
             chunk.sources.append(source_index)
             chunk.labels.append(raw.label)
-            crops.append(crop)
-        if crops:
-            chunk.images = torch.from_numpy(np.stack(crops))
+        chunk.images = images
 
 
 class TrainLoader:

@@ -4,6 +4,7 @@ Workers emit one uint8 crop per sample at ``ViewPlan.max_size(step)``; every vie
 teacher) is made from that crop on the device by ``make_view``, so all views share one crop region.
 """
 
+import functools
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -87,6 +88,13 @@ def make_view(images: torch.Tensor, size: int, mean: Sequence[float], std: Seque
     x = images.float()
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean_t, std_t = _channel_constants(tuple(mean), tuple(std), x.device)
     return (x / 255.0 - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constants(mean: tuple, std: tuple, device: torch.device):
+    """[1,3,1,1] float32 mean and std on ``device``, made once (a fresh host-to-device copy per view and
+    step would be a small synchronous transfer each time)."""
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+    return as_tensor(mean).view(1, 3, 1, 1), as_tensor(std).view(1, 3, 1, 1)

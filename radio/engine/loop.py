@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from radio.data.loader import Batch
+from radio.data.prefetch import DevicePrefetcher
 from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
 from radio.engine.flops import peak_tflops, step_flops
 from radio.engine.lock import ResultsDirLock
@@ -95,7 +96,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
     for line in teacher_load_lines(parts.teachers):
         accelerator.print(line)
     total_steps, steps_per_epoch = _run_length(train, parts.loader.steps_per_epoch, accelerator.print)
-    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch, instrument.phases)
+    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch, instrument.phases, stop)
     state = trainer.state
     resumed_from = resume(
         state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
@@ -124,6 +125,8 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     loader_batches = iter(parts.loader)
     data = instrument.batches(loader_batches) if instrument.batches else loader_batches
+    if cfg.dataset.device_prefetch:
+        data = DevicePrefetcher(data, accelerator.device)
     try:
         if stop.agreed(accelerator, results_dir):  # asked during start-up
             return _stopped(stop, accelerator, results_dir, counters.step, progress, result, saved=False)
@@ -138,9 +141,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
                     logger.log(step, values)
                 if progress is not None and "loss/total" in values:  # absent when every step was skipped
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-            with phase("stop_agreement"):
-                stopping = stop.agreed(accelerator, results_dir)
-            if stopping:
+            if outcome.stop:  # agreed inside the step, with its gradient norm
                 save()
                 return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
@@ -167,11 +168,20 @@ class _Trainer:
     schedule, the run's state, and one optimizer step with its bookkeeping."""
 
     def __init__(
-        self, cfg, teachers_cfg, accelerator, parts: Components, total_steps: int, steps_per_epoch: int, phases
+        self,
+        cfg,
+        teachers_cfg,
+        accelerator,
+        parts: Components,
+        total_steps: int,
+        steps_per_epoch: int,
+        phases,
+        stop: StopRequest,
     ):
         train = cfg.train
         self.train, self.accelerator, self.parts = train, accelerator, parts
         self.results_dir = cfg.results_dir
+        self.teacher_names = [t.name for t in teachers_cfg]
         if train.compile:
             # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
             parts.model.compile()
@@ -209,6 +219,7 @@ class _Trainer:
             clip_grad_norm=train.clip_grad_norm,
             # DeepSpeed casts the module itself to bf16 (autocast does nothing there): inputs must follow.
             input_dtype=torch.bfloat16 if zero and train.precision == "bf16" else torch.float32,
+            stop_requested=lambda: stop.reason(cfg.results_dir) is not None,
             phases=phases,
         )
         model.train()
@@ -222,7 +233,8 @@ class _Trainer:
         advance_schedule(self.scheduler)
         counters.count_step(applied=outcome.grad_norm is not None)
         if counters.nonfinite_streak >= self.train.max_consecutive_nonfinite:
-            raise on_every_rank(RadioError(_nonfinite_message(counters, self.train, self.results_dir, outcome)))
+            skipped = [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
+            raise on_every_rank(RadioError(_nonfinite_message(counters, self.train, self.results_dir, skipped)))
         return outcome, lr
 
     def window_values(self, outcome, lr: float) -> dict:
@@ -289,13 +301,13 @@ def _stopped(stop, accelerator, results_dir: str, step: int, progress, result, *
     return result(stopped_early=True)
 
 
-def _nonfinite_message(counters, train, results_dir: str, outcome) -> str:
+def _nonfinite_message(counters, train, results_dir: str, skipped_teachers: List[str]) -> str:
     advice = "Lower train.optim.lr or set train.clip_grad_norm"
     if train.precision != "fp32":
         advice += ", or use train.precision=fp32"
-    if outcome.skipped_teachers:
+    if skipped_teachers:
         advice = (
-            f"Non-finite terms in the last step came from teacher(s) {', '.join(sorted(outcome.skipped_teachers))}: "
+            f"Non-finite terms in the last step came from teacher(s) {', '.join(sorted(skipped_teachers))}: "
             "if a teacher's outputs are NaN/inf, check its pretrained_teacher_model_path weights. Otherwise: " + advice
         )
     return (

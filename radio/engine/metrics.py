@@ -113,9 +113,10 @@ class MetricsWindow:
         self.micro_steps = 0
         self.images = 0
         self.flops = 0.0
-        self.skipped_terms = 0
-        self.sources = torch.zeros(len(self.source_names), dtype=torch.float64, device=self.device)
-        self.grad_norms: List[torch.Tensor] = []
+        # Kept where they are made: data counts and gradient norms on the host, loss sums on the device.
+        self.skipped_terms = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.sources = torch.zeros(len(self.source_names), dtype=torch.float64)
+        self.grad_norms: List[float] = []
         self.started = time.perf_counter()
 
     def _add(self, tag: str, value: torch.Tensor) -> None:
@@ -127,7 +128,7 @@ class MetricsWindow:
         skipped (non-finite) step (its data counts, its losses do not); flops: model FLOPs spent on it."""
         self.images += len(batch.keys)
         self.flops += flops
-        self.sources += torch.bincount(batch.sources.to(self.device), minlength=len(self.source_names)).double()
+        self.sources += torch.bincount(batch.sources.cpu(), minlength=len(self.source_names)).double()
         if result is None:
             return
         self.micro_steps += 1
@@ -137,20 +138,19 @@ class MetricsWindow:
         for name, parts in result.terms.items():
             for key, value in parts.items():
                 self._add(f"loss/{name}" if key == "total" else f"loss/{name}/{key}", value)
-        self.skipped_terms += len(result.skipped)
+        self.skipped_terms += result.skipped.sum()
 
-    def add_grad_norm(self, value) -> None:
-        if value is not None:
-            self.grad_norms.append(torch.as_tensor(value, device=self.device).detach().double())
+    def add_grad_norm(self, value: float) -> None:
+        self.grad_norms.append(float(value))
 
     def state_dict(self) -> dict:
         """The partial window, JSON-able (float64 values round-trip exactly): a run resumed mid-window logs
         what the uninterrupted run logs."""
         return {
             "sums": {k: v.item() for k, v in self.sums.items()},
-            "counts": [self.micro_steps, self.images, self.flops, self.skipped_terms],
+            "counts": [self.micro_steps, self.images, self.flops, self.skipped_terms.item()],
             "sources": self.sources.tolist(),
-            "grad_norms": [g.item() for g in self.grad_norms],
+            "grad_norms": list(self.grad_norms),
             "elapsed": time.perf_counter() - self.started,
         }
 
@@ -159,9 +159,10 @@ class MetricsWindow:
             return torch.tensor(value, dtype=torch.float64, device=self.device)
 
         self.sums = {k: tensor(v) for k, v in state["sums"].items()}
-        self.micro_steps, self.images, self.flops, self.skipped_terms = state["counts"]
-        self.sources = tensor(state["sources"])
-        self.grad_norms = [tensor(g) for g in state["grad_norms"]]
+        self.micro_steps, self.images, self.flops, skipped = state["counts"]
+        self.skipped_terms = tensor(skipped)
+        self.sources = torch.tensor(state["sources"], dtype=torch.float64)
+        self.grad_norms = [float(g) for g in state["grad_norms"]]
         self.started = time.perf_counter() - state["elapsed"]  # the time before the restart, not the downtime
 
     def flush(self, accelerator, counters: Dict[str, int]) -> Dict[str, float]:
@@ -170,15 +171,13 @@ class MetricsWindow:
 
         elapsed = time.perf_counter() - self.started
         keys = sorted(self.sums)  # the same keys on every rank: the same teachers
-        scalars = torch.tensor(
-            [self.micro_steps, self.images, self.skipped_terms, self.flops], dtype=torch.float64, device=self.device
-        )
+        host = torch.tensor([self.micro_steps, self.images, self.flops, *self.sources.tolist()], dtype=torch.float64)
         # A window of skipped (non-finite) steps has no sums; every rank agrees on skipping, so keys match.
         sums = [self.sums[k].reshape(1) for k in keys]
-        packed = torch.cat([*sums, scalars, self.sources])
+        packed = torch.cat([*sums, self.skipped_terms.reshape(1), host.to(self.device)])
         packed = all_reduce_sum_(packed).cpu().tolist()
         n = len(keys)
-        sums, (micro_steps, images, skipped, flops), mix = packed[:n], packed[n : n + 4], packed[n + 4 :]
+        sums, (skipped, micro_steps, images, flops), mix = packed[:n], packed[n : n + 4], packed[n + 4 :]
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}
         values["loss_terms_skipped"] = skipped
         for name, count in zip(self.source_names, mix):
@@ -188,7 +187,7 @@ class MetricsWindow:
         if self.peak_tflops:
             values["mfu"] = values["tflops_per_s"] / (self.peak_tflops * accelerator.num_processes)
         if self.grad_norms:
-            values["grad_norm"] = torch.stack(self.grad_norms).mean().item()
+            values["grad_norm"] = math.fsum(self.grad_norms) / len(self.grad_norms)
         for key, value in sum_counters(accelerator, counters).items():
             values[f"data/{key}"] = value
         self.reset()

@@ -17,8 +17,8 @@ from radio.run.teachers import ResolvedTeacher
 @dataclass
 class MicroBatchLoss:
     loss: torch.Tensor  # scalar to backpropagate
-    terms: Dict[str, Dict[str, torch.Tensor]]  # per teacher: "total" and each feature kind's term
-    skipped: List[str]  # teachers whose term was non-finite and left out
+    terms: Dict[str, Dict[str, torch.Tensor]]  # per teacher, for logging: "total" and each kind (NaN if left out)
+    skipped: torch.Tensor  # bool [teachers], in ``teachers_cfg`` order: the term was left out (non-finite)
     extra: Dict[str, torch.Tensor]  # other logged scalars (e.g. "loss/label_ce")
 
 
@@ -72,8 +72,21 @@ class DistillationObjective:
         return targets
 
     def __call__(self, preds, targets, labels: torch.Tensor) -> MicroBatchLoss:
-        terms = {t.name: self.criteria[t.name](preds[t.name], targets[t.name]) for t in self.teachers_cfg}
-        loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, self.lambdas)
+        # A teacher whose targets are non-finite (NaN weights, a normaliser that has seen no finite
+        # features) is left out on the device: its targets are replaced by zeros so its term and gradients
+        # stay finite, and the term is weighted 0 (losses/aggregate.py) — no host sync per micro-batch.
+        valid, clean = {}, {}
+        for name, target in targets.items():
+            ok = torch.stack([torch.isfinite(v).all() for v in target.values()]).all()
+            valid[name] = ok
+            clean[name] = {k: torch.where(ok, v, torch.zeros_like(v)) for k, v in target.items()}
+        terms = {t.name: self.criteria[t.name](preds[t.name], clean[t.name]) for t in self.teachers_cfg}
+        loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, self.lambdas, valid)
+        nan = torch.full_like(loss, float("nan")).detach()
+        logged = {
+            name: {k: torch.where(dropped, nan, v.detach()) for k, v in parts.items()}
+            for (name, parts), dropped in zip(terms.items(), skipped)
+        }
         extra: Dict[str, torch.Tensor] = {}
         if "_logits" in preds:
             # (1 − λ̄)·CE(labels) + Σ λ_i/N · L_i: for one teacher exactly (1 − λ)·CE + λ·L_distill.
@@ -81,4 +94,4 @@ class DistillationObjective:
             label_ce = label_cross_entropy(preds["_logits"]["logits"], labels)
             loss = loss + (1.0 - self.mean_lambda) * label_ce
             extra["loss/label_ce"] = label_ce
-        return MicroBatchLoss(loss, terms, skipped, extra)
+        return MicroBatchLoss(loss, logged, skipped, extra)

@@ -6,19 +6,21 @@ one place trained weights change outside the optimizer). Then the targets are no
 ``accelerator.accumulate`` and the loss is backpropagated — times NaN when it is not finite, so that a bad
 micro-batch on any rank makes the step's all-reduced gradients non-finite on every rank. After the last
 micro-batch the gradient norm decides: finite, the optimizer steps; otherwise the step is skipped on every
-rank with no extra collective. Under ZeRO, DeepSpeed has already stepped (or skipped, on its own overflow
+rank. Reading the norm is the step's one host synchronisation, and the ranks' stop requests travel with it
+(``TrainStep._agree``); nothing reads the device per micro-batch. Under ZeRO, DeepSpeed has already stepped (or skipped, on its own overflow
 check) inside the last backward and reports the norm it computed (inf when it skipped); its
 ``optimizer.step()`` is a no-op.
 """
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Set
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from radio.data.loader import Batch
 from radio.data.views import make_view
+from radio.distributed import all_reduce_max_
 from radio.models.vitdet import choose_window
 from radio.phases import NO_PHASES
 
@@ -27,7 +29,8 @@ from radio.phases import NO_PHASES
 class StepOutcome:
     last_batch: Batch
     grad_norm: Optional[float]  # None: the loss or the gradients were non-finite and the step was skipped
-    skipped_teachers: Set[str]  # teachers whose term was non-finite in some micro-batch (on this rank)
+    skipped: torch.Tensor  # bool [teachers] on the device: a term was left out in some micro-batch (this rank)
+    stop: bool  # some rank asked to stop (agreed with the gradient norm, in the step's one host read)
 
 
 class TrainStep:
@@ -45,6 +48,7 @@ class TrainStep:
         accum: int,
         clip_grad_norm: Optional[float],
         input_dtype: torch.dtype,
+        stop_requested: Callable[[], bool] = lambda: False,
         phases=NO_PHASES,
     ):
         self.accelerator, self.model, self.optimizer, self.objective = accelerator, model, optimizer, objective
@@ -52,13 +56,14 @@ class TrainStep:
         self.plan, self.vitdet_cfg, self.seed, self.accum = plan, vitdet_cfg, seed, accum
         self.max_grad_norm = clip_grad_norm or math.inf  # inf: measure the norm for logging, clip nothing
         self.input_dtype = input_dtype  # bf16 under DeepSpeed bf16 (the module is cast, autocast is off)
+        self.stop_requested = stop_requested  # this rank's stop request (engine/stop.py), read once per step
         self.phases = phases  # radio/phases.py: timed only by benchmarks
 
     def __call__(self, data, step: int, window) -> StepOutcome:
         """Run optimizer step ``step`` (0-based) on the next ``accum`` batches of ``data``."""
         accelerator, device, student_view = self.accelerator, self.accelerator.device, self.plan.student
         phase = self.phases.phase
-        skipped: Set[str] = set()
+        skipped = None
         done = []
         for micro in range(self.accum):
             with phase("data_wait"):
@@ -80,10 +85,9 @@ class TrainStep:
                     result = self.objective(preds, targets, batch.labels.to(device))
                     accelerator.backward(poisoned_if_nonfinite(result.loss))
             done.append((batch, result))
-            skipped.update(result.skipped)
+            skipped = result.skipped if skipped is None else skipped | result.skipped
         with phase("optimizer"):
-            # Gradients are all-reduced, so the norm is the same on every rank (one host sync per step).
-            grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+            grad_norm, stop = self._agree(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
             finite = math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
@@ -94,7 +98,24 @@ class TrainStep:
             for batch, result in done:  # a skipped step's data counts, its (non-finite) losses are not averaged
                 flops = self.step_flops.per_image(batch.sizes) * len(batch.keys)
                 window.add(batch, result if finite else None, flops)
-        return StepOutcome(batch, grad_norm if finite else None, skipped)
+        return StepOutcome(batch, grad_norm if finite else None, skipped, stop)
+
+    def _agree(self, grad_norm) -> Tuple[float, bool]:
+        """(gradient norm, does any rank want to stop): the step's one host synchronisation.
+
+        The gradients are all-reduced, so the norm is the same on every rank; it travels with this rank's
+        stop request in one two-value all-reduce (max), so the stop agreement costs no extra collective or
+        host read. A non-finite norm is sent as +inf (max would not carry NaN reliably).
+        """
+        accelerator = self.accelerator
+        local = 1.0 if self.stop_requested() else 0.0
+        if accelerator.num_processes == 1:
+            return float(grad_norm), bool(local)
+        norm = torch.as_tensor(grad_norm, device=accelerator.device).float().reshape(())
+        norm = torch.nan_to_num(norm, nan=math.inf, posinf=math.inf, neginf=math.inf)
+        packed = all_reduce_max_(torch.stack([norm, torch.full_like(norm, local)]))
+        grad_norm, stop = packed.tolist()
+        return grad_norm, stop > 0
 
 
 def poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:

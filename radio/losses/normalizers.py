@@ -30,11 +30,7 @@ class ChannelStandardizer(OnlineFeatureNormalizer):
         return {**super().stat_shapes(), "sum": (self.dim,), "sum_sq": (self.dim,)}
 
     def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {
-            "count": torch.tensor(float(rows.shape[0]), dtype=torch.float64, device=rows.device),
-            "sum": rows.sum(0),
-            "sum_sq": rows.pow(2).sum(0),
-        }
+        return {"sum": rows.sum(0), "sum_sq": rows.pow(2).sum(0)}
 
     def _recompute(self) -> None:
         n = self.total_count

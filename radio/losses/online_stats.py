@@ -74,7 +74,7 @@ class OnlineFeatureNormalizer(nn.Module):
         return {"count": ()}
 
     def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Sums of one batch of float64 rows [N, C], keyed like ``stat_shapes``."""
+        """Sums of one batch of float64 rows [N, C], keyed like ``stat_shapes`` (``count`` is the caller's)."""
         raise NotImplementedError
 
     def _recompute(self) -> None:

@@ -70,11 +70,7 @@ class PhiStandardizer(OnlineFeatureNormalizer):
         return {**super().stat_shapes(), "sum": (self.dim,), "outer": (self.dim, self.dim)}
 
     def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {
-            "count": torch.tensor(float(rows.shape[0]), dtype=torch.float64, device=rows.device),
-            "sum": rows.sum(0),
-            "outer": rows.T @ rows,
-        }
+        return {"sum": rows.sum(0), "outer": rows.T @ rows}
 
     def statistics(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(μ [C], Σ [C, C]) from the merged totals, float64 (population covariance)."""

@@ -1,4 +1,5 @@
-"""Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 under inference mode."""
+"""Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 under inference mode (optionally
+compiled, or with FP8 Linear layers: ``radio.models.teacher_speed``)."""
 
 import contextlib
 import time
@@ -8,12 +9,13 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from radio.errors import CheckpointError
+from radio.errors import CheckpointError, SpecError
 from radio.models.checkpoint_io import LoadReport, load_into
 from radio.models.cradio import RadioViT
 from radio.models.featsharp import load_featsharp
 from radio.models.hf_config import check_activation
 from radio.models.registry import create_model, get_model_info
+from radio.models.teacher_speed import check_fp8_supported, compile_featurizer, enable_fused_attention, quantize_fp8
 
 
 @dataclass
@@ -73,6 +75,12 @@ class FrozenTeacher(nn.Module):
             the teacher's features go through: ``forward`` then takes images at ``input_size ·
             adaptor.input_factor`` and returns spatial maps on the grid ``(input_size / patch) ·
             adaptor.upsample_factor``, computed in float32. ``do_upsample`` False: FeatSharp's de-biasing only.
+        compiled: the backbone's forward through ``torch.compile``, one graph per input shape (at most
+            ``teacher_speed.COMPILE_SHAPE_LIMIT``, then eager). A FeatSharp adaptor stays eager.
+        fp8: the backbone's transformer-block Linears in float8 (torchao, per-row scales; bf16 only); raises
+            ``SpecError`` before loading anything where the device has no FP8 or torchao is missing.
+
+    Every attention module with timm's ``fused_attn`` flag runs ``F.scaled_dot_product_attention``.
 
     Never trained, never wrapped by DDP/DeepSpeed: it is ``eval()`` forever, has no trainable parameters,
     and ``forward`` runs under ``torch.inference_mode``. Outputs are fresh float32 tensors usable in losses.
@@ -90,9 +98,13 @@ class FrozenTeacher(nn.Module):
         dtype: torch.dtype = torch.bfloat16,
         featsharp_checkpoint: Optional[str] = None,
         do_upsample: bool = True,
+        compiled: bool = False,
+        fp8: bool = False,
     ) -> None:
         super().__init__()
         info = get_model_info(backbone_type)
+        if fp8:
+            check_fp8_supported(torch.device(device) if device is not None else torch.device("cpu"), dtype)
         self.backbone_type = backbone_type
         self.num_classes = num_classes
         # With a strict load every tensor comes from the file, so skip random init: build on the meta
@@ -117,6 +129,13 @@ class FrozenTeacher(nn.Module):
         if isinstance(model, RadioViT) and model.feature_normalizer is not None:
             model.feature_normalizer.float()  # a [C, C] rotation loses too much in bf16
         model.eval().requires_grad_(False)
+        enable_fused_attention(model)
+        self.fp8_layers = quantize_fp8(model) if fp8 else []
+        if fp8 and not self.fp8_layers:
+            raise SpecError(
+                f"distill.teacher_fp8: teacher {backbone_type} has no transformer-block Linear layer FP8 can run "
+                "(widths multiples of 16); set its teacher_fp8 to false."
+            )
         self.model = model
         self.dtype = dtype
         self.adaptor = None
@@ -142,6 +161,7 @@ class FrozenTeacher(nn.Module):
             self.summary_dim = info.summary_dim
         self.summary_proj = info.summary_proj and not num_classes
         self.has_summary = info.has_summary
+        self._featurize = compile_featurizer(self._features) if compiled else self._features
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)  # frozen: stays in eval mode whatever the caller does
@@ -150,9 +170,16 @@ class FrozenTeacher(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _features(self, x: torch.Tensor):
+        """x [N,3,H,W] in ``dtype`` -> (summary [N,Ds], spatial [N,C,H/p,W/p], logits [N,K] | None); the
+        function ``compiled`` compiles."""
+        return teacher_features(
+            self.model, x, self.patch_size, classify=self.num_classes > 0, project=self.summary_proj
+        )
+
     def _summary_and_spatial(self, x: torch.Tensor):
         """The featurizer an adaptor drives: x [N,3,R,R] -> (summary [N,D] | None, spatial [N,C,R/p,R/p])."""
-        summary, spatial, _ = teacher_features(self.model, x.to(self.dtype), self.patch_size, project=self.summary_proj)
+        summary, spatial, _ = self._featurize(x.to(self.dtype))
         return (summary.float() if self.has_summary else None), spatial.float()
 
     def forward(self, x: torch.Tensor) -> TeacherOutput:
@@ -167,13 +194,7 @@ class FrozenTeacher(nn.Module):
                 summary, spatial = self.adaptor(x.to(self.device, torch.float32), self._summary_and_spatial)
                 logits = None
             else:
-                summary, spatial, logits = teacher_features(
-                    self.model,
-                    x.to(self.device, self.dtype),
-                    self.patch_size,
-                    classify=self.num_classes > 0,
-                    project=self.summary_proj,
-                )
+                summary, spatial, logits = self._featurize(x.to(self.device, self.dtype))
 
         def out(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             # A copy made outside inference mode is an ordinary tensor that autograd may save.

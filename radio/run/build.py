@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from radio.data.loader import TrainLoader
 from radio.data.mosaic import mosaic_pack, mosaic_unpack
 from radio.data.views import ViewPlan, ViewSpec, make_view
-from radio.errors import CheckpointError
+from radio.errors import CheckpointError, SpecError
 from radio.losses.criterion import TeacherCriterion
 from radio.losses.normalizers import build_feature_normalizer
 from radio.models.adapted_student import AdaptedStudent, TeacherHeads
@@ -36,7 +36,8 @@ def build_teachers(
     teachers: List[ResolvedTeacher], *, num_classes: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
 ) -> Dict[str, FrozenTeacher]:
     """Frozen teachers on ``device`` (bf16 for training; never wrapped or sharded), each with its FeatSharp
-    upsampler when it has one. A checkpoint that does not load raises ``CheckpointError`` naming the teacher."""
+    upsampler when it has one, compiled or in FP8 as its ``teacher_compile`` / ``teacher_fp8`` say. A checkpoint
+    that does not load raises ``CheckpointError``, FP8 where it cannot run ``SpecError``, naming the teacher."""
     built = {}
     for t in teachers:
         try:
@@ -50,9 +51,13 @@ def build_teachers(
                 dtype=dtype,
                 featsharp_checkpoint=t.upsampler_checkpoint if t.adaptor else None,
                 do_upsample=t.do_upsample,
+                compiled=t.teacher_compile,
+                fp8=t.teacher_fp8,
             )
         except CheckpointError as exc:
             raise CheckpointError(f"teacher {t.name}: {exc}") from None
+        except SpecError as exc:
+            raise SpecError(f"teacher {t.name} (distill.teacher[{t.index}]): {exc}") from None
     return built
 
 

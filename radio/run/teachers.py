@@ -47,6 +47,8 @@ class ResolvedTeacher:
     upsampler_checkpoint: Optional[str] = None
     do_upsample: bool = False
     mosaic: int = 1  # k: each teacher input tiles k x k samples (spatial mode only)
+    teacher_compile: bool = False  # torch.compile the teacher's forward (radio/models/teacher_speed.py)
+    teacher_fp8: bool = False  # its block Linears in float8 (radio/models/teacher_speed.py)
     uses_summary: bool = field(init=False)
     uses_spatial: bool = field(init=False)
 
@@ -171,6 +173,8 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 upsampler_checkpoint=t.upsampler_checkpoint,
                 do_upsample=bool(t.do_upsample),
                 mosaic=int(t.mosaic),
+                teacher_compile=bool(pick("teacher_compile")),
+                teacher_fp8=bool(pick("teacher_fp8")),
             )
         )
     _check_slots(resolved, cfg)

@@ -1,5 +1,5 @@
 """Views: per-step resolutions (seeded, patch-aligned, same everywhere), on-device resize + normalisation;
-crops: one region per sample, reduced-size JPEG decoding for large images."""
+crops: one region per sample, reduced-size JPEG decoding for large images (libjpeg-turbo, or PIL for the rest)."""
 
 import io
 import random
@@ -7,10 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL.JpegImagePlugin import JpegImageFile
 
+from radio.data import crops
 from radio.data.crops import CropSettings, decode_crop, random_crop_box
 from radio.data.synthetic import jpeg_bytes, synthetic_image
 from radio.data.views import ViewPlan, ViewSpec, align_to_patch, make_view
@@ -73,6 +75,30 @@ def test_crop_box_respects_scale_and_ratio():
 
 def test_large_jpegs_are_decoded_at_reduced_size(monkeypatch):
     data = jpeg_bytes(synthetic_image(np.random.default_rng(0), 1600, 1200))
+    decoded = []
+    original = simplejpeg.decode_jpeg
+
+    def spy(*args, **kwargs):
+        pixels = original(*args, **kwargs)
+        decoded.append(pixels.shape)
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    settings = CropSettings(scale=(0.9, 1.0), hflip_probability=0.0)
+    reduced = decode_crop(data, random.Random(1), 128, settings)
+    assert decoded and max(decoded[0][:2]) <= 1600 / 4
+    # Same crop decoded at full size: the reduced decode is a close approximation.
+    monkeypatch.setattr(crops, "_jpeg_reduction", lambda *args: 1)
+    full = decode_crop(data, random.Random(1), 128, settings)
+    assert decoded[1][:2] == (1200, 1600)
+    assert reduced.shape == full.shape == (128, 128, 3)
+    assert np.abs(reduced.astype(float) - full.astype(float)).mean() < 6.0
+
+
+def test_pil_decodes_large_jpegs_at_reduced_size_too(monkeypatch):
+    """JPEGs libjpeg-turbo does not take (here: CMYK) still get PIL's reduced-size decode."""
+    buffer = io.BytesIO()
+    synthetic_image(np.random.default_rng(0), 1600, 1200).convert("CMYK").save(buffer, format="JPEG")
     requested = []
     original = JpegImageFile.draft
 
@@ -81,14 +107,8 @@ def test_large_jpegs_are_decoded_at_reduced_size(monkeypatch):
         return original(self, mode, size)
 
     monkeypatch.setattr(JpegImageFile, "draft", spy)
-    settings = CropSettings(scale=(0.9, 1.0), hflip_probability=0.0)
-    reduced = decode_crop(data, random.Random(1), 128, settings)
-    assert requested and max(requested[0]) < 1600 / 2
-    # Same crop decoded at full size: the reduced decode is a close approximation.
-    monkeypatch.setattr(JpegImageFile, "draft", lambda self, mode, size: None)
-    full = decode_crop(data, random.Random(1), 128, settings)
-    assert reduced.shape == full.shape == (128, 128, 3)
-    assert np.abs(reduced.astype(float) - full.astype(float)).mean() < 6.0
+    crop = decode_crop(buffer.getvalue(), random.Random(1), 128, CropSettings(scale=(0.9, 1.0)))
+    assert requested and max(requested[0]) <= 1600 / 4 and crop.shape == (128, 128, 3)
 
 
 def test_crop_is_deterministic_and_flip_mirrors_it():

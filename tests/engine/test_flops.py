@@ -49,7 +49,7 @@ def test_window_reports_model_tflops_and_mfu_against_the_peak():
 
     window = MetricsWindow(["a"], torch.device("cpu"), peak_tflops=100.0)
     batch = SimpleNamespace(keys=["k"] * 4, sources=torch.zeros(4, dtype=torch.int64))
-    result = MicroBatchLoss(torch.tensor(1.0), {}, [], {})
+    result = MicroBatchLoss(torch.tensor(1.0), {}, torch.zeros(0, dtype=torch.bool), {})
     window.add(batch, result, flops=3e12)
     values = window.flush(SimpleNamespace(num_processes=1), {})
     assert values["mfu"] == pytest.approx(values["tflops_per_s"] / 100.0)

@@ -13,25 +13,43 @@ def test_total_is_lambda_weighted_mean_over_configured_teachers():
     losses = {"dino": torch.tensor(2.0), "siglip": torch.tensor(0.5), "sam": torch.tensor(4.0)}
     lambdas = {"dino": 1.0, "siglip": 0.5, "sam": 0.25}
     total, skipped = aggregate_teacher_losses(losses, lambdas)
-    assert skipped == []
+    assert skipped.tolist() == [False, False, False]
     assert total.item() == pytest.approx((1.0 * 2.0 + 0.5 * 0.5 + 0.25 * 4.0) / 3)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_terms_are_skipped_and_n_stays_the_teacher_count(bad):
     a = torch.tensor(3.0, requires_grad=True)
-    b = torch.tensor(1.0, requires_grad=True)
-    losses = {"a": a * 1.0, "b": b * bad}
+    losses = {"a": a * 1.0, "b": torch.tensor(bad)}
     total, skipped = aggregate_teacher_losses(losses, {"a": 2.0, "b": 1.0})
-    assert skipped == ["b"]
+    assert skipped.tolist() == [False, True]
     assert total.item() == pytest.approx(2.0 * 3.0 / 2)
     total.backward()
-    assert a.grad.item() == pytest.approx(1.0) and b.grad is None
+    assert a.grad.item() == pytest.approx(1.0)
+
+
+def test_an_invalid_term_gets_exactly_zero_gradient():
+    a, b = torch.tensor(3.0, requires_grad=True), torch.tensor(5.0, requires_grad=True)
+    total, skipped = aggregate_teacher_losses(
+        {"a": a * 1.0, "b": b * 2.0}, {"a": 1.0, "b": 1.0}, valid={"b": torch.tensor(False)}
+    )
+    assert skipped.tolist() == [False, True] and total.item() == pytest.approx(1.5)
+    total.backward()
+    assert a.grad.item() == pytest.approx(0.5) and b.grad.item() == 0.0
+
+
+def test_when_no_term_counts_the_gradients_are_nan_so_the_step_is_skipped():
+    a, b = torch.tensor(3.0, requires_grad=True), torch.tensor(5.0, requires_grad=True)
+    no = torch.tensor(False)
+    total, skipped = aggregate_teacher_losses({"a": a * 1.0, "b": b * 1.0}, {"a": 1.0, "b": 1.0}, {"a": no, "b": no})
+    assert skipped.tolist() == [True, True] and math.isnan(total.item())
+    total.backward()
+    assert math.isnan(a.grad.item()) and math.isnan(b.grad.item())
 
 
 def test_every_term_non_finite_gives_a_nan_total():
     total, skipped = aggregate_teacher_losses({"a": torch.tensor(float("nan"))}, {"a": 1.0})
-    assert skipped == ["a"] and math.isnan(total.item())
+    assert skipped.tolist() == [True] and math.isnan(total.item())
 
 
 def test_missing_lambda_is_an_error():
