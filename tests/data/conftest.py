@@ -1,8 +1,24 @@
 """Fixtures for the data-pipeline tests."""
 
 import pytest
+import simplejpeg
 
 from radio.data.synthetic import write_synthetic_shards
+
+
+@pytest.fixture
+def turbo_calls(monkeypatch):
+    """Shapes of the arrays libjpeg-turbo decoded, in call order."""
+    shapes = []
+    original = simplejpeg.decode_jpeg
+
+    def spy(*args, **kwargs):
+        pixels = original(*args, **kwargs)
+        shapes.append(pixels.shape)
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    return shapes
 
 
 @pytest.fixture(scope="session")

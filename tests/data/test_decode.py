@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-import simplejpeg
 import torch
 from PIL import Image
 
@@ -40,21 +39,6 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def turbo_calls(monkeypatch):
-    """Shapes of the arrays libjpeg-turbo decoded, in call order."""
-    shapes = []
-    original = simplejpeg.decode_jpeg
-
-    def spy(*args, **kwargs):
-        pixels = original(*args, **kwargs)
-        shapes.append(pixels.shape)
-        return pixels
-
-    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
-    return shapes
 
 
 @pytest.mark.parametrize("width, height, out_size", [(500, 375, 224), (1600, 1200, 224), (200, 150, 64)])

@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL.JpegImagePlugin import JpegImageFile
@@ -73,17 +72,9 @@ def test_crop_box_respects_scale_and_ratio():
         assert 3 / 4 - 1e-6 <= width / height <= 4 / 3 + 1e-6
 
 
-def test_large_jpegs_are_decoded_at_reduced_size(monkeypatch):
+def test_large_jpegs_are_decoded_at_reduced_size(monkeypatch, turbo_calls):
     data = jpeg_bytes(synthetic_image(np.random.default_rng(0), 1600, 1200))
-    decoded = []
-    original = simplejpeg.decode_jpeg
-
-    def spy(*args, **kwargs):
-        pixels = original(*args, **kwargs)
-        decoded.append(pixels.shape)
-        return pixels
-
-    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    decoded = turbo_calls
     settings = CropSettings(scale=(0.9, 1.0), hflip_probability=0.0)
     reduced = decode_crop(data, random.Random(1), 128, settings)
     assert decoded and max(decoded[0][:2]) <= 1600 / 4

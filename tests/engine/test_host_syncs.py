@@ -2,7 +2,8 @@
 never per micro-batch: every way Python can read a tensor's value is counted during a training step.
 
 torch's own optimizers read their step counters (``_get_value``), which live on the host even under CUDA
-(``capturable=False``): those reads are not device synchronisations and are not counted.
+(``capturable=False``): those reads are not device synchronisations and are not counted. The crops are decoded
+in a DataLoader worker, as in any real run (host work on host tensors, in another process).
 """
 
 import os
@@ -47,6 +48,7 @@ def test_a_step_reads_the_device_once(demo_assets, tmp_path, monkeypatch, accum)
         f"train.grad_accumulation_steps={accum}",
         "train.log_every_n_steps=100",
         "distill.phi_s.refresh_every_n_steps=100",
+        "dataset.workers=1",
     )
     cfg = load_run_config(
         os.path.join(REPO, "specs", "quickstart.yaml"), tiny_run_overrides(demo_assets, str(tmp_path / "r"), *extra)
