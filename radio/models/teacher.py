@@ -161,6 +161,7 @@ class FrozenTeacher(nn.Module):
             self.summary_dim = info.summary_dim
         self.summary_proj = info.summary_proj and not num_classes
         self.has_summary = info.has_summary
+        self.compiled = compiled
         self._featurize = compile_featurizer(self._features) if compiled else self._features
 
     def train(self, mode: bool = True) -> "FrozenTeacher":

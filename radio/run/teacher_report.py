@@ -24,6 +24,8 @@ def teacher_load_records(teachers: Dict[str, FrozenTeacher]) -> List[dict]:
                 "ignored": dict(report.dropped) if report else {},
                 "notes": list(report.notes) if report else [],
                 "dtype": str(teacher.dtype).removeprefix("torch."),
+                "compiled": teacher.compiled,
+                "fp8_layers": len(teacher.fp8_layers),
                 "load_seconds": round(teacher.load_seconds, 3),
                 "upsampler": _upsampler_record(teacher),
             }
@@ -61,6 +63,10 @@ def teacher_load_lines(teachers: Dict[str, FrozenTeacher]) -> List[str]:
             continue
         ignored = f", {len(record['ignored'])} file keys ignored" if record["ignored"] else ""
         notes = "".join(f"; {n}" for n in record["notes"])
+        if record["compiled"]:
+            notes += "; compiled (torch.compile, one graph per input shape)"
+        if record["fp8_layers"]:
+            notes += f"; {record['fp8_layers']} Linear layers in float8"
         lines.append(
             f"teacher {record['name']} ({record['type']}): {record['tensors']} tensors from {record['file']} "
             f"(layout {record['layout']}{ignored}), {record['dtype']}, {record['load_seconds']:.2f} s{notes}"

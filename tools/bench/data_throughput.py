@@ -79,7 +79,7 @@ def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
     cfg = DatasetConfig(
         batch_size=BATCH,
         workers=workers,
-        train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root)]),
+        train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root, samples_per_file=64)]),
     )
     plan = ViewPlan(ViewSpec("student", size, 16), [], seed=0)
     loader = TrainLoader(cfg, plan, seed=0, rank=0, world_size=1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/benchmarks.md in one device call (meant for one H100/H200, ~10 minutes).
-# Here first: bash tools/bench/gpu_wheels.sh (wheels for what the GPU image lacks). Then, as
-# the device command, from the repository root with .whl carried: bash tools/bench/gpu_session.sh
+# Here first: bash tools/bench/gpu_wheels.sh (wheels for what the GPU image lacks, into .whl/). Then on the GPU
+# machine, from the repository root, with .whl/ copied along with the tree: bash tools/bench/gpu_session.sh
 # Each measurement writes its table and JSON line to $OUT/<name>.txt (or ./bench_out without $OUT).
 set -uo pipefail
 out=${OUT:-bench_out}

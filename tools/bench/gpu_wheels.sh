@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Wheels the benchmarks need beyond torch, timm and accelerate, for a bare GPU machine with Python 3.12
-# (docs/benchmarks.md, "Step throughput"). Run here, from the repository root; it fills .whl/ (git-ignored
-# through .git/info/exclude). There: pip install --no-index --no-deps --target /tmp/site .whl/*.whl and
-# export PYTHONPATH=/tmp/site:$PWD.
+# Wheels the benchmarks need on a GPU machine whose image has Python 3.12 (x86-64) with torch, timm,
+# accelerate, numpy, pillow, safetensors, matplotlib, tensorboard, tqdm and rich but not the packages below,
+# as the project's H100/H200 image (docs/benchmarks.md, "Step throughput"). For another Python, change
+# --python-version. Run here, from the repository root; it fills .whl/ (git-ignored), which must travel to the
+# GPU machine with the working tree. There: tools/bench/gpu_session.sh installs them into /tmp/site.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

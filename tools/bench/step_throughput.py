@@ -24,8 +24,8 @@ Presets:
     python tools/bench/step_throughput.py --preset seed --workers 8
     ... key=value                     # any spec override, e.g. distill.teacher.0.input_size=224
 
-On a GPU machine with only torch, timm and accelerate, install the rest from wheels first
-(docs/benchmarks.md, "Step throughput": the exact command).
+On a GPU machine, ``tools/bench/gpu_session.sh`` runs it with the wheels ``tools/bench/gpu_wheels.sh`` fetched for
+what the GPU image lacks (omegaconf, webdataset, simplejpeg, torchao).
 """
 
 import argparse
@@ -199,14 +199,18 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--preset", choices=("tiny", "seed"), default="tiny")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: tiny 60, seed 40)")
     parser.add_argument("--warmup", type=int, default=None, help="steps before timing starts (default 10)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: tiny 1, seed 8)")
-    parser.add_argument("--phase-steps", type=int, default=None, help="steps of the phase-timed runs")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="untimed-phase runs per variant, best kept (default: tiny 3, seed 1)"
+        "--phase-steps", type=int, default=None, help="steps of the phase-timed runs (default: --steps)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="measured runs per variant, the best kept (default: tiny 3, seed 1)"
     )
     parser.add_argument("--no-pipeline", action="store_true", help="skip variant (a) (quicker switch comparisons)")
     parser.add_argument("--no-phases", action="store_true", help="skip the phase-timed runs")
@@ -217,6 +221,8 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else 10
     workers = args.workers if args.workers is not None else (1 if tiny else 8)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not tiny and device.type != "cuda":
+        print("note: --preset seed builds two ViT-H teachers and is meant for a GPU; on a CPU it takes hours.")
     with tempfile.TemporaryDirectory() as work:
         spec, overrides = (tiny_config if tiny else seed_config)(work, workers, list(args.overrides))
         variants = ("bare", "engine") if args.no_pipeline else ("bare", "engine", "pipeline")
@@ -247,7 +253,7 @@ def main() -> None:
     mfu = {k: (v * flops / 1e12 / peak if peak else None) for k, v in img_s.items()}
     print(
         f"preset {args.preset} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
-        f"{flops / 1e12:.3f} TFLOP per image, {args.steps - args.warmup} timed steps per variant"
+        f"{flops / 1e9:.3g} GFLOP per image, {args.steps - args.warmup} timed steps per variant"
     )
     print("| variant | img/s | MFU | ratio to bare |")
     print("|---|---|---|---|")
@@ -259,7 +265,8 @@ def main() -> None:
         print("\n| phase (ms per step, synchronised) | " + " | ".join(variants) + " |")
         print("|---|" + "---|" * len(variants))
         for name in names:
-            print(f"| {name} | " + " | ".join(f"{phases_ms[v].get(name, 0.0):.2f}" for v in variants) + " |")
+            cells = [f"{phases_ms[v][name]:.2f}" if name in phases_ms[v] else "—" for v in variants]
+            print(f"| {name} | " + " | ".join(cells) + " |")
         print("| total | " + " | ".join(f"{sum(phases_ms[v].values()):.2f}" for v in variants) + " |")
     summary = {
         "preset": args.preset,
