@@ -43,7 +43,8 @@ class Batch:
     sample; ``sources``: int64 [B] index into ``TrainLoader.source_names``; ``labels``: int64 [B] (-1: none);
     ``sizes``: ``plan.sizes_for_step(step)``; ``counters``: cumulative counters of this rank's readers
     (``read/samples``, ``dropped/<reason>``, ``skipped/<reason>``, ``error/<reason>``, ``format/<warning>``);
-    sum them over ranks for run totals.
+    sum them over ranks for run totals. ``position``: the loader's state right after this batch, the one to
+    checkpoint once it is trained on (a consumer may have read further ahead: ``data/prefetch.py``).
     """
 
     images: torch.Tensor
@@ -53,6 +54,7 @@ class Batch:
     step: int
     sizes: Dict[str, int]
     counters: Dict[str, int]
+    position: Optional[dict] = None
 
 
 @dataclass
@@ -418,6 +420,7 @@ class TrainLoader:
             step,
             self.plan.sizes_for_step(step),
             dict(counters),
+            _copy_state(state),
         )
 
 

@@ -3,8 +3,9 @@
 The loader's batches live in host memory. Copied at the start of each step, the step waits for the copy
 (tens of MB at high resolution) before any kernel runs. ``DevicePrefetcher`` instead pins batch k+1's crops
 and starts their copy on a side CUDA stream as soon as batch k is handed out, so the copy overlaps step k's
-compute; the compute stream waits for the copy only when batch k+1 is used. Off CUDA it passes batches
-through unchanged.
+compute; the compute stream waits for the copy only when batch k+1 is used. Off CUDA it reads one batch ahead
+all the same, without copying (the engine uses it on CUDA only; tests use it to check that reading ahead does
+not move what a checkpoint saves: ``Batch.position``).
 """
 
 import dataclasses
@@ -32,19 +33,20 @@ class DevicePrefetcher:
             batch = next(self.batches)
         except StopIteration:
             return None
+        if self.stream is None:
+            return batch
         with torch.cuda.stream(self.stream):
             images = batch.images if batch.images.is_pinned() else batch.images.pin_memory()
             on_device = images.to(self.device, non_blocking=True)
         return dataclasses.replace(batch, images=on_device)
 
     def __next__(self) -> Batch:
-        if self.stream is None:
-            return next(self.batches)
         batch = self._next if self._next is not None else self._start_copy()
         if batch is None:
             raise StopIteration
-        current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.stream)  # the copy is done before the step's first kernel reads it
-        batch.images.record_stream(current)  # its memory is not reused while the step still reads it
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)  # the copy is done before the step's first kernel reads it
+            batch.images.record_stream(current)  # its memory is not reused while the step still reads it
         self._next = self._start_copy()
         return batch

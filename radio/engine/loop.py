@@ -125,7 +125,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     loader_batches = iter(parts.loader)
     data = instrument.batches(loader_batches) if instrument.batches else loader_batches
-    if cfg.dataset.device_prefetch:
+    if cfg.dataset.device_prefetch and accelerator.device.type == "cuda":
         data = DevicePrefetcher(data, accelerator.device)
     try:
         if stop.agreed(accelerator, results_dir):  # asked during start-up
@@ -229,6 +229,7 @@ class _Trainer:
         Returns the step's outcome and the learning rate it used."""
         counters = self.state.counters
         outcome = self.train_step(data, counters.step, self.window)
+        self.state.position = outcome.last_batch.position
         lr = self.scheduler.get_last_lr()[0]
         advance_schedule(self.scheduler)
         counters.count_step(applied=outcome.grad_norm is not None)

@@ -52,6 +52,9 @@ class RunState:
         self.loss_state = loss_state
         self.scheduler = scheduler
         self.loader = loader
+        # The loader's state after the last batch trained on (Batch.position); None: the loader's own state
+        # (nothing trained since it was built or resumed). A prefetcher reads ahead, so this is what to save.
+        self.position: Optional[dict] = None
         self.window = window  # the logging window in progress (engine/metrics.MetricsWindow)
         self.rank = rank
         self.world_size = world_size
@@ -69,7 +72,7 @@ class RunState:
         def write(folder: str) -> List[str]:
             written = [os.path.join(folder, name) for name in rank_files(self.rank)]
             torch.save(ckpt.rng_state(), written[0])
-            ckpt.write_json(written[1], self.loader.state_dict())
+            ckpt.write_json(written[1], self.position if self.position is not None else self.loader.state_dict())
             ckpt.write_json(written[2], self.window.state_dict())
             # Statistics are merged at the normaliser's own refreshes only: merging them here would change
             # the float64 summation order, and a run checkpointed off-schedule (a stop) would drift.

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from radio.engine.loop import run
+from radio.data.prefetch import DevicePrefetcher
+from radio.engine.loop import Instrumentation, run
 from radio.errors import CheckpointError, RadioError
 from radio.run.spec import load_run_config
 from tests.conftest import REPO, tiny_run_overrides
@@ -22,8 +23,11 @@ def rows(results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 1])
-def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers):
+@pytest.mark.parametrize("workers, read_ahead", [(0, False), (1, False), (1, True)])
+def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers, read_ahead):
+    """``read_ahead``: batches come through the GPU prefetcher's read-ahead (on CPU: no copy), so the loader
+    is one batch further than training when a checkpoint is written."""
+    instrument = Instrumentation(batches=lambda b: DevicePrefetcher(b, torch.device("cpu")) if read_ahead else b)
     extra = (
         "train.max_steps=6",
         "train.keep_checkpoints=3",
@@ -36,10 +40,10 @@ def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers
     # The reference checkpoints only at its end: a checkpoint must not change what a run computes (the
     # interrupted run below has one more, as a stop or a checkpoint interval would give it).
     full = str(tmp_path / "full")
-    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, full, *extra)))
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, full, *extra)), instrument=instrument)
     extra = (*extra, "train.checkpoint_interval_steps=3")
     source = str(tmp_path / "source")
-    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, source, *extra)))
+    run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, source, *extra)), instrument=instrument)
 
     # That run "killed" right after its step-3 checkpoint: later state and metrics never written.
     cut = str(tmp_path / "cut")
@@ -48,7 +52,7 @@ def test_resume_from_checkpoint_continues_exactly(demo_assets, tmp_path, workers
     shutil.rmtree(os.path.join(cut, "checkpoints", "step_0000006"))
     os.remove(os.path.join(cut, "student_final.safetensors"))
 
-    result = run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, cut, *extra)))
+    result = run(load_run_config(QUICKSTART_SPEC, tiny_run_overrides(demo_assets, cut, *extra)), instrument=instrument)
     assert result.resumed_from.endswith("step_0000003")
 
     a, b = rows(full), rows(cut)
