@@ -122,6 +122,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume_training_checkpoint_path: Optional[str] = None  # default: newest complete one in results_dir
     compile: bool = False
+    torch_threads: Optional[int] = None  # intra-op threads per process; None: cores / (processes x (workers + 1))
     log_every_n_steps: int = 10
     max_consecutive_nonfinite: int = 10  # this many non-finite losses in a row stop the run
     optim: OptimConfig = field(default_factory=OptimConfig)

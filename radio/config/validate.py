@@ -132,6 +132,7 @@ def validate_config(cfg) -> None:
     _positive("train.clip_grad_norm", train.clip_grad_norm, allow_zero=True, optional=True)
     _positive("train.checkpoint_interval", train.checkpoint_interval, allow_zero=True, optional=True)
     _positive("train.checkpoint_interval_steps", train.checkpoint_interval_steps, optional=True)
+    _positive("train.torch_threads", train.torch_threads, allow_zero=True, optional=True)
     _positive("train.keep_checkpoints", train.keep_checkpoints)
     _positive("train.log_every_n_steps", train.log_every_n_steps)
     _positive("train.max_consecutive_nonfinite", train.max_consecutive_nonfinite)

@@ -1,5 +1,6 @@
 """The training loop: build from the resolved config, resume if a checkpoint exists, then step."""
 
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, List, Optional
@@ -21,6 +22,7 @@ from radio.engine.run_state import RunState, resume
 from radio.engine.step import TrainStep
 from radio.engine.stop import StopRequest
 from radio.engine.targets import SpatialTargets
+from radio.engine.threads import available_cores, torch_threads
 from radio.errors import RadioError, on_every_rank
 from radio.phases import NO_PHASES
 from radio.run.build import Components, build_components
@@ -254,6 +256,17 @@ def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
     train = cfg.train
     for note in resolution_notes(cfg, teachers_cfg):
         accelerator.print(note)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    threads, contention = torch_threads(
+        train.torch_threads,
+        cores=available_cores(),
+        processes=local_processes,
+        workers=cfg.dataset.workers,
+        environment=os.environ.get("OMP_NUM_THREADS"),
+    )
+    torch.set_num_threads(threads)
+    if contention:
+        accelerator.print(contention)
     if accelerator.is_main_process and stop.clear_stale_stop_file(cfg.results_dir):
         print(f"note: removed {cfg.results_dir}/{STOP_FILE}, left from before this run started.")
     if accelerator.num_processes != train.num_gpus * train.num_nodes:

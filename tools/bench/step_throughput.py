@@ -5,7 +5,8 @@ Variants, all on the same spec, models (random weights) and batch size:
 - (a) ``pipeline``: the real loop (``radio.engine.loop.run``) on real tar shards of JPEGs;
 - (b) ``engine``: the real loop on batches decoded once and replayed from memory (no decode);
 - (c) ``bare``: the same model work on synthetic uint8 crops: every teacher's view and forward, the
-  student's view, forward + backward through the heads, one AdamW step — no normalisers, metrics, checks.
+  student's view, forward + backward through the heads, gradient clipping when the spec clips, one AdamW
+  step — no normalisers, metrics, checks.
 
 Prints img/s and MFU per variant, the ratios (b)/(c) (what the engine costs beyond the model work) and (a)/(c)
 (what the data pipeline adds), and a per-phase table (ms per optimizer step) from separate short runs of (a)
@@ -162,6 +163,7 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, device=device)
     student = parts.plan.student
     bf16 = cfg.train.precision == "bf16"
+    clip = cfg.train.clip_grad_norm
     phases = PhaseTimes(device) if timed else NO_PHASES
 
     def step() -> None:
@@ -179,6 +181,8 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
                         loss = loss + F.mse_loss(pred, target)
             loss.backward()
         with phases.phase("optimizer"):
+            if clip:  # clipping is optimizer work the spec asks for (train.clip_grad_norm, on by default)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
