@@ -88,6 +88,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
     results_dir, train, is_main = cfg.results_dir, cfg.train, accelerator.is_main_process
     phase = instrument.phases.phase
     _start_up_notes(cfg, teachers_cfg, accelerator, stop)
+    _set_torch_threads(cfg, accelerator)
     parts = build_components(
         cfg,
         teachers_cfg,
@@ -252,21 +253,24 @@ class _Trainer:
         return values
 
 
-def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
-    train = cfg.train
-    for note in resolution_notes(cfg, teachers_cfg):
-        accelerator.print(note)
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+def _set_torch_threads(cfg, accelerator) -> None:
+    """Intra-op threads for this process (``engine/threads.py``), said when the node is oversubscribed."""
     threads, contention = torch_threads(
-        train.torch_threads,
+        cfg.train.torch_threads,
         cores=available_cores(),
-        processes=local_processes,
+        processes=int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)),
         workers=cfg.dataset.workers,
         environment=os.environ.get("OMP_NUM_THREADS"),
     )
     torch.set_num_threads(threads)
     if contention:
         accelerator.print(contention)
+
+
+def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
+    train = cfg.train
+    for note in resolution_notes(cfg, teachers_cfg):
+        accelerator.print(note)
     if accelerator.is_main_process and stop.clear_stale_stop_file(cfg.results_dir):
         print(f"note: removed {cfg.results_dir}/{STOP_FILE}, left from before this run started.")
     if accelerator.num_processes != train.num_gpus * train.num_nodes:

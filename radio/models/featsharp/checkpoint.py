@@ -8,6 +8,7 @@ JSON metadata is accepted too. Spectral reparametrisation (``<linear>.parametriz
 into plain weights exactly as FeatSharp's loader does (one power iteration from the stored u, v).
 """
 
+import functools
 import json
 import os
 import pickle
@@ -246,7 +247,15 @@ def _check_teacher(groups: Dict[str, StateDict], path: str, embed_dim: int, grid
 def check_featsharp_file(path: str, *, embed_dim: int, patch_size: int, input_size: int, do_upsample: bool) -> int:
     """The checks a run makes before building anything: the file reads, its ``upsample_args`` name a supported
     variant, and it was trained for this teacher's width and grid. Returns the upsample factor (1 without
-    ``do_upsample``); ``CheckpointError`` otherwise."""
+    ``do_upsample``); ``CheckpointError`` otherwise. The spec check and the view plan both ask, so the answer
+    is kept per file version (path, size, mtime): the file is read once."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    version = (stat.st_size, stat.st_mtime_ns) if stat else None
+    return _checked_factor(path, version, embed_dim, patch_size, input_size, do_upsample)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_factor(path: str, version, embed_dim: int, patch_size: int, input_size: int, do_upsample: bool) -> int:
     model_state, upsample_args, _ = read_featsharp_file(path)
     spec = parse_upsample_args(upsample_args, path, do_upsample)
     _check_teacher(
