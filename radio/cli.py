@@ -11,6 +11,7 @@ import sys
 import time
 from typing import List, Optional
 
+from radio.arguments import IntermixedArgumentParser
 from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
 from radio.errors import RadioError, user_error_message
 
@@ -116,10 +117,17 @@ def _add_quickstart(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart",
         help="make demo shards + demo teachers and run a tiny CPU distillation",
-        description="Writes demo data and random-init demo teachers under --out (if absent) and runs "
-        "specs/quickstart.yaml.",
+        description="Writes demo data (shards and a labelled split for radio eval) and random-init demo "
+        "teachers under --out (if absent) and runs specs/quickstart.yaml. A re-run resumes an unfinished run; a "
+        "finished one is left as it is.",
     )
     p.add_argument("--out", default="quickstart_out", help="folder for demo data, demo weights and results")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the previous results (OUT/results, or the results_dir override) and start over; the demo "
+        "data and weights are kept",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides of quickstart spec fields")
     p.set_defaults(func=_quickstart)
 
@@ -127,7 +135,7 @@ def _add_quickstart(subparsers) -> None:
 def _quickstart(args) -> int:
     from radio.quickstart import run_quickstart
 
-    run_quickstart(args.out, args.overrides)
+    run_quickstart(args.out, args.overrides, fresh=args.fresh)
     return 0
 
 
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from radio.export.commands import add_commands as add_export_commands
     from radio.models.commands import add_commands as add_model_commands
 
-    parser = argparse.ArgumentParser(prog="radio", description="RADIO-style multi-teacher knowledge distillation.")
+    parser = IntermixedArgumentParser(prog="radio", description="RADIO-style multi-teacher knowledge distillation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_distill(subparsers)
     _add_quickstart(subparsers)

@@ -3,7 +3,6 @@
 The same code path as ``radio distill``: parse, validate, run the loop on this rank.
 """
 
-import argparse
 import os
 import sys
 
@@ -12,14 +11,20 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+def build_parser():
+    from radio.arguments import IntermixedArgumentParser
+
+    parser = IntermixedArgumentParser(
         description="radio distillation (one rank; start with accelerate launch). Exit status: 0 finished, "
         "2 a problem the message names, 75 stopped with a checkpoint (run the same command to resume)."
     )
     parser.add_argument("--spec", "-e", required=True, help="spec YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     # Before the heavy imports: a stop request during start-up is kept, not fatal.
     from radio.engine.stop import EXIT_STOPPED, EXIT_USER_ERROR, StopRequest
 

@@ -190,6 +190,7 @@ class PhiSConfig:
 
 @dataclass
 class DistillConfig:
+    # Empty with dataset.num_classes > 0: label-only training (the student's classifier on labels alone).
     teacher: List[TeacherConfig] = field(default_factory=list)
     loss_type: Optional[str] = None  # KL CE L1 L2 MSE FD CS BALANCED; None: the mode's default
     loss_lambda: float = 1.0
@@ -208,6 +209,8 @@ class DistillConfig:
     # Teacher-side switches (docs/benchmarks.md, "Teacher-side switches"); each teacher may override them.
     teacher_compile: bool = False  # torch.compile each teacher's forward, one graph per input shape
     teacher_fp8: bool = False  # the teachers' block Linears in float8 (torchao; GPUs with compute capability >= 8.9)
+    # What every teacher is loaded and run in: bf16 | fp32; None: bf16 on GPUs, train.precision on CPU.
+    teacher_precision: Optional[str] = None
 
 
 @dataclass
@@ -215,7 +218,8 @@ class WandbConfig:
     enable: bool = False
     project: str = "radio"
     entity: Optional[str] = None
-    name: Optional[str] = None
+    name: Optional[str] = None  # None: the results_dir's folder name
+    group: Optional[str] = None  # None: the folder holding results_dir
     mode: str = "online"  # online | offline
     tags: List[str] = field(default_factory=list)
 

@@ -148,9 +148,11 @@ def validate_config(cfg) -> None:
     _positive("train.optim.momentum", optim.momentum, allow_zero=True)
     _validate_policy_params(optim.policy, optim.policy_params)
 
-    if not distill.teacher:
+    if not distill.teacher and ds.num_classes <= 0:
         raise SpecError(
-            "distill.teacher is empty; list at least one teacher (model.backbone.type + pretrained_teacher_model_path)."
+            "distill.teacher is empty and dataset.num_classes is 0, so the run has nothing to learn from: list at "
+            "least one teacher (model.backbone.type + pretrained_teacher_model_path), or set dataset.num_classes "
+            "to the number of classes for label-only training (the student's classifier on the labels alone)."
         )
     _probability("distill.vitdet.prob", distill.vitdet.prob)
     for i, w in enumerate(distill.vitdet.window_sizes):

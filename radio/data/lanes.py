@@ -6,26 +6,24 @@ DataLoader workers decides which process hosts a lane, never which sample lands 
 position (pass, unit, byte offset, sample index) is a handful of integers, and resuming seeks straight to it.
 """
 
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Iterator, List, Optional, Tuple, TypeVar
 
 from radio.data.crops import SampleDropped
 from radio.data.dedup import WeightedAcceptance, dedup_key
+from radio.data.notices import SAMPLES_PER_FILE_MISMATCH, DataNotices
 from radio.data.shard_records import REST_OF_SHARD, SAMPLE, ShardProblem, ShardReader
 from radio.data.sources import Source, reader_units
 from radio.errors import DataError
 
-LOG = logging.getLogger("radio.data")
 MAX_LANES_PER_RANK = 48  # divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24 workers: every worker hosts as many lanes
 MIN_SAMPLES_PER_READER = 2  # per pass; fewer lanes for sources too small for that
 MAX_UNUSABLE_IN_A_ROW = 2000  # a lane that reads this many unusable samples in a row: the source is unusable
 MAX_EMPTY_PASSES_IN_A_ROW = 1000  # passes whose units held no sample at all (tiny or empty sources)
 MIN_READS_FOR_ERROR_RATE = 100
-MAX_LOGGED_PER_REASON = 20
 T = TypeVar("T")
 
 
@@ -53,28 +51,22 @@ class RawSample:
 
 @dataclass
 class ReaderContext:
-    """What all lanes of one process share: counters, the bad-data log, and the error-rate check (each
-    DataLoader worker checks the samples it read itself, so no process waits on another)."""
+    """What all lanes of one process share: counters, the notices of bad data (said by the main process,
+    ``notices.py``), and the error-rate check (each DataLoader worker checks the samples it read itself, so
+    no process waits on another)."""
 
     max_error_rate: float = 0.05
     counters: Counter = field(default_factory=Counter)
     reads: Counter = field(default_factory=Counter)  # per source name: samples read
     errors: Counter = field(default_factory=Counter)  # per source name: samples lost to bad data
-    logged: Set[Tuple[str, str, str]] = field(default_factory=set)
-    logged_per_reason: Counter = field(default_factory=Counter)
+    notices: DataNotices = field(default_factory=DataNotices)
 
-    def report(self, reason: str, path: str, key: str, detail: str = "") -> None:
-        """Count ``reason``. Bad data (``error/``, ``format/``) is also logged, once per (file, key, reason)
-        and at most ``MAX_LOGGED_PER_REASON`` times per reason; filter drops are only counted."""
+    def report(self, reason: str, source: str, unit: str, example: str, *, first_pass: bool) -> None:
+        """Count ``reason``. Bad data (``error/``, ``format/``) met in the first pass over the data is also
+        noted for ``source`` (``unit``: what it concerns; ``example``: where); filter drops are only counted."""
         self.counters[reason] += 1
-        if reason.startswith(("dropped/", "skipped/")) or (path, key, reason) in self.logged:
-            return
-        self.logged.add((path, key, reason))
-        self.logged_per_reason[reason] += 1
-        if self.logged_per_reason[reason] <= MAX_LOGGED_PER_REASON:
-            LOG.warning("%s: %s%s%s", reason, path, f" sample {key!r}" if key else "", f" ({detail})" if detail else "")
-        if self.logged_per_reason[reason] == MAX_LOGGED_PER_REASON:
-            LOG.warning("%s: further occurrences are counted but not logged", reason)
+        if first_pass and not reason.startswith(("dropped/", "skipped/")):
+            self.notices.note(source, reason, unit, example)
 
     def record_error(self, source: str, whole_file: bool = False) -> None:
         """One sample (or, ``whole_file``, the unreadable rest of a file) lost to bad data."""
@@ -156,7 +148,7 @@ class LaneReader:
             try:
                 result = process(raw.image)
             except SampleDropped as dropped:
-                self.context.report(dropped.reason, raw.path, raw.sample, str(dropped))
+                self._report(dropped.reason, raw.path, raw.sample, str(dropped))
                 if dropped.reason.startswith("error/"):
                     self.context.record_error(self.source.name)
                 self._unusable()
@@ -211,7 +203,7 @@ class LaneReader:
             with open(path, "rb") as stream:
                 data = stream.read()
         except OSError as error:
-            self.context.report("error/unreadable_file", path, "", str(error))
+            self._report("error/unreadable_file", path, "", str(error))
             self.context.record_error(self.source.name)
             return
         yield RawSample(relative, path, "", data, None, self.source.labels[file_index], identity)
@@ -236,7 +228,7 @@ class LaneReader:
             identity = (self.source_index, relative, record.key, position.pass_index)
             image = record.read_image()
             yield RawSample(f"{relative}:{record.key}", path, record.key, image, record.meta, record.label, identity)
-        if shard.read_to_end:
+        if shard.read_to_end and residue == 0 and position.pass_index == 0:  # once per shard, like its notice
             self._check_samples_per_file(path, shard.index)
 
     def _shard_problem(self, counts_shard_problems: bool, problem: ShardProblem) -> None:
@@ -244,15 +236,17 @@ class LaneReader:
         # counts them, so each is counted once per pass.
         if problem.scope != SAMPLE and not counts_shard_problems:
             return
-        self.context.report(problem.reason, problem.path, problem.key, problem.detail)
+        self._report(problem.reason, problem.path, problem.key, problem.detail)
         if problem.scope == REST_OF_SHARD:
             self.context.record_error(self.source.name, whole_file=True)
 
+    def _report(self, reason: str, path: str, key: str, detail: str) -> None:
+        unit = "sample" if key else ("shard" if self.source.kind == "tar" else "file")
+        example = f"{path}{f' sample {key!r}' if key else ''}{f' ({detail})' if detail else ''}"
+        self.context.report(reason, self.source.name, unit, example, first_pass=self.position.pass_index == 0)
+
     def _check_samples_per_file(self, path: str, samples: int) -> None:
         hint = self.source.samples_per_file
-        if hint and samples != hint and (path, "", "hint") not in self.context.logged:
-            self.context.logged.add((path, "", "hint"))
-            self.context.counters["format/samples_per_file_mismatch"] += 1
-            LOG.warning(
-                "%s holds %d samples; samples_per_file of source %r says %d", path, samples, self.source.name, hint
-            )
+        if hint and samples != hint:
+            self.context.counters[SAMPLES_PER_FILE_MISMATCH] += 1
+            self.context.notices.note_shard_size(self.source.name, path, samples, hint)

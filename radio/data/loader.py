@@ -27,6 +27,7 @@ from radio.data.crops import CropSettings, decode_crop
 from radio.data.dedup import KeyCounts, WeightedAcceptance, counts_path
 from radio.data.lanes import MAX_LANES_PER_RANK, LanePosition, LaneReader, ReaderContext, lanes_for_source
 from radio.data.mixture import MixtureEmitter
+from radio.data.notices import NoticeBoard
 from radio.data.sources import Source, build_sources, estimate_samples
 from radio.data.views import ViewPlan
 from radio.errors import DataError
@@ -70,6 +71,7 @@ class _Chunk:
     labels: List[int] = field(default_factory=list)
     lanes: Dict[str, List[int]] = field(default_factory=dict)  # "source/lane" -> LanePosition, after the step
     counters: Dict[str, int] = field(default_factory=dict)  # this worker's cumulative counters
+    notices: Dict[tuple, object] = field(default_factory=dict)  # this worker's data notices (notices.py)
     emitter: Dict[str, object] = field(default_factory=dict)  # emitter state after the step
     rank_counts: List[int] = field(default_factory=list)  # per source: slots this rank gave it, after the step
     error: Optional[str] = None
@@ -136,6 +138,7 @@ class _StepStream(IterableDataset):
                 return
             chunk.lanes = {f"{s}/{l}": reader.position.to_list() for (s, l), reader in lanes.items()}
             chunk.counters = dict(context.counters)
+            chunk.notices = context.notices.snapshot()
             chunk.emitter = emitter.state_dict()
             chunk.rank_counts = list(rank_counts)
             yield chunk
@@ -354,6 +357,7 @@ class TrainLoader:
             )
         base_counters = dict(state["counters"])
         latest_counters: Dict[int, Dict[str, int]] = {}
+        notices = NoticeBoard(self.rank, self.world_size)  # data problems: one line per source and kind
         try:
             while True:
                 step_chunks = [next(chunks) for _ in range(num_workers)]
@@ -361,9 +365,11 @@ class TrainLoader:
                     if chunk.error:
                         raise DataError(chunk.error)
                     latest_counters[chunk.worker] = chunk.counters
+                    notices.update(chunk.worker, chunk.notices)
                 batch = self._assemble(step_chunks, base_counters, latest_counters)
                 yield batch
         finally:
+            notices.close()
             if release is not None:
                 release()
                 atexit.unregister(release)

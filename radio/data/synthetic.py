@@ -1,9 +1,10 @@
-"""Procedurally generated image shards for tests, quickstart and benchmarks (no downloads)."""
+"""Procedurally generated images for tests, quickstart and benchmarks (no downloads): unlabelled shards, and
+labelled class folders for kNN evaluation."""
 
 import io
 import json
 import os
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -69,3 +70,46 @@ def write_synthetic_shards(
                 sample["cls"] = str(int(rng.integers(0, num_classes))).encode()
             sink.write(sample)
     return sorted(os.path.join(out_dir, name) for name in os.listdir(out_dir) if name.endswith(".tar"))
+
+
+# Classes a random-init network can tell apart: each its own colour and shape on a random background.
+LABELLED_CLASSES = (
+    ("red_discs", (220, 40, 40), "ellipse"),
+    ("green_squares", (40, 190, 60), "rectangle"),
+    ("blue_triangles", (50, 70, 230), "triangle"),
+)
+
+
+def labelled_image(rng: np.random.Generator, class_index: int, size: int) -> Image.Image:
+    """A ``size`` x ``size`` image of class ``class_index`` of ``LABELLED_CLASSES``: its shape, in its colour
+    (jittered), at a random place and scale over a dim noisy background."""
+    _, colour, shape = LABELLED_CLASSES[class_index]
+    background = rng.integers(20, 90, size=3)
+    noise = rng.integers(-12, 13, size=(size, size, 3))
+    image = Image.fromarray(np.clip(background + noise, 0, 255).astype(np.uint8))
+    extent = int(rng.integers(size // 2, size - 4))
+    x0, y0 = (int(v) for v in rng.integers(0, size - extent + 1, size=2))
+    box = (x0, y0, x0 + extent, y0 + extent)
+    fill = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in colour)
+    draw = ImageDraw.Draw(image)
+    if shape == "ellipse":
+        draw.ellipse(box, fill=fill)
+    elif shape == "rectangle":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x0 + extent // 2, y0), (x0, y0 + extent), (x0 + extent, y0 + extent)], fill=fill)
+    return image
+
+
+def write_labelled_folders(root: str, per_class: Dict[str, int], *, seed: int, size: int = 64) -> None:
+    """An image folder per split with one sub-folder per class (the layout ``radio eval --knn-train/--knn-val``
+    and ``radio shards write`` read): ``{root}/{split}/{class}/{index:04d}.jpg``, ``per_class[split]`` images
+    of each of ``LABELLED_CLASSES``."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for class_index, (name, _, _) in enumerate(LABELLED_CLASSES):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for index in range(count):
+                with open(os.path.join(folder, f"{index:04d}.jpg"), "wb") as stream:
+                    stream.write(jpeg_bytes(labelled_image(rng, class_index, size)))

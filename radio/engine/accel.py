@@ -2,7 +2,7 @@
 
 import os
 import warnings
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -39,6 +39,10 @@ def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
     # NCCL does not exist on CPU; gloo serves DDP and DeepSpeed there. Naming a backend
     # makes Accelerate initialise a process group, so only do it when a launcher started several ranks.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        note = single_process_cpu_launch_note(os.environ, launcher_arguments())
+        if note:
+            print(note, flush=True)
     handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and world_size > 1 else []
     plugin = None
     if deepspeed_requested():
@@ -54,6 +58,48 @@ def build_accelerator(train: TrainConfig, micro_batch: int) -> Accelerator:
         kwargs_handlers=handlers,
         gradient_accumulation_steps=train.grad_accumulation_steps,
         deepspeed_plugin=plugin,
+    )
+
+
+def launcher_arguments() -> List[str]:
+    """The command line of the process that started this one (``accelerate launch ...``); empty where it
+    cannot be read (not Linux, no permission)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as stream:
+            return [part.decode(errors="replace") for part in stream.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _requested_processes(launcher_args: Sequence[str]) -> Optional[int]:
+    """``--num_processes N`` (or ``--num-processes=N``) given to the launcher, before the training script."""
+    for index, arg in enumerate(launcher_args):
+        if arg.endswith(".py"):  # the training script: what follows are its own arguments
+            return None
+        name, equals, value = arg.partition("=")
+        if name in ("--num_processes", "--num-processes"):
+            value = value if equals else (launcher_args[index + 1] if index + 1 < len(launcher_args) else "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def single_process_cpu_launch_note(environ, launcher_args: Sequence[str]) -> Optional[str]:
+    """``accelerate launch --cpu --num_processes N`` (N > 1) starts ONE process: with ``--cpu`` Accelerate
+    takes its simple launcher, which runs the script once and only exports ``MASTER_ADDR``/``MASTER_PORT``
+    for the processes it never starts (accelerate/utils/launch.py, ``prepare_simple_launcher_cmd_env``).
+    Say so, and what starts N processes. ``environ``: this process's environment (``WORLD_SIZE`` unset:
+    one process); ``launcher_args``: the launcher's command line."""
+    if environ.get("ACCELERATE_USE_CPU", "").lower() not in ("true", "1", "yes") or "WORLD_SIZE" in environ:
+        return None
+    requested = _requested_processes(launcher_args)
+    if requested is None or requested < 2:
+        return None
+    return (
+        f"warning: `accelerate launch --cpu --num_processes {requested}` started ONE process (with --cpu "
+        f"Accelerate runs the script once); this run trains on 1 process, not {requested}. For {requested} "
+        f"CPU processes drop --cpu: `accelerate launch --multi_gpu --num_processes {requested} radio/train.py "
+        f'--spec SPEC ...` (on a machine with GPUs add CUDA_VISIBLE_DEVICES=""), or run '
+        f"`radio distill -e SPEC train.num_gpus={requested}`."
     )
 
 

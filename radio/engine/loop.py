@@ -6,11 +6,11 @@ from functools import partial
 from typing import Callable, Iterator, List, Optional
 
 import torch
-from omegaconf import OmegaConf
 
 from radio.data.loader import Batch
 from radio.data.prefetch import DevicePrefetcher
 from radio.engine.accel import build_accelerator, first_error, uses_deepspeed
+from radio.engine.console import PlainProgressLog
 from radio.engine.flops import peak_tflops, step_flops
 from radio.engine.lock import ResultsDirLock
 from radio.engine.metrics import MetricsLogger, MetricsWindow
@@ -18,6 +18,7 @@ from radio.engine.objective import DistillationObjective
 from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
 from radio.engine.outputs import write_final_outputs
 from radio.engine.params import ReplicatedParams, ZeroParams
+from radio.engine.run_description import describe_run
 from radio.engine.run_state import RunState, resume
 from radio.engine.step import TrainStep
 from radio.engine.stop import StopRequest
@@ -122,10 +123,14 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
         results_dir,
         cfg.logging,
         enabled=is_main,
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        description=describe_run(cfg, teachers_cfg, parts.loader, accelerator),
         resume_step=counters.step,
     )
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
+    # Without a bar, one plain line per logging window says how far the run is.
+    plain_log = None
+    if is_main and progress is None:
+        plain_log = PlainProgressLog(total_steps, counters.step, trainer.teacher_names)
     loader_batches = iter(parts.loader)
     data = instrument.batches(loader_batches) if instrument.batches else loader_batches
     if cfg.dataset.device_prefetch and accelerator.device.type == "cuda":
@@ -144,6 +149,8 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
                     logger.log(step, values)
                 if progress is not None and "loss/total" in values:  # absent when every step was skipped
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
+                if plain_log is not None:
+                    print(plain_log.line(step, values), flush=True)
             if outcome.stop:  # agreed inside the step, with its gradient norm
                 save()
                 return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
@@ -153,9 +160,9 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
             if instrument.after_step is not None:
                 instrument.after_step(step)
         save()
-        student_state = {k: v for k, v in trainer.params.full_state_dict().items() if k.startswith("student.")}
+        trained_state = trainer.params.full_state_dict()  # every rank: a collective under ZeRO
         if is_main:
-            write_final_outputs(cfg, trainer.trainable.student, student_state, teachers_cfg, results_dir)
+            write_final_outputs(cfg, trainer.trainable.student, trained_state, teachers_cfg, results_dir)
             write_run_status(results_dir, "finished", counters.step)
     finally:
         loader_batches.close()  # ends the DataLoader workers now, whatever ended the run

@@ -1,23 +1,37 @@
-"""Where numbers go: ``metrics.jsonl`` always, TensorBoard and W&B when enabled. Main rank only."""
+"""Where numbers go: ``metrics.jsonl`` always, TensorBoard and W&B when enabled (with what
+``radio/report/dashboards.py`` says about the run around them). Main rank only."""
 
 import json
 import math
 import os
 import time
-import uuid
 from typing import Dict, List, Optional
 
 import torch
 
 from radio.config.schema import LoggingConfig
-from radio.run.layout import METRICS_FILE
+from radio.report.dashboards import (
+    RunDescription,
+    describe_in_tensorboard,
+    finish_tensorboard,
+    finish_wandb,
+    fresh_plots,
+    open_wandb_run,
+    run_summary,
+    tensorboard_writer,
+    wandb_identity,
+)
+from radio.run.layout import METRICS_FILE, read_metrics, read_run_status
 
 WANDB_MODES = ("online", "offline")  # ``logging.wandb.mode``: wandb.init's modes a run may ask for
 
 
 class MetricsLogger:
-    """``resume_step``: the step a resumed run continues from; rows logged after it by the interrupted run
-    are dropped so every step appears once."""
+    """``description``: the run's tags, resolved config and requested mixture
+    (``radio/engine/run_description.py``); every row also carries the requested shares as
+    ``mixture_requested/<source>``, next to the realised ``mixture/<source>``. ``resume_step``: the step a
+    resumed run continues from; rows logged after it by the interrupted run are dropped so every step
+    appears once. ``close`` sends the summary and the plots."""
 
     def __init__(
         self,
@@ -25,10 +39,13 @@ class MetricsLogger:
         cfg: LoggingConfig,
         *,
         enabled: bool,
-        run_config: Optional[dict] = None,
+        description: RunDescription,
         resume_step: int = 0,
     ):
         self.enabled = enabled
+        self.results_dir = results_dir
+        self.started = time.time()  # plots and run_status.json older than this are not this process's
+        self.requested = {f"mixture_requested/{k}": v for k, v in description.requested_mixture.items()}
         self._jsonl = None
         self._tb = None
         self._wandb = None
@@ -39,28 +56,15 @@ class MetricsLogger:
         _truncate_after(path, resume_step)
         self._jsonl = open(path, "a", buffering=1)
         if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(results_dir, "tensorboard"))
+            self._tb = tensorboard_writer(results_dir)
+            describe_in_tensorboard(self._tb, *wandb_identity(results_dir, cfg.wandb), description, resume_step)
         if cfg.wandb.enable:
-            import wandb
-
-            self._wandb = wandb.init(
-                project=cfg.wandb.project,
-                entity=cfg.wandb.entity,
-                name=cfg.wandb.name,
-                mode=cfg.wandb.mode,
-                tags=list(cfg.wandb.tags),
-                dir=results_dir,
-                config=run_config,
-                id=_wandb_run_id(results_dir),  # a restarted run continues the same W&B run
-                resume="allow",
-            )
+            self._wandb = open_wandb_run(results_dir, cfg.wandb, tags=description.tags, config=description.config)
 
     def log(self, step: int, values: Dict[str, float]) -> None:
         if not self.enabled:
             return
-        clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
+        clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in {**values, **self.requested}.items()}
         self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
         if self._tb is not None:
             for key, value in clean.items():
@@ -70,12 +74,21 @@ class MetricsLogger:
             self._wandb.log({k: v for k, v in clean.items() if v is not None}, step=step)
 
     def close(self) -> None:
+        """Ends the outputs; the dashboards get the run summary (status from a ``run_status.json`` this
+        process wrote, else ``failed``) and the plots written by this process."""
         if self._jsonl is not None:
             self._jsonl.close()
+        if self._tb is None and self._wandb is None:
+            return
+        status = read_run_status(self.results_dir, newer_than=self.started) or "failed"
+        summary = run_summary(read_metrics(self.results_dir), status)
+        plots = fresh_plots(self.results_dir, self.started)
         if self._tb is not None:
+            finish_tensorboard(self._tb, summary, plots)
             self._tb.close()
         if self._wandb is not None:
-            self._wandb.finish()
+            finish_wandb(self._wandb, summary, plots)
+            self._wandb.finish(exit_code=1 if status == "failed" else 0)
 
 
 def _truncate_after(path: str, step: int) -> None:
@@ -89,18 +102,10 @@ def _truncate_after(path: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _wandb_run_id(results_dir: str) -> str:
-    path = os.path.join(results_dir, "wandb_run_id.txt")
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write(uuid.uuid4().hex[:12])
-    with open(path) as f:
-        return f.read().strip()
-
-
 class MetricsWindow:
     """Accumulates one logging window in device tensors (adding adds no host sync); ``flush`` returns the
-    all-rank means, the realised mixture per source, images/s and the summed data counters."""
+    all-rank means, the realised mixture per source, the window's images and images/s, and the summed data
+    counters."""
 
     def __init__(self, source_names: List[str], device: torch.device, peak_tflops: Optional[float] = None):
         self.source_names = source_names
@@ -180,6 +185,7 @@ class MetricsWindow:
         sums, (skipped, micro_steps, images, flops), mix = packed[:n], packed[n : n + 4], packed[n + 4 :]
         values = {k: v / max(micro_steps, 1.0) for k, v in zip(keys, sums)}
         values["loss_terms_skipped"] = skipped
+        values["images"] = images  # in the window, all ranks: their sum over the rows is the images seen
         for name, count in zip(self.source_names, mix):
             values[f"mixture/{name}"] = count / max(sum(mix), 1.0)
         values["images_per_s"] = images / max(elapsed, 1e-9)

@@ -35,7 +35,8 @@ class DistillationObjective:
         self.criteria = criteria
         self.spatial_targets = spatial_targets
         self.lambdas = {t.name: t.loss_lambda for t in teachers_cfg}
-        self.mean_lambda = sum(self.lambdas.values()) / len(self.lambdas)
+        # No teachers (label-only training): λ̄ = 0, so the total below is the label CE alone.
+        self.mean_lambda = sum(self.lambdas.values()) / len(self.lambdas) if self.lambdas else 0.0
 
     def teacher_outputs(
         self, images: torch.Tensor, sizes: Dict[str, int], phases=NO_PHASES
@@ -75,13 +76,19 @@ class DistillationObjective:
         # A teacher whose targets are non-finite (NaN weights, a normaliser that has seen no finite
         # features) is left out on the device: its targets are replaced by zeros so its term and gradients
         # stay finite, and the term is weighted 0 (losses/aggregate.py) — no host sync per micro-batch.
+        # One sum per target tells: it is non-finite when a value is (or when the values are so large that
+        # the loss would overflow anyway), at the cost of one reduction rather than an element-wise test.
         valid, clean = {}, {}
         for name, target in targets.items():
-            ok = torch.stack([torch.isfinite(v).all() for v in target.values()]).all()
+            ok = torch.isfinite(torch.stack([v.sum() for v in target.values()]).sum())
             valid[name] = ok
-            clean[name] = {k: torch.where(ok, v, torch.zeros_like(v)) for k, v in target.items()}
+            clean[name] = {k: torch.where(ok, v, 0.0) for k, v in target.items()}
         terms = {t.name: self.criteria[t.name](preds[t.name], clean[t.name]) for t in self.teachers_cfg}
-        loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, self.lambdas, valid)
+        if terms:
+            loss, skipped = aggregate_teacher_losses({n: v["total"] for n, v in terms.items()}, self.lambdas, valid)
+        else:  # label-only training: nothing to aggregate, the CE below is the loss
+            loss = torch.zeros((), device=labels.device)
+            skipped = torch.zeros(0, dtype=torch.bool, device=labels.device)
         nan = torch.full_like(loss, float("nan")).detach()
         logged = {
             name: {k: torch.where(dropped, nan, v.detach()) for k, v in parts.items()}

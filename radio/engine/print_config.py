@@ -4,7 +4,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from radio.run.teachers import ResolvedTeacher
+from radio.run.teachers import ResolvedTeacher, teacher_precision
 
 
 def format_resolved_config(cfg, teachers: List[ResolvedTeacher]) -> str:
@@ -18,6 +18,18 @@ def format_resolved_config(cfg, teachers: List[ResolvedTeacher]) -> str:
         fields = t.as_dict()
         lines.append(f"  - name: {fields.pop('name')}")
         lines.extend(f"    {key}: {_fmt(value)}" for key, value in fields.items())
+    if not teachers:
+        lines[-1] = "resolved_teachers: []  # none: label-only training on dataset.num_classes labels"
+    else:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        why = (
+            "distill.teacher_precision"
+            if cfg.distill.teacher_precision
+            else "default: bf16 on GPU, else train.precision"
+        )
+        lines.append(f"# teachers load and run in {teacher_precision(cfg, device)} on this machine ({device}; {why})")
     return "\n".join(lines)
 
 

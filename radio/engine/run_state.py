@@ -22,7 +22,10 @@ from radio.run.layout import MODEL_FILE, NORMALIZERS_FILE, TRAINER_STATE, checkp
 
 _OTHER_RUN = (
     "The checkpoint was written by a run with other teachers, heads or student; resume with the spec that "
-    "wrote it, or use a fresh results_dir (or train.resume_training_checkpoint_path of a matching run)."
+    "wrote it, or use a fresh results_dir (or train.resume_training_checkpoint_path of a matching run). A "
+    "teacher without `name` is named by its registry short name (`radio models`); a checkpoint whose keys "
+    "carry a teacher's full backbone type (written before short names) resumes with that teacher's `name` set "
+    "to it."
 )
 
 

@@ -1,4 +1,4 @@
-"""``radio eval -e SPEC | --results DIR``: kNN top-1, teacher fidelity, PCA pictures."""
+"""``radio eval -e SPEC | --results DIR``: kNN top-1, classification accuracy, teacher fidelity, PCA pictures."""
 
 import argparse
 import os
@@ -25,9 +25,11 @@ def eval_command(args: argparse.Namespace) -> int:
         results_dir = args.results
         evaluate = load_results_config(results_dir)[0].evaluate
     opts = EvalOptions(
-        checkpoint=args.checkpoint or evaluate.checkpoint,
+        checkpoint=args.checkpoint or (None if args.init else evaluate.checkpoint),
+        init=args.init,
         knn_train=args.knn_train,
         knn_val=args.knn_val,
+        labelled=args.labelled,
         images=args.images,
         knn_k=evaluate.knn_k,
         knn_temperature=evaluate.knn_temperature,
@@ -40,6 +42,9 @@ def eval_command(args: argparse.Namespace) -> int:
     result = evaluate_run(results_dir, out, opts)
     print(format_table(result))
     print(f"results: {os.path.join(out, 'eval.json')}")
+    from radio.report.dashboards import publish_eval_results  # report.html, and the run's W&B / TensorBoard
+
+    print(*publish_eval_results(results_dir, result), sep="\n")
     return 0
 
 
@@ -47,19 +52,33 @@ def add_commands(subparsers) -> None:
     """Add ``eval`` to the ``radio`` CLI's subparsers."""
     parser = subparsers.add_parser(
         "eval",
-        help="kNN top-1, per-teacher fidelity and PCA feature pictures of a trained run",
-        description="Evaluates a run's checkpoint (evaluate.checkpoint / --checkpoint, default the newest): kNN "
-        "top-1 (evaluate.knn_k, evaluate.knn_temperature) with --knn-train/--knn-val, mean cosine to "
-        "each teacher and PCA pictures on held-out images. Writes eval.json and pca.png.",
+        help="kNN top-1, classification accuracy, per-teacher fidelity and PCA feature pictures of a trained run",
+        description="Evaluates a run's checkpoint (evaluate.checkpoint / --checkpoint, default the newest; --init: "
+        "the student as initialised): kNN top-1 (evaluate.knn_k, evaluate.knn_temperature) with "
+        "--knn-train/--knn-val, a classification run's top-1/top-5 and confusion matrix (and its logits "
+        "teacher's accuracy) with --labelled, mean cosine to each teacher and PCA pictures on held-out images. "
+        "Writes eval.json, pca.png and confusion_matrix.png.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--spec", "--experiment_spec", dest="spec", help="spec YAML of the run (its results_dir)")
     source.add_argument("--results", help="results_dir of a training run")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder or its model.safetensors")
     parser.add_argument(
+        "--init",
+        action="store_true",
+        help="evaluate the student as the run initialised it (train.seed, no checkpoint): an untrained reference",
+    )
+    parser.add_argument(
         "--knn-train", default=None, help="labelled kNN bank: image folder (class sub-folders) or shards with .cls"
     )
     parser.add_argument("--knn-val", default=None, help="labelled kNN queries, same formats as --knn-train")
+    parser.add_argument(
+        "--labelled",
+        default=None,
+        metavar="DIR",
+        help="classification runs: labelled images (class sub-folders in sorted order = labels 0, 1, ..., or "
+        "shards with .cls) for the classifier's top-1/top-5 and confusion matrix, and the logits teacher's",
+    )
     parser.add_argument(
         "--images",
         default=None,
@@ -69,7 +88,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-images", type=int, default=None, help="cap on images read from each source")
     parser.add_argument(
-        "--no-fidelity", action="store_true", help="skip the teacher fidelity (no teacher weights needed)"
+        "--no-fidelity",
+        action="store_true",
+        help="skip the teacher fidelity and the logits teacher's accuracy (no teacher weights needed)",
     )
     parser.add_argument("--no-pca", action="store_true", help="skip the PCA pictures")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields (with -e)")

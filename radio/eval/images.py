@@ -61,13 +61,30 @@ def _folder_records(root: str) -> Iterator[Tuple[str, bytes, int]]:
             yield path, f.read(), label
 
 
+def _shards_under(path: str) -> List[str]:
+    return sorted(glob.glob(os.path.join(os.path.abspath(path), "**", "*.tar"), recursive=True))
+
+
 def _records(path: str) -> Iterator[Tuple[str, bytes, int]]:
     if not os.path.isdir(path):
         raise DataError(
             f"{path!r} is not a directory; pass an image folder (class sub-folders) or a folder of *.tar shards"
         )
-    shards = sorted(glob.glob(os.path.join(os.path.abspath(path), "**", "*.tar"), recursive=True))
+    shards = _shards_under(path)
     return _shard_records(shards) if shards else _folder_records(path)
+
+
+def folder_class_names(path: str) -> Optional[List[str]]:
+    """Class names of an image folder, by label (its class sub-folders, as the reader numbers them); None for
+    a folder of shards (``.cls`` labels are numbers only)."""
+    if _shards_under(path):
+        return None
+    source = discover_folder_source(path, path)
+    names: dict = {}
+    for rel, label in zip(source.files, source.labels):
+        if label >= 0:
+            names.setdefault(label, rel.split(os.sep, 1)[0])
+    return [names[i] for i in sorted(names)]
 
 
 def iter_image_batches(

@@ -8,7 +8,13 @@ def export_command(args: argparse.Namespace) -> int:
 
     manifest = export_run(args.results, args.out, args.checkpoint)
     print(f"exported {manifest['checkpoint']} to {args.out}:")
-    print(f"  backbone: {manifest['backbone']['file']}  (load with: {manifest['timm_call']})")
+    backbone = manifest["backbone"]
+    print(f"  backbone: {backbone['file']}  (load with: {manifest['timm_call']})")
+    if "classifier" in backbone:
+        print(
+            f"  classifier head: {backbone['classifier']['num_classes']} classes, timm's head.weight/head.bias in "
+            f"{backbone['file']} (model(x) -> logits)"
+        )
     for name, meta in manifest["adaptors"].items():
         print(f"  adaptor {name}: {meta['file']}")
     return 0
@@ -19,8 +25,9 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a trained student as a timm-loadable backbone plus per-teacher adaptors",
-        description="Writes backbone.safetensors (timm NaFlexVit C-RADIO layout), adaptors/<teacher>.safetensors "
-        "(PHI-S / standardize inverse folded in) and export.json with the exact timm.create_model call.",
+        description="Writes backbone.safetensors (timm NaFlexVit C-RADIO layout; a classification run's classifier "
+        "as timm's head), adaptors/<teacher>.safetensors (PHI-S / standardize inverse folded in) and export.json "
+        "with the exact timm.create_model call.",
     )
     parser.add_argument("--results", required=True, help="results_dir of a training run")
     parser.add_argument(

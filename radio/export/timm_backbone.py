@@ -9,11 +9,17 @@ so a student without layer scale uses the ViT-H entry (registered without it) an
 ViT-B entry. The CLS slots beyond the first become timm's leading register tokens, so timm's
 ``forward_features`` returns the same token sequence as ``RadioViT.features``: [CLS slots, registers,
 patches].
+
+A classification run's classifier (``AdaptedStudent.classifier``, on CLS slot 0) is timm's ``head``: the
+C-RADIO entries pool the class token (``global_pool='token'``) with no final norm and no ``fc_norm``
+(``final_norm=False``), which is exactly CLS slot 0 of our norm-free student, so ``model(x)`` gives the run's
+logits. Both are passed explicitly so the call does not depend on the entries' defaults.
 """
 
 from typing import Dict
 
 import torch
+import torch.nn as nn
 
 from radio.models.cradio import RadioViT
 
@@ -29,8 +35,9 @@ def timm_model_name(student: RadioViT) -> str:
     return WITH_LAYER_SCALE if _has_layer_scale(student) else WITHOUT_LAYER_SCALE
 
 
-def timm_model_kwargs(student: RadioViT, img_size: int) -> Dict[str, object]:
-    """Keyword arguments of ``timm.create_model(timm_model_name(student), ...)`` that rebuild ``student``'s shape.
+def timm_model_kwargs(student: RadioViT, img_size: int, num_classes: int = 0) -> Dict[str, object]:
+    """Keyword arguments of ``timm.create_model(timm_model_name(student), ...)`` that rebuild ``student``'s shape
+    (and, with ``num_classes`` > 0, its classifier as ``head`` on the class token).
 
     Layer scale comes from the registered name (its init value is replaced by the exported gammas).
     """
@@ -45,7 +52,9 @@ def timm_model_kwargs(student: RadioViT, img_size: int) -> Dict[str, object]:
         pos_embed_grid_size=[grid, grid],
         pos_embed_align_corners=student.patch_generator.align_corners,
         img_size=img_size,
-        num_classes=0,
+        num_classes=num_classes,
+        global_pool="token",
+        final_norm=False,
     )
 
 
@@ -70,3 +79,8 @@ def to_timm_state_dict(student: RadioViT) -> Dict[str, torch.Tensor]:
     for key, value in student.blocks.state_dict().items():
         out[f"blocks.{key}".replace(".grandma", ".gamma")] = value.detach()
     return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def classifier_to_timm(classifier: nn.Linear) -> Dict[str, torch.Tensor]:
+    """The classifier on CLS slot 0 (weight [N, C], bias [N]) as timm's ``head``."""
+    return {f"head.{k}": v.detach().contiguous().clone() for k, v in classifier.state_dict().items()}

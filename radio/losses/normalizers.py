@@ -29,8 +29,9 @@ class ChannelStandardizer(OnlineFeatureNormalizer):
     def stat_shapes(self) -> Dict[str, Tuple[int, ...]]:
         return {**super().stat_shapes(), "sum": (self.dim,), "sum_sq": (self.dim,)}
 
-    def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"sum": rows.sum(0), "sum_sq": rows.pow(2).sum(0)}
+    def _accumulate(self, rows: torch.Tensor) -> None:
+        self.pending_sum.add_(rows.sum(0))
+        self.pending_sum_sq.add_(rows.pow(2).sum(0))
 
     def _recompute(self) -> None:
         n = self.total_count

@@ -73,8 +73,9 @@ class OnlineFeatureNormalizer(nn.Module):
         """Running sums (besides ``count``): name -> shape."""
         return {"count": ()}
 
-    def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Sums of one batch of float64 rows [N, C], keyed like ``stat_shapes`` (``count`` is the caller's)."""
+    def _accumulate(self, rows: torch.Tensor) -> None:
+        """Add one batch of float64 rows [N, C] to the ``pending_*`` sums of ``stat_shapes`` (``count`` is the
+        caller's), in place."""
         raise NotImplementedError
 
     def _recompute(self) -> None:
@@ -113,12 +114,12 @@ class OnlineFeatureNormalizer(nn.Module):
             return
         rows = feature_rows(features.detach(), self.dim).to(torch.float64)
         # A non-finite teacher vector would poison the running sums for the rest of the run: leave such
-        # rows out (zeroed and not counted, which keeps shapes static: no host sync).
-        finite = torch.isfinite(rows).all(dim=1)
-        sums = self._accumulate(torch.where(finite[:, None], rows, torch.zeros_like(rows)))
-        sums["count"] = finite.sum().to(torch.float64)
-        for name, value in sums.items():
-            getattr(self, f"pending_{name}").add_(value)
+        # rows out (zeroed and not counted, which keeps shapes static: no host sync). A row's float64 sum is
+        # non-finite when one of its values is; it can overflow only for values whose squares overflow the
+        # sums anyway. One reduction instead of an element-wise test: this runs on every micro-batch.
+        finite = torch.isfinite(rows.sum(dim=1))
+        self._accumulate(rows.masked_fill(~finite[:, None], 0.0))
+        self.pending_count.add_(finite.sum())
 
     @torch.no_grad()
     def refresh_if_due(self) -> bool:

@@ -69,8 +69,9 @@ class PhiStandardizer(OnlineFeatureNormalizer):
     def stat_shapes(self) -> Dict[str, Tuple[int, ...]]:
         return {**super().stat_shapes(), "sum": (self.dim,), "outer": (self.dim, self.dim)}
 
-    def _accumulate(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"sum": rows.sum(0), "outer": rows.T @ rows}
+    def _accumulate(self, rows: torch.Tensor) -> None:
+        self.pending_sum.add_(rows.sum(0))
+        self.pending_outer.addmm_(rows.T, rows)  # into the buffer: no [C, C] temporary per micro-batch
 
     def statistics(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(μ [C], Σ [C, C]) from the merged totals, float64 (population covariance)."""
@@ -89,7 +90,9 @@ class PhiStandardizer(OnlineFeatureNormalizer):
 
     def _forward_rows(self, rows: torch.Tensor) -> torch.Tensor:
         dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
-        return (rows.to(dtype) - self.mean.to(dtype)) @ self.transform.to(dtype).T
+        w = self.transform.to(dtype)
+        # W (y − μ) as one GEMM with a bias (−W μ, float64 before rounding): no centred copy of the targets.
+        return torch.addmm(-(self.transform @ self.mean).to(dtype), rows.to(dtype), w.T)
 
     def inverse_affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.inverse_transform, self.mean

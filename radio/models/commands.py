@@ -13,16 +13,19 @@ def list_command(args: argparse.Namespace) -> int:
         print(f"no registered model matches {args.pattern!r} (any timm model also works as timm/<name>)")
         return 1
     print(
-        f"{'name':45s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
+        f"{'name':45s} {'teacher name':20s} {'width':>6s} {'depth':>5s} {'patch':>5s} {'img':>5s} {'prefix':>6s} {'summary':>7s} "
         f"{'student':7s} for checkpoints"
     )
     for name in names:
         i = get_model_info(name)
         print(
-            f"{name:45s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
+            f"{name:45s} {i.short_name:20s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
             f"{i.summary_dim:7d} {'yes' if i.is_student else '':7s} {public_checkpoints(name) or '-'}"
         )
-    print("Any timm model is also available as timm/<timm model name>.")
+    print(
+        "Any timm model is also available as timm/<timm model name>. 'teacher name': what a teacher of that type "
+        "is called (metrics, heads, checkpoints) unless its spec sets `name`."
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ from radio.models.sam import SAM_PATCH, SamImageEncoder
 def _register_cradio(
     name: str,
     *,
+    short_name: str,
     dim: int,
     depth: int,
     heads: int,
@@ -44,6 +45,7 @@ def _register_cradio(
         depth=depth,
         num_heads=heads,
         is_student=True,
+        short_name=short_name,
     )
     defaults = dict(
         num_cls_tokens=num_cls_tokens,
@@ -72,23 +74,27 @@ def _register_cradio(
 
 # C-RADIOv3: 8 prefix rows (4 CLS slots + 4 registers). The released v3-L pos-embed resize uses
 # align_corners=False; B and H use True.
-_register_cradio("c_radio_v3_vit_base_patch16_reg4_dinov2", dim=768, depth=12, heads=12, init_values=1e-5)
+_register_cradio(
+    "c_radio_v3_vit_base_patch16_reg4_dinov2", short_name="cradio_b", dim=768, depth=12, heads=12, init_values=1e-5
+)
 _register_cradio(
     "c_radio_v3_vit_large_patch16_reg4_dinov2",
+    short_name="cradio_l",
     dim=1024,
     depth=24,
     heads=16,
     init_values=1e-5,
     cpe_align_corners=False,
 )
-_register_cradio("c_radio_v3_vit_huge_patch16_reg4_dinov2", dim=1280, depth=32, heads=16)
+_register_cradio("c_radio_v3_vit_huge_patch16_reg4_dinov2", short_name="cradio_h", dim=1280, depth=32, heads=16)
 # C-RADIOv2.5: the same ViTs without layer scale.
-_register_cradio("c_radio_v2_vit_base_patch16", dim=768, depth=12, heads=12)
-_register_cradio("c_radio_v2_vit_large_patch16", dim=1024, depth=24, heads=16)
-_register_cradio("c_radio_v2_vit_huge_patch16", dim=1280, depth=32, heads=16)
+_register_cradio("c_radio_v2_vit_base_patch16", short_name="cradio_v2_b", dim=768, depth=12, heads=12)
+_register_cradio("c_radio_v2_vit_large_patch16", short_name="cradio_v2_l", dim=1024, depth=24, heads=16)
+_register_cradio("c_radio_v2_vit_huge_patch16", short_name="cradio_v2_h", dim=1280, depth=32, heads=16)
 # Tiny student for tests and the CPU quickstart.
 _register_cradio(
     "c_radio_tiny_patch16",
+    short_name="cradio_tiny",
     dim=64,
     depth=4,
     heads=2,
@@ -102,6 +108,7 @@ _register_cradio(
 def _register_vit(
     name: str,
     *,
+    short_name: str,
     timm_name: Optional[str] = None,
     vit_kwargs: Optional[dict] = None,
     dim: int,
@@ -134,6 +141,7 @@ def _register_vit(
         num_heads=heads,
         summary_proj=bool(proj_dim),
         norm=norm,
+        short_name=short_name,
     )
 
     @register_model(info)
@@ -170,14 +178,15 @@ _SIGLIP = dict(class_token=False, global_pool="map", **_SIGLIP_ACT)
 # bias-free patch embedding (the converter adds its zero bias), LayerNorm eps 1e-5, plain GELU.
 _CLIPA = dict(global_pool="avg", fc_norm=True, norm_layer=partial(LayerNorm, eps=1e-5), act_layer=nn.GELU)
 
-for _size, _dim, _depth, _heads in (
-    ("small", 384, 12, 6),
-    ("base", 768, 12, 12),
-    ("large", 1024, 24, 16),
-    ("giant", 1536, 40, 24),
+for _size, _short, _dim, _depth, _heads in (
+    ("small", "s", 384, 12, 6),
+    ("base", "b", 768, 12, 12),
+    ("large", "l", 1024, 24, 16),
+    ("giant", "g", 1536, 40, 24),
 ):
     _register_vit(
         f"dinov2_vit_{_size}_patch14",
+        short_name=f"dinov2_{_short}",
         timm_name=f"vit_{_size}_patch14_dinov2",
         dim=_dim,
         depth=_depth,
@@ -190,6 +199,7 @@ for _size, _dim, _depth, _heads in (
     )
     _register_vit(
         f"dinov2_vit_{_size}_patch14_reg4",
+        short_name=f"dinov2_{_short}_reg4",
         timm_name=f"vit_{_size}_patch14_reg4_dinov2",
         dim=_dim,
         depth=_depth,
@@ -203,15 +213,16 @@ for _size, _dim, _depth, _heads in (
 
 # DINOv3 (timm's EVA family: rotary position embedding, 1 CLS + 4 registers); its summary is the CLS token
 # as upstream, not timm's default average pooling.
-for _size, _dim, _depth, _heads in (
-    ("small", 384, 12, 6),
-    ("base", 768, 12, 12),
-    ("large", 1024, 24, 16),
-    ("huge_plus", 1280, 32, 20),
-    ("7b", 4096, 40, 32),
+for _size, _short, _dim, _depth, _heads in (
+    ("small", "s", 384, 12, 6),
+    ("base", "b", 768, 12, 12),
+    ("large", "l", 1024, 24, 16),
+    ("huge_plus", "hplus", 1280, 32, 20),
+    ("7b", "7b", 4096, 40, 32),
 ):
     _register_vit(
         f"dinov3_vit_{_size}_patch16",
+        short_name=f"dinov3_{_short}",
         timm_name=f"vit_{_size}_patch16_dinov3",
         vit_kwargs=dict(global_pool="token"),
         dim=_dim,
@@ -223,21 +234,23 @@ for _size, _dim, _depth, _heads in (
         norm=IMAGENET_NORM,
     )
 
-# SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape.
-for _name, _timm, _dim, _depth, _heads, _patch, _img in (
-    ("siglip_vit_base_patch16_224", "vit_base_patch16_siglip_224", 768, 12, 12, 16, 224),
-    ("siglip_so400m_patch14_224", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
-    ("siglip_so400m_patch14_384", "vit_so400m_patch14_siglip_384", 1152, 27, 16, 14, 384),
-    ("siglip2_so400m_patch14_224", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
-    ("siglip2_so400m_patch14_378", "vit_so400m_patch14_siglip_378", 1152, 27, 16, 14, 378),
-    ("siglip2_so400m_patch16_256", "vit_so400m_patch16_siglip_256", 1152, 27, 16, 16, 256),
-    ("siglip2_so400m_patch16_384", "vit_so400m_patch16_siglip_384", 1152, 27, 16, 16, 384),
-    ("siglip2_so400m_patch16_512", "vit_so400m_patch16_siglip_512", 1152, 27, 16, 16, 512),
-    ("siglip2_giantopt_patch16_256", "vit_giantopt_patch16_siglip_256", 1536, 40, 16, 16, 256),
-    ("siglip2_giantopt_patch16_384", "vit_giantopt_patch16_siglip_384", 1536, 40, 16, 16, 384),
+# SigLIP / SigLIP2 (the v2 releases reuse the v1 architectures) and the SO400M shape. Short names: family
+# and size, plus the resolution for all but a family's first (which also tells SigLIP2's two patch sizes apart).
+for _name, _short, _timm, _dim, _depth, _heads, _patch, _img in (
+    ("siglip_vit_base_patch16_224", "siglip_b", "vit_base_patch16_siglip_224", 768, 12, 12, 16, 224),
+    ("siglip_so400m_patch14_224", "siglip_so400m", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
+    ("siglip_so400m_patch14_384", "siglip_so400m_384", "vit_so400m_patch14_siglip_384", 1152, 27, 16, 14, 384),
+    ("siglip2_so400m_patch14_224", "siglip2_so400m", "vit_so400m_patch14_siglip_224", 1152, 27, 16, 14, 224),
+    ("siglip2_so400m_patch14_378", "siglip2_so400m_378", "vit_so400m_patch14_siglip_378", 1152, 27, 16, 14, 378),
+    ("siglip2_so400m_patch16_256", "siglip2_so400m_256", "vit_so400m_patch16_siglip_256", 1152, 27, 16, 16, 256),
+    ("siglip2_so400m_patch16_384", "siglip2_so400m_384", "vit_so400m_patch16_siglip_384", 1152, 27, 16, 16, 384),
+    ("siglip2_so400m_patch16_512", "siglip2_so400m_512", "vit_so400m_patch16_siglip_512", 1152, 27, 16, 16, 512),
+    ("siglip2_giantopt_patch16_256", "siglip2_g", "vit_giantopt_patch16_siglip_256", 1536, 40, 16, 16, 256),
+    ("siglip2_giantopt_patch16_384", "siglip2_g_384", "vit_giantopt_patch16_siglip_384", 1536, 40, 16, 16, 384),
 ):
     _register_vit(
         _name,
+        short_name=_short,
         timm_name=_timm,
         vit_kwargs=_SIGLIP_ACT,
         dim=_dim,
@@ -254,18 +267,29 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img in (
 # open_clip CLIPs trained with plain GELU (LAION-2B, DataComp: open_clip's ``ViT-B-16``, ``ViT-L-14``,
 # ``ViT-H-14``) have their own entries: in a QuickGELU entry they would load without a word and compute
 # something else.
-for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
-    ("clip_vit_base_patch16_224", "vit_base_patch16_clip_quickgelu_224", 768, 12, 12, 16, 224, 512),
-    ("clip_vit_large_patch14_224", "vit_large_patch14_clip_quickgelu_224", 1024, 24, 16, 14, 224, 768),
-    ("clip_vit_large_patch14_336", "vit_large_patch14_clip_quickgelu_336", 1024, 24, 16, 14, 336, 768),
-    ("dfn_clip_vit_huge_patch14_224", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
-    ("dfn_clip_vit_huge_patch14_378", "vit_huge_patch14_clip_quickgelu_378", 1280, 32, 16, 14, 378, 1024),
-    ("openclip_vit_base_patch16_224", "vit_base_patch16_clip_224", 768, 12, 12, 16, 224, 512),
-    ("openclip_vit_large_patch14_224", "vit_large_patch14_clip_224", 1024, 24, 16, 14, 224, 768),
-    ("openclip_vit_huge_patch14_224", "vit_huge_patch14_clip_224", 1280, 32, 16, 14, 224, 1024),
+for _name, _short, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
+    ("clip_vit_base_patch16_224", "clip_b", "vit_base_patch16_clip_quickgelu_224", 768, 12, 12, 16, 224, 512),
+    ("clip_vit_large_patch14_224", "clip_l", "vit_large_patch14_clip_quickgelu_224", 1024, 24, 16, 14, 224, 768),
+    ("clip_vit_large_patch14_336", "clip_l_336", "vit_large_patch14_clip_quickgelu_336", 1024, 24, 16, 14, 336, 768),
+    ("dfn_clip_vit_huge_patch14_224", "dfn_clip_h", "vit_huge_patch14_clip_quickgelu_224", 1280, 32, 16, 14, 224, 1024),
+    (
+        "dfn_clip_vit_huge_patch14_378",
+        "dfn_clip_h_378",
+        "vit_huge_patch14_clip_quickgelu_378",
+        1280,
+        32,
+        16,
+        14,
+        378,
+        1024,
+    ),
+    ("openclip_vit_base_patch16_224", "openclip_b", "vit_base_patch16_clip_224", 768, 12, 12, 16, 224, 512),
+    ("openclip_vit_large_patch14_224", "openclip_l", "vit_large_patch14_clip_224", 1024, 24, 16, 14, 224, 768),
+    ("openclip_vit_huge_patch14_224", "openclip_h", "vit_huge_patch14_clip_224", 1280, 32, 16, 14, 224, 1024),
 ):
     _register_vit(
         _name,
+        short_name=_short,
         timm_name=_timm,
         dim=_dim,
         depth=_depth,
@@ -278,13 +302,14 @@ for _name, _timm, _dim, _depth, _heads, _patch, _img, _proj in (
         grid_antialias=False,  # HF CLIP (OpenAI and open_clip have no interpolation)
     )
 
-for _name, _dim, _depth, _heads, _img, _proj in (
-    ("vit_h_14_siglip_clipa_224", 1280, 32, 16, 224, 1024),
-    ("vit_l_14_siglip_clipa_224", 1024, 24, 16, 224, 768),
-    ("vit_l_14_siglip_clipa_336", 1024, 24, 16, 336, 768),
+for _name, _short, _dim, _depth, _heads, _img, _proj in (
+    ("vit_h_14_siglip_clipa_224", "clipa_h", 1280, 32, 16, 224, 1024),
+    ("vit_l_14_siglip_clipa_224", "clipa_l", 1024, 24, 16, 224, 768),
+    ("vit_l_14_siglip_clipa_336", "clipa_l_336", 1024, 24, 16, 336, 768),
 ):
     _register_vit(
         _name,
+        short_name=_short,
         vit_kwargs=dict(_CLIPA, patch_size=14, embed_dim=_dim, depth=_depth, num_heads=_heads),
         dim=_dim,
         depth=_depth,
@@ -296,16 +321,16 @@ for _name, _dim, _depth, _heads, _img, _proj in (
     )
 
 # Tiny variants (depth 2, 2 heads): the demo teachers of the CPU quickstart, and one per public layout for
-# the loader tests. name: (layout, patch, width, img, prefix tokens, projection width)
+# the loader tests. name: (short name, layout, patch, width, img, prefix tokens, projection width)
 _TINY = {
-    "demo_vit_tiny_patch16": ({}, 16, 96, 64, 1, 0),
-    "demo_vit_tiny_patch14": (_DINOV2_REG, 14, 128, 56, 5, 0),
-    "tiny_dinov2_vit_patch14": (_DINOV2, 14, 48, 56, 1, 0),
-    "tiny_dinov2_vit_patch14_reg4": (_DINOV2_REG, 14, 48, 56, 5, 0),
-    "tiny_clip_vit_patch16": (_CLIP, 16, 64, 64, 1, 32),
-    "tiny_openclip_vit_patch16": (dict(_CLIP, act_layer=nn.GELU), 16, 64, 64, 1, 32),
-    "tiny_siglip_vit_patch16": (_SIGLIP, 16, 64, 64, 0, 0),
-    "tiny_clipa_vit_patch14": (_CLIPA, 14, 64, 56, 1, 32),
+    "demo_vit_tiny_patch16": ("demo_p16", {}, 16, 96, 64, 1, 0),
+    "demo_vit_tiny_patch14": ("demo_p14", _DINOV2_REG, 14, 128, 56, 5, 0),
+    "tiny_dinov2_vit_patch14": ("tiny_dinov2", _DINOV2, 14, 48, 56, 1, 0),
+    "tiny_dinov2_vit_patch14_reg4": ("tiny_dinov2_reg4", _DINOV2_REG, 14, 48, 56, 5, 0),
+    "tiny_clip_vit_patch16": ("tiny_clip", _CLIP, 16, 64, 64, 1, 32),
+    "tiny_openclip_vit_patch16": ("tiny_openclip", dict(_CLIP, act_layer=nn.GELU), 16, 64, 64, 1, 32),
+    "tiny_siglip_vit_patch16": ("tiny_siglip", _SIGLIP, 16, 64, 64, 0, 0),
+    "tiny_clipa_vit_patch14": ("tiny_clipa", _CLIPA, 14, 64, 56, 1, 32),
 }
 # The tiny stand-ins of reference-checked families resample like their references (see the full entries).
 _TINY_GRID_ANTIALIAS = {
@@ -315,9 +340,10 @@ _TINY_GRID_ANTIALIAS = {
     "tiny_openclip_vit_patch16": False,
     "tiny_siglip_vit_patch16": False,
 }
-for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
+for _name, (_short, _layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
     _register_vit(
         _name,
+        short_name=_short,
         vit_kwargs=dict(_layout, patch_size=_patch, embed_dim=_width, depth=2, num_heads=2),
         dim=_width,
         depth=2,
@@ -333,6 +359,7 @@ for _name, (_layout, _patch, _width, _img, _prefix, _proj) in _TINY.items():
 def _register_sam(
     name: str,
     *,
+    short_name: str,
     dim: int,
     depth: int,
     heads: int,
@@ -353,6 +380,7 @@ def _register_sam(
         depth=depth,
         num_heads=heads,
         norm=IMAGENET_NORM,  # SAM's pixel_mean / pixel_std
+        short_name=short_name,
     )
 
     @register_model(info)
@@ -373,11 +401,21 @@ def _register_sam(
 
 
 # SAM ViT-B/L/H: the shapes of timm's samvit_{base,large,huge}_patch16 (= segment_anything's build_sam_vit_*).
-_register_sam("sam_vit_b", dim=768, depth=12, heads=12, global_blocks=(2, 5, 8, 11))
-_register_sam("sam_vit_l", dim=1024, depth=24, heads=16, global_blocks=(5, 11, 17, 23))
-_register_sam("sam_vit_h", dim=1280, depth=32, heads=16, global_blocks=(7, 15, 23, 31))
+_register_sam("sam_vit_b", short_name="sam_b", dim=768, depth=12, heads=12, global_blocks=(2, 5, 8, 11))
+_register_sam("sam_vit_l", short_name="sam_l", dim=1024, depth=24, heads=16, global_blocks=(5, 11, 17, 23))
+_register_sam("sam_vit_h", short_name="sam_h", dim=1280, depth=32, heads=16, global_blocks=(7, 15, 23, 31))
 # Tiny SAM for the loader tests: grid 16 in windows of 5 (padded to 20, as the real 64 in windows of 14 is).
-_register_sam("tiny_sam_vit_patch16", dim=64, depth=2, heads=2, global_blocks=(1,), window=5, neck=32, img=256)
+_register_sam(
+    "tiny_sam_vit_patch16",
+    short_name="tiny_sam",
+    dim=64,
+    depth=2,
+    heads=2,
+    global_blocks=(1,),
+    window=5,
+    neck=32,
+    img=256,
+)
 
 
 def _timm_name(name: str) -> str:

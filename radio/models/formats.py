@@ -89,7 +89,9 @@ def _split_cradio(sd: StateDict, fmt: str) -> Tuple[StateDict, StateDict]:
         for k, v in sd.items():
             (
                 extras
-                if k.startswith(("feature_normalizer.", "adaptors.", "input_conditioner.", "summary_idxs"))
+                if k.startswith(
+                    ("feature_normalizer.", "adaptors.", "input_conditioner.", "summary_idxs", "classifier.")
+                )
                 else backbone
             )[k] = v
     return backbone, extras
@@ -182,6 +184,10 @@ def _cradio_to_model(
         if idxs != model.summary_idxs:
             report.notes.append(f"summary_idxs {idxs} taken from the checkpoint (registry: {model.summary_idxs})")
             model.summary_idxs = idxs
+
+    for k in [k for k in extras if k.startswith("classifier.")]:  # radio's student_final of a classification run
+        extras.pop(k)
+        report.dropped[k] = "classifier on CLS slot 0, not part of the backbone"
 
     pos_key, tok_key = "patch_generator.pos_embed", "patch_generator.cls_token.token"
     if role == "student":

@@ -26,6 +26,9 @@ class ModelInfo:
     # The input normalisation the weights were trained with ((mean, std) per channel, 0-1 scale); a
     # teacher without ``norm_mean``/``norm_std`` of its own uses it (None: the dataset's).
     norm: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
+    # A teacher's default name (metric keys, heads, views: ``loss/dinov2_l``), unique over the registry;
+    # None only for ``timm/<name>`` types, which are named from the timm name (radio/run/teachers.py).
+    short_name: Optional[str] = None
 
     @property
     def has_summary(self) -> bool:
@@ -35,6 +38,7 @@ class ModelInfo:
 
 _CONSTRUCTORS: Dict[str, Callable[..., nn.Module]] = {}
 _INFOS: Dict[str, ModelInfo] = {}
+_SHORT_NAMES: Dict[str, str] = {}  # short name -> registry name
 
 
 class UnknownModelError(KeyError):
@@ -48,7 +52,14 @@ def register_model(info: ModelInfo) -> Callable[[Callable[..., nn.Module]], Call
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if info.name in _CONSTRUCTORS:
             raise ValueError(f"model {info.name!r} registered twice")
+        if not info.short_name:
+            raise ValueError(f"model {info.name!r} has no short_name (the default name of a teacher of this type)")
+        if info.short_name in _SHORT_NAMES:
+            raise ValueError(
+                f"models {_SHORT_NAMES[info.short_name]!r} and {info.name!r} share short_name {info.short_name!r}"
+            )
         _CONSTRUCTORS[info.name] = fn
+        _SHORT_NAMES[info.short_name] = info.name
         _INFOS[info.name] = info
         return fn
 

@@ -1,5 +1,6 @@
-"""Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 under inference mode (optionally
-compiled, or with FP8 Linear layers: ``radio.models.teacher_speed``)."""
+"""Frozen teachers: a registry model with its checkpoint loaded eagerly, run in bf16 or fp32 (a run's
+``distill.teacher_precision``) under inference mode (optionally compiled, or with FP8 Linear layers:
+``radio.models.teacher_speed``)."""
 
 import contextlib
 import time
@@ -70,7 +71,8 @@ class FrozenTeacher(nn.Module):
         strict: refuse any missing / unexpected / wrong-shape key (the error lists them).
         num_classes: 0 for feature teachers (also downstream-trained models); > 0 builds the classifier
             head and returns ``logits``.
-        device, dtype: where and in which precision the teacher runs (bf16 by default).
+        device, dtype: where and in which precision the teacher is loaded and runs (bf16 by default; a run
+            passes ``radio.run.build.teacher_dtype``). Outputs are float32 either way.
         featsharp_checkpoint: a FeatSharp file (``radio.models.featsharp``, loaded strictly into ``adaptor``)
             the teacher's features go through: ``forward`` then takes images at ``input_size ·
             adaptor.input_factor`` and returns spatial maps on the grid ``(input_size / patch) ·

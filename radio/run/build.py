@@ -22,9 +22,10 @@ from radio.models.heads import HeadSpec
 from radio.models.student import build_student
 from radio.models.teacher import FrozenTeacher, TeacherOutput
 from radio.phases import NO_PHASES
-from radio.run.teachers import ResolvedTeacher
+from radio.run.teachers import ResolvedTeacher, teacher_precision
 
 HeadDims = Dict[str, Dict[str, int]]  # teacher name -> {"summary": width, "spatial": width}
+_TEACHER_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # run/teachers.py TEACHER_PRECISIONS
 
 
 def summary_slots(teachers: List[ResolvedTeacher]) -> int:
@@ -32,12 +33,19 @@ def summary_slots(teachers: List[ResolvedTeacher]) -> int:
     return max((t.summary_token_idx + 1 for t in teachers if t.summary_token_idx is not None), default=1)
 
 
+def teacher_dtype(cfg, device: torch.device) -> torch.dtype:
+    """The dtype teachers are loaded and run in on ``device``, in training and in ``radio eval``
+    (``distill.teacher_precision``; its default: ``run/teachers.py`` ``teacher_precision``)."""
+    return _TEACHER_DTYPES[teacher_precision(cfg, torch.device(device).type)]
+
+
 def build_teachers(
     teachers: List[ResolvedTeacher], *, num_classes: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
 ) -> Dict[str, FrozenTeacher]:
-    """Frozen teachers on ``device`` (bf16 for training; never wrapped or sharded), each with its FeatSharp
-    upsampler when it has one, compiled or in FP8 as its ``teacher_compile`` / ``teacher_fp8`` say. A checkpoint
-    that does not load raises ``CheckpointError``, FP8 where it cannot run ``SpecError``, naming the teacher."""
+    """Frozen teachers on ``device`` in ``dtype`` (a run's is ``teacher_dtype``; never wrapped or sharded), each
+    with its FeatSharp upsampler when it has one, compiled or in FP8 as its ``teacher_compile`` / ``teacher_fp8``
+    say. A checkpoint that does not load raises ``CheckpointError``, FP8 where it cannot run ``SpecError``, naming
+    the teacher."""
     built = {}
     for t in teachers:
         try:
@@ -232,7 +240,7 @@ class Components:
     """What training needs, built (``build_components``)."""
 
     model: AdaptedStudent  # the trained module: student + heads
-    teachers: Dict[str, FrozenTeacher]  # frozen, bf16, on the device, never wrapped
+    teachers: Dict[str, FrozenTeacher]  # frozen, in teacher_dtype, on the device, never wrapped; {}: label-only
     normalizers: nn.ModuleDict  # spatial target normalisers (PHI-S ...), per spatial teacher
     criteria: nn.ModuleDict  # TeacherCriterion per teacher
     plan: ViewPlan
@@ -251,7 +259,9 @@ def build_components(
     # (a non-strict load keeps random values for missing keys) but leave the student's stream as it was.
     torch.manual_seed(cfg.train.seed)
     with torch.random.fork_rng(devices=[]):
-        teachers = build_teachers(teachers_cfg, num_classes=cfg.dataset.num_classes, device=device)
+        teachers = build_teachers(
+            teachers_cfg, num_classes=cfg.dataset.num_classes, device=device, dtype=teacher_dtype(cfg, device)
+        )
     dims = teacher_dims(teachers)
     model = build_trained_module(cfg, teachers_cfg, dims)
     plan = build_view_plan(cfg, teachers_cfg, model.student.patch_size)

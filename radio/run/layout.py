@@ -11,8 +11,9 @@
   ``optimizer.pt`` or ``deepspeed/``, per-rank RNG / loader / metrics-window files and, written last,
   ``trainer_state.json`` (``radio/engine/checkpoint.py`` writes them atomically).
 - ``student_final.safetensors`` + ``student_final.json``: the trained backbone; ``loss_per_teacher.png``,
-  ``data_mixture.png``: the report.
-- ``eval/``: ``radio eval``'s ``eval.json`` and ``pca.png`` (unless ``--out`` says otherwise).
+  ``data_mixture.png`` and ``report.html`` (both plots, the teachers, eval results): the report.
+- ``eval/``: ``radio eval``'s ``eval.json``, ``pca.png`` and ``confusion_matrix.png`` (unless ``--out`` says
+  otherwise).
 """
 
 import json
@@ -37,6 +38,9 @@ STUDENT_FINAL_FILE = "student_final.safetensors"
 STUDENT_FINAL_META = "student_final.json"
 LOSS_PLOT = "loss_per_teacher.png"
 MIXTURE_PLOT = "data_mixture.png"
+REPORT_HTML = "report.html"  # both plots, the resolved teachers and the eval results on one page
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"  # the W&B run a restart continues and ``radio eval`` adds to
+TENSORBOARD_DIR = "tensorboard"
 
 # Inside a checkpoint folder.
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
@@ -62,6 +66,7 @@ def rank_files(rank: int) -> Tuple[str, str, str, str]:
 EVAL_DIR = "eval"
 EVAL_FILE = "eval.json"
 PCA_PICTURE = "pca.png"
+CONFUSION_PICTURE = "confusion_matrix.png"  # classification runs evaluated with --labelled
 
 
 def checkpoints_root(results_dir: str) -> str:
@@ -114,12 +119,20 @@ def free_space(path: str) -> str:
         return "free space unknown"
 
 
-def write_resolved_config(cfg, teachers: list, results_dir: str) -> None:
-    """``config.yaml``: the run's config with ``resolved_teachers`` (written atomically)."""
+def resolved_config(cfg, teachers: list) -> dict:
+    """The run's config as plain data with ``resolved_teachers``: ``config.yaml`` and the dashboards' config."""
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(cfg, resolve=True)
     data["resolved_teachers"] = [t.as_dict() for t in teachers]
+    return data
+
+
+def write_resolved_config(cfg, teachers: list, results_dir: str) -> None:
+    """``config.yaml``: the run's config with ``resolved_teachers`` (written atomically)."""
+    from omegaconf import OmegaConf
+
+    data = resolved_config(cfg, teachers)
     tmp = os.path.join(results_dir, f".{CONFIG_FILE}.tmp")
     try:
         os.makedirs(results_dir, exist_ok=True)

@@ -14,6 +14,8 @@ from radio.errors import SpecError
 
 _NAME = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")
 _RESERVED_NAMES = ("student",)  # the student's view in the data plan
+# distill.teacher_precision: what teachers are loaded and run in (dtypes: radio/run/build.py teacher_dtype).
+TEACHER_PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ResolvedTeacher:
 
 
 def resolve_teachers(cfg) -> List[ResolvedTeacher]:
+    """Every teacher's effective settings, in ``distill.teacher`` order (empty for label-only training)."""
     from radio.data.views import align_to_patch
     from radio.losses.names import (
         normalize_feature_normalizer,
@@ -71,30 +74,33 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
     from radio.models.registry import get_model_info
 
     distill, aug = cfg.distill, cfg.dataset.augmentation
+    _check_globals(distill)
+    infos = [get_model_info(t.model.backbone.type) for t in distill.teacher]
+    names = _teacher_names(distill.teacher, infos)
     resolved: List[ResolvedTeacher] = []
-    names_seen: Dict[str, int] = {}
     summary_slot = 0
     explicit_slots = {t.summary_token_idx for t in distill.teacher if t.summary_token_idx is not None}
-    for i, t in enumerate(distill.teacher):
+    for i, (t, info, name) in enumerate(zip(distill.teacher, infos, names)):
         path = f"distill.teacher[{i}]"
-        info = get_model_info(t.model.backbone.type)
 
         def pick(key):
             value = getattr(t, key)
             return getattr(distill, key) if value is None else value
 
-        # Errors name the teacher's field when it set the value itself, else the global one.
-        loss_prefix = path if t.loss_type is not None else "distill"
+        def prefix(key) -> str:
+            """The node an error about ``key`` names: the teacher when it set the value itself, else ``distill``."""
+            return path if getattr(t, key) is not None else "distill"
+
         try:
             mode = resolve_mode(
                 pick("mode"),
                 pick("loss_type"),
                 teacher_has_summary=info.has_summary,
                 num_classes=cfg.dataset.num_classes,
-                field_prefix=path if t.mode is not None else "distill",
-                loss_field_prefix=loss_prefix,
+                field_prefix=prefix("mode"),
+                loss_field_prefix=prefix("loss_type"),
             )
-            loss_type = resolve_loss_type(mode, pick("loss_type"), field_prefix=loss_prefix)
+            loss_type = resolve_loss_type(mode, pick("loss_type"), field_prefix=prefix("loss_type"))
         except SpecError as exc:
             raise SpecError(f"teacher {path} ({info.name}): {exc}") from None
 
@@ -112,20 +118,11 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
             if int(res) % patch:
                 raise SpecError(f"{path}.stochastic_resolutions has {res}, not a multiple of the patch size {patch}.")
         _check_input_wrappers(t, path, mode, match, input_size, patch)
-
-        if t.name is not None and (not _NAME.match(t.name) or t.name in _RESERVED_NAMES):
+        if pick("teacher_fp8") and distill.teacher_precision == "fp32":
             raise SpecError(
-                f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-', not starting with '_' and "
-                f"not {', '.join(_RESERVED_NAMES)} (it keys views, metrics and heads)."
+                f"{prefix('teacher_fp8')}.teacher_fp8 quantises bf16 teachers, but distill.teacher_precision is fp32; "
+                "set one of them differently."
             )
-        name = t.name or _short_name(info.name)
-        if name in names_seen:
-            raise SpecError(
-                f"{path} and distill.teacher[{names_seen[name]}] are both called {name!r}"
-                f"{'' if t.name else ' (the name derived from the backbone type)'}; give each teacher a distinct "
-                "distill.teacher[i].name (it keys views, heads, metrics and checkpoints)."
-            )
-        names_seen[name] = i
 
         slot = None
         if mode in ("summary", "combo"):
@@ -155,7 +152,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 norm_std=[float(x) for x in (t.norm_std or (info.norm[1] if info.norm else aug.norm_std))],
                 summary_token_idx=slot,
                 summary_loss_type=normalize_summary_loss_type(
-                    pick("summary_loss_type"), field=f"{path}.summary_loss_type"
+                    pick("summary_loss_type"), field=f"{prefix('summary_loss_type')}.summary_loss_type"
                 ),
                 summary_loss_weight=float(pick("summary_loss_weight")),
                 fd_loss_weight=float(pick("fd_loss_weight")),
@@ -167,7 +164,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                     t.spatial_num_inner if t.spatial_num_inner is not None else pick("mlp_num_inner")
                 ),
                 feature_normalizer=normalize_feature_normalizer(
-                    pick("feature_normalizer"), field=f"{path}.feature_normalizer"
+                    pick("feature_normalizer"), field=f"{prefix('feature_normalizer')}.feature_normalizer"
                 ),
                 adaptor=t.adaptor,
                 upsampler_checkpoint=t.upsampler_checkpoint,
@@ -181,9 +178,28 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
     return resolved
 
 
+def teacher_precision(cfg, device_type: str) -> str:
+    """``bf16`` or ``fp32``: what the teachers are loaded and run in on a ``device_type`` device (``cuda``,
+    ``cpu``). ``distill.teacher_precision`` when set; else bf16 on GPUs (tensor cores) and, on CPU,
+    ``train.precision`` (bf16 when the run is bf16, else fp32: CPUs run float32 faster)."""
+    chosen = cfg.distill.teacher_precision
+    if chosen is not None:
+        return chosen
+    if device_type == "cuda":
+        return "bf16"
+    return "bf16" if cfg.train.precision == "bf16" else "fp32"
+
+
 def resolution_notes(cfg, teachers: List[ResolvedTeacher]) -> List[str]:
-    """One line per teacher whose ``input_size`` is used rounded to its patch size (SigLIP's 384 is run at
-    378, the same 27x27 grid), so a changed number never goes unsaid."""
+    """Start-up notes on the teachers: that there are none (label-only training), and one line per teacher
+    whose ``input_size`` is used rounded to its patch size (SigLIP's 384 is run at 378, the same 27x27
+    grid), so a changed number never goes unsaid."""
+    if not teachers:
+        return [
+            f"note: distill.teacher is empty: label-only training, the student's classifier learns "
+            f"dataset.num_classes={cfg.dataset.num_classes} classes from the labels alone (cross-entropy); "
+            "no teacher is built."
+        ]
     notes = []
     for t in teachers:
         asked = cfg.distill.teacher[t.index].input_size
@@ -273,6 +289,60 @@ def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:
         )
 
 
-def _short_name(backbone_type: str) -> str:
-    """``timm/vit_base_patch16_224.augreg_in21k`` -> ``vit_base_patch16_224_augreg_in21k``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", backbone_type.split("/")[-1])
+def _check_globals(distill) -> None:
+    """The global enumerations and ``teacher_precision``, named by their own path, whether or not a teacher
+    uses them (a per-teacher error then always comes from the teacher's own value)."""
+    from radio.config.validate import check_choice
+    from radio.losses.names import (
+        normalize_feature_normalizer,
+        normalize_loss_type,
+        normalize_mode,
+        normalize_summary_loss_type,
+    )
+
+    check_choice("distill.teacher_precision", distill.teacher_precision, TEACHER_PRECISIONS, optional=True)
+    checks = {
+        "mode": normalize_mode,
+        "loss_type": normalize_loss_type,
+        "summary_loss_type": normalize_summary_loss_type,
+        "feature_normalizer": normalize_feature_normalizer,
+    }
+    for key, normalize in checks.items():
+        value = getattr(distill, key)
+        if value is not None:
+            normalize(value, field=f"distill.{key}")
+
+
+def _teacher_names(teachers, infos) -> List[str]:
+    """Each teacher's name: its own ``name``, else its registry entry's ``short_name`` (``dinov2_l``; a
+    ``timm/`` type: the timm name made key-safe). Unnamed teachers that would share a name take ``_2``,
+    ``_3`` ... in list order; two explicit names that are equal are refused."""
+    seen: Dict[str, int] = {}
+    for i, t in enumerate(teachers):
+        if t.name is None:
+            continue
+        path = f"distill.teacher[{i}]"
+        if not _NAME.match(t.name) or t.name in _RESERVED_NAMES:
+            raise SpecError(
+                f"{path}.name={t.name!r} is not valid: use letters, digits, '_' and '-', not starting with '_' and "
+                f"not {', '.join(_RESERVED_NAMES)} (it keys views, metrics and heads)."
+            )
+        if t.name in seen:
+            raise SpecError(
+                f"{path} and distill.teacher[{seen[t.name]}] are both called {t.name!r}; give each teacher a "
+                "distinct distill.teacher[i].name (it keys views, heads, metrics and checkpoints)."
+            )
+        seen[t.name] = i
+    taken = set(seen)
+    names = []
+    for t, info in zip(teachers, infos):
+        name = t.name
+        if name is None:
+            base = info.short_name or re.sub(r"[^A-Za-z0-9_-]", "_", info.name.split("/")[-1])
+            name, k = base, 1
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+            taken.add(name)
+        names.append(name)
+    return names

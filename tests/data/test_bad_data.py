@@ -1,9 +1,11 @@
-"""Bad data is skipped and counted by reason, logged once with shard and key; the run goes on. A source
-that yields nothing, or too many unreadable samples, stops with a clear error."""
+"""Bad data is skipped and counted by reason, said once per source and reason with a count and an example
+shard and key; the run goes on. A source that yields nothing, or too many unreadable samples, stops with a
+clear error."""
 
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 
@@ -93,15 +95,22 @@ def test_the_run_continues_and_counters_say_why(messy_root, caplog):
     assert not any(key.startswith("badheader.tar") for key in keys)
 
 
-def test_each_bad_sample_is_logged_once_with_shard_and_key(messy_root, caplog):
-    _, _, counters = run_messy(messy_root, caplog)
-    corrupt_logs = [
-        r.getMessage()
-        for r in caplog.records
-        if "error/corrupt_image" in r.getMessage() and "'corrupt'" in r.getMessage()
-    ]
-    assert len(corrupt_logs) == 1 and "s0.tar" in corrupt_logs[0]
-    assert counters["error/corrupt_image"] > 2  # read again in later passes: counted again, not logged
+def test_each_kind_of_bad_data_is_said_once_per_source_with_a_count(messy_root, caplog):
+    _, _, counters = run_messy(messy_root, caplog)  # several passes over the data
+    messages = [r.getMessage() for r in caplog.records]
+    source = os.path.basename(messy_root)
+    corrupt = [m for m in messages if "error/corrupt_image" in m]
+    # The first sight names an example; a total follows at the end only if more came after it.
+    assert corrupt[0].startswith(f"source {source!r}: error/corrupt_image: ") and "s0.tar sample '" in corrupt[0]
+    assert len(corrupt) <= 2 and re.search(r": 2 samples( so far)?, e\.g\.", corrupt[-1])  # 'corrupt' and 'cut'
+    assert counters["error/corrupt_image"] > 2  # read again in later passes: counted again, not said
+    for reason, count in (
+        ("error/truncated_tar", "1 shard"),
+        ("error/corrupt_tar", "1 shard"),
+        ("format/repeated_key", "1 sample"),
+    ):
+        (said,) = [m for m in messages if f": {reason}: " in m]
+        assert f"{reason}: {count} so far, e.g. " in said
 
 
 @pytest.mark.slow
@@ -162,5 +171,7 @@ def test_samples_per_file_is_checked_against_what_is_read(two_sources, caplog):
     assert loader.steps_per_epoch == 6  # the hint sizes the epoch: ceil(3 shards x 7 / 4)
     with caplog.at_level(logging.WARNING, logger="radio.data"):
         counters = take(loader, 40)[-1].counters
-    assert counters["format/samples_per_file_mismatch"] == 3
-    assert any("holds 10 samples; samples_per_file" in r.getMessage() for r in caplog.records)
+    assert counters["format/samples_per_file_mismatch"] == 3  # each shard once, over several passes
+    (said,) = [r.getMessage() for r in caplog.records if "samples_per_file" in r.getMessage()]
+    assert said.startswith("source 'b': 3 shards so far hold more samples than samples_per_file=7 says (10 each")
+    assert "set samples_per_file to about 10" in said

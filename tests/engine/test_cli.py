@@ -33,6 +33,11 @@ def test_distill_runs_end_to_end(demo_assets, tmp_path):
         assert row["loss/demo_a"] > 0 and row["loss/demo_b"] > 0
         assert abs(sum(v for k, v in row.items() if k.startswith("mixture/")) - 1.0) < 1e-6
     assert os.path.isdir(os.path.join(results, "checkpoints", "step_0000004"))
+    # No progress bar: one plain line per logging window, from the run's own values.
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert f"loss {rows[-1]['loss/total']:.4f} (demo_a " in lines[-1] and "img/s | lr " in lines[-1]
+    assert "ETA 0s" in lines[-1]
     state = load_file(os.path.join(results, "student_final.safetensors"))
     assert any(k.startswith("blocks.") for k in state)
     with open(os.path.join(results, "config.yaml")) as f:
@@ -194,3 +199,54 @@ def test_cheap_checks_stop_the_run_before_any_model_is_built(
     overrides = [*tiny_run_overrides(demo_assets, str(tmp_path / "r")), *extra]
     assert radio_main(["distill", "-e", QUICKSTART_SPEC, *overrides]) == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "-e", "S", "--print-config", "a=1", "b=2"],
+        ["distill", "-e", "S", "a=1", "--print-config", "b=2"],
+        ["distill", "a=1", "-e", "S", "b=2", "--print-config"],
+        ["distill", "--print-config", "a=1", "b=2", "-e", "S"],
+        ["distill", "a=1", "b=2", "--print-config", "-e", "S"],
+    ],
+)
+def test_options_and_overrides_mix_in_any_order(argv):
+    from radio.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.spec, args.print_config, args.overrides) == ("S", True, ["a=1", "b=2"])
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["data", "preview", "a=1", "-e", "S", "--steps", "3", "b=2"], {"spec": "S", "steps": 3}),
+        (["eval", "--results", "R", "a=1", "--knn-train", "T", "b=2"], {"results": "R", "knn_train": "T"}),
+        (["quickstart", "a=1", "--fresh", "b=2", "--out", "O"], {"out": "O", "fresh": True}),
+    ],
+)
+def test_every_command_with_overrides_takes_them_anywhere(argv, expected):
+    from radio.cli import build_parser
+
+    args = vars(build_parser().parse_args(argv))
+    assert args["overrides"] == ["a=1", "b=2"] and expected.items() <= args.items()
+
+
+def test_train_py_takes_overrides_anywhere():
+    from radio.train import build_parser
+
+    args = build_parser().parse_args(["a=1", "--spec", "S", "b=2"])
+    assert (args.spec, args.overrides) == ("S", ["a=1", "b=2"])
+
+
+def test_a_missing_spec_is_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        radio_main(["distill", "--print-config", "a=1"])
+    assert "-e/--spec/--experiment_spec" in capsys.readouterr().err
+
+
+def test_print_config_between_overrides(demo_assets, tmp_path, capsys):
+    overrides = tiny_run_overrides(demo_assets, str(tmp_path / "r"), "train.optim.lr=0.0123")
+    assert radio_main(["distill", "-e", QUICKSTART_SPEC, *overrides[:2], "--print-config", *overrides[2:]]) == 0
+    assert "lr: 0.0123" in capsys.readouterr().out

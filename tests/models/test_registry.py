@@ -136,7 +136,7 @@ def test_models_command_lists_entries(capsys):
         "c_radio_v3_vit_huge_patch16_reg4_dinov2",
         "c_radio_v3_vit_large_patch16_reg4_dinov2",
     ]
-    assert rows[0][1:7] == ["768", "12", "16", "512", "8", "2304"]
+    assert rows[0][1:8] == ["cradio_b", "768", "12", "16", "512", "8", "2304"]  # teacher name, then shapes
     args = parser.parse_args(["models", "nothing*"])
     assert args.func(args) == 1
 

@@ -4,16 +4,19 @@ model work, in one process.
 Variants, all on the same spec, models (random weights) and batch size:
 - (a) ``pipeline``: the real loop (``radio.engine.loop.run``) on real tar shards of JPEGs;
 - (b) ``engine``: the real loop on batches decoded once and replayed from memory (no decode);
-- (c) ``bare``: the same model work on synthetic uint8 crops: every teacher's view and forward, the
-  student's view, forward + backward through the heads, gradient clipping when the spec clips, one AdamW
-  step — no normalisers, metrics, checks.
+- (c) ``bare``: the same work as a hand-written loop would do it, on synthetic uint8 crops: every teacher's
+  view and forward, the spatial targets through their normalisers (statistics observed, refreshed on the
+  spec's schedule, transform applied), the student's view, forward + backward through the heads with the
+  spec's loss per teacher, gradient clipping when the spec clips, one AdamW step — no checks, masking,
+  metrics, accumulation contexts, host reads or data loader;
+- ``models``: (c) without the objective's own work (an MSE per target, no normalisers): the models alone.
 
-Prints img/s and MFU per variant, the ratios (b)/(c) (what the engine costs beyond the model work) and (a)/(c)
-(what the data pipeline adds), and a per-phase table (ms per optimizer step) from separate short runs of (a)
-and (b) whose phases are timed with a device synchronisation at each boundary (``radio/phases.py``: those
-runs are slower; their table explains a step, the untimed runs measure it). The last line is one JSON object:
-``engine_over_bare``, ``pipeline_over_bare``, ``img_s`` per variant, ``mfu`` per variant, ``phases_ms`` per
-variant and the settings.
+Prints img/s and MFU per variant, the ratios (b)/(c) (what the engine costs beyond the work a bare loop does)
+and (a)/(c) (what the data pipeline adds), and a per-phase table (ms per optimizer step) from separate short
+runs of every variant whose phases are timed with a device synchronisation at each boundary
+(``radio/phases.py``: those runs are slower; their table explains a step, the untimed runs measure it). The
+last line is one JSON object: ``engine_over_bare``, ``pipeline_over_bare``, ``engine_over_models``, ``img_s``,
+``mfu`` and ``phases_ms`` per variant, and the settings.
 
 Presets:
 - ``tiny`` (CPU, seconds): the quickstart's shapes (C-RADIO tiny student at 64 px, two demo teachers),
@@ -149,8 +152,14 @@ def engine_run(spec: str, overrides: List[str], work: str, tag: str, args, *, in
     return img_s, (phases.per_step_ms(measured) if timed else {})
 
 
-def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = False):
-    """Variant (c): the same model work with nothing around it. Returns (img/s, FLOPs per image, phases ms)."""
+def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = False, objective: bool = True):
+    """Variant (c): the same work with nothing around it. Returns (img/s, FLOPs per image, phases ms).
+
+    ``objective``: the spec's objective as a hand-written loop would compute it — each spatial teacher's
+    targets through its normaliser (statistics observed every step, refreshed on the spec's schedule, the
+    transform applied), the spec's loss per teacher weighted λ_i / N. Without it (variant ``models``): the
+    models alone, an MSE per target and no normalisers.
+    """
     cfg = load_run_config(spec, [*overrides, f"results_dir={os.path.join(work, 'results_bare')}"])
     specs = resolve_teachers(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,20 +174,44 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
     bf16 = cfg.train.precision == "bf16"
     clip = cfg.train.clip_grad_norm
     phases = PhaseTimes(device) if timed else NO_PHASES
+    weights = {t.name: t.loss_lambda / len(specs) for t in specs}
+
+    def targets(outputs) -> Dict[str, Dict[str, torch.Tensor]]:
+        kinds = {}
+        for t in specs:
+            out, kinds[t.name] = outputs[t.name], {}
+            if t.uses_summary:
+                kinds[t.name]["summary"] = out.summary
+            if t.uses_spatial:
+                kinds[t.name]["spatial"] = out.spatial
+                if objective:
+                    norm = parts.normalizers[t.name]
+                    norm.observe(out.spatial, starts_step=True)
+                    norm.refresh_if_due()
+                    kinds[t.name]["spatial"] = norm(out.spatial)
+        return kinds
+
+    def loss_of(preds, kinds) -> torch.Tensor:
+        loss = 0.0
+        for t in specs:
+            if objective:
+                loss = loss + weights[t.name] * parts.criteria[t.name](preds[t.name], kinds[t.name])["total"]
+                continue
+            for kind, target in kinds[t.name].items():
+                pred = preds[t.name][kind].float()
+                if kind == "spatial":
+                    pred, target = match_grids(pred, target)
+                loss = loss + F.mse_loss(pred, target)
+        return loss
 
     def step() -> None:
         outputs = teacher_outputs(parts.teachers, specs, images, sizes, phases)
+        with phases.phase("normalizers"):
+            kinds = targets(outputs)
         with phases.phase("student_forward_backward"):
             x = make_view(images, sizes["student"], student.mean, student.std)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                preds = model(x)
-                loss = 0.0
-                for t in specs:
-                    if t.uses_summary:
-                        loss = loss + F.mse_loss(preds[t.name]["summary"].float(), outputs[t.name].summary)
-                    if t.uses_spatial:
-                        pred, target = match_grids(preds[t.name]["spatial"].float(), outputs[t.name].spatial)
-                        loss = loss + F.mse_loss(pred, target)
+                loss = loss_of(model(x), kinds)
             loss.backward()
         with phases.phase("optimizer"):
             if clip:  # clipping is optimizer work the spec asks for (train.clip_grad_norm, on by default)
@@ -229,14 +262,13 @@ def main() -> None:
         print("note: --preset seed builds two ViT-H teachers and is meant for a GPU; on a CPU it takes hours.")
     with tempfile.TemporaryDirectory() as work:
         spec, overrides = (tiny_config if tiny else seed_config)(work, workers, list(args.overrides))
-        variants = ("bare", "engine") if args.no_pipeline else ("bare", "engine", "pipeline")
+        variants = ("bare", "models", "engine") + (() if args.no_pipeline else ("pipeline",))
         img_s: Dict[str, float] = {name: 0.0 for name in variants}
         phases_ms: Dict[str, Dict[str, float]] = {}
 
         def measure(name: str, tag: str, run_args, timed: bool):
-            if name == "bare":
-                rate, per_image, phases = bare_run(spec, overrides, work, run_args, timed=timed)
-                return rate, per_image, phases
+            if name in ("bare", "models"):
+                return bare_run(spec, overrides, work, run_args, timed=timed, objective=name == "bare")
             rate, phases = engine_run(spec, overrides, work, tag, run_args, in_memory=name == "engine", timed=timed)
             return rate, None, phases
 
@@ -282,6 +314,7 @@ def main() -> None:
         "img_s": img_s,
         "mfu": mfu,
         "engine_over_bare": img_s["engine"] / img_s["bare"],
+        "engine_over_models": img_s["engine"] / img_s["models"],
         "pipeline_over_bare": img_s["pipeline"] / img_s["bare"] if "pipeline" in img_s else None,
         "phases_ms": phases_ms,
         "overrides": list(args.overrides),

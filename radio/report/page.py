@@ -1,0 +1,175 @@
+"""``report.html``: one self-contained page per run (pictures embedded as base64, so it can be mailed or
+opened anywhere): how the run ended, both plots, the mixture requested and realised, the resolved teachers
+and how they loaded, and ``radio eval``'s results when there are any."""
+
+import base64
+import html
+import json
+import math
+import os
+from typing import Dict, List, Optional
+
+from radio.report.dashboards import run_summary
+from radio.run.layout import (
+    CONFIG_FILE,
+    EVAL_DIR,
+    EVAL_FILE,
+    LOSS_PLOT,
+    MIXTURE_PLOT,
+    REPORT_HTML,
+    TEACHERS_FILE,
+    read_metrics,
+    read_run_status,
+)
+
+# Columns of the teachers table: (heading, key in config.yaml's resolved_teachers or teachers.json).
+TEACHER_SETTINGS = (
+    ("teacher", "name"),
+    ("type", "backbone_type"),
+    ("mode", "mode"),
+    ("loss", "loss_type"),
+    ("λ", "loss_lambda"),
+    ("input", "input_size"),
+    ("summary slot", "summary_token_idx"),
+    ("normaliser", "feature_normalizer"),
+)
+TEACHER_LOADING = (("weights", "file"), ("layout", "layout"), ("dtype", "dtype"), ("notes", "notes"))
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:90%}img{max-width:100%}"
+)
+
+
+def write_report_html(results_dir: str, eval_result: Optional[dict] = None, status: Optional[str] = None) -> str:
+    """Writes ``results_dir/report.html``; returns its path. eval_result: ``radio eval``'s result (default:
+    the ``eval/eval.json`` in results_dir, when there is one); status: how the run ended (default: its
+    ``run_status.json``)."""
+    rows = read_metrics(results_dir)
+    if eval_result is None:
+        eval_result = _read_json(os.path.join(results_dir, EVAL_DIR, EVAL_FILE))
+    summary = run_summary(rows, status or read_run_status(results_dir) or "unknown (running, or it failed)")
+    parts = [
+        f"<h1>{_text(os.path.basename(os.path.abspath(results_dir)))}</h1>",
+        f"<p>{_text(os.path.abspath(results_dir))}</p>",
+        "<h2>Run</h2>",
+        _table(["", ""], [[key, value] for key, value in summary.items()]),
+        *(_picture(os.path.join(results_dir, file), file) for file in (LOSS_PLOT, MIXTURE_PLOT)),
+        _mixture_table(rows),
+        "<h2>Teachers</h2>",
+        _teachers_table(results_dir),
+        *_eval_section(eval_result),
+    ]
+    page = f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_text(results_dir)}</title>'
+    page += f"<style>{STYLE}</style></head><body>\n" + "\n".join(p for p in parts if p) + "\n</body></html>\n"
+    path = os.path.join(results_dir, REPORT_HTML)
+    tmp = os.path.join(results_dir, f".{REPORT_HTML}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    return path
+
+
+def _mixture_table(rows: List[dict]) -> str:
+    """Requested share (the newest row's) and realised share over all windows, weighted by their images."""
+    sources = list(dict.fromkeys(k.split("/", 1)[1] for r in rows for k in r if k.startswith("mixture/")))
+    if not sources:
+        return ""
+    images = [r.get("images") or 1.0 for r in rows]
+    body = []
+    for source in sources:
+        realised = [(n, r[f"mixture/{source}"]) for n, r in zip(images, rows) if r.get(f"mixture/{source}") is not None]
+        requested = next((r[k] for r in reversed(rows) if (k := f"mixture_requested/{source}") in r), None)
+        share = math.fsum(n * v for n, v in realised) / math.fsum(n for n, _ in realised) if realised else None
+        body.append([source, requested, share])
+    return _table(["source", "requested share", "realised share (all windows)"], body)
+
+
+def _teachers_table(results_dir: str) -> str:
+    config = _read_yaml(os.path.join(results_dir, CONFIG_FILE)) or {}
+    loading = {t["name"]: t for t in _read_json(os.path.join(results_dir, TEACHERS_FILE)) or []}
+    teachers = config.get("resolved_teachers") or []
+    if not teachers:
+        return "<p>No teachers (a label-only run).</p>" if config else "<p>No config.yaml in this folder.</p>"
+    columns = TEACHER_SETTINGS + TEACHER_LOADING
+    body = [[{**loading.get(t["name"], {}), **t}.get(key) for _, key in columns] for t in teachers]
+    return _table([heading for heading, _ in columns], body)
+
+
+def _eval_section(result: Optional[dict]) -> List[str]:
+    if not result:
+        return []
+    parts = ["<h2>Evaluation</h2>", f"<p>checkpoint: {_text(result.get('checkpoint'))}</p>"]
+    if "knn" in result:
+        knn = result["knn"]
+        parts.append(
+            _table(
+                ["kNN top-1", "k", "temperature", "train images", "val images"],
+                [[knn["top1"], knn["k"], knn["temperature"], knn["train_images"], knn["val_images"]]],
+            )
+        )
+    classification = result.get("classification")
+    if classification:
+        scored = [who for who in ("student", "teacher") if who in classification]
+        body = [
+            [who, classification[who]["top1"], classification[who]["top5"], classification[who]["images"]]
+            for who in scored
+        ]
+        parts.append(_table(["classifier", "top-1", "top-5", "images"], body))
+        if classification.get("teacher_skipped"):
+            parts.append(f"<p>teacher accuracy not measured: {_text(classification['teacher_skipped'])}</p>")
+        if classification.get("confusion_png"):
+            parts.append(_picture(classification["confusion_png"], "student: confusion matrix"))
+    if "fidelity" in result:
+        body = [[name, s.get("summary"), s.get("spatial"), s.get("images")] for name, s in result["fidelity"].items()]
+        parts.append(_table(["teacher", "summary cosine", "spatial cosine", "images"], body))
+    if result.get("pca_png"):
+        parts.append(_picture(result["pca_png"], "student features: first 3 PCA components"))
+    return parts
+
+
+def _table(headings: List[str], body: List[list]) -> str:
+    head = "".join(f"<th>{_text(h)}</th>" for h in headings)
+    lines = ["".join(f"<td>{_cell(v)}</td>" for v in row) for row in body]
+    return f"<table><tr>{head}</tr>" + "".join(f"<tr>{line}</tr>" for line in lines) + "</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    if isinstance(value, list):
+        return "<br>".join(_text(v) for v in value)
+    return "-" if value is None else _text(value)
+
+
+def _text(value) -> str:
+    return html.escape(str(value))
+
+
+def _picture(path: str, caption: str) -> str:
+    if not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    caption = _text(caption)
+    return (
+        f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_yaml(path: str) -> Optional[Dict]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
