@@ -135,8 +135,7 @@ def _add_quickstart(subparsers) -> None:
 def _quickstart(args) -> int:
     from radio.quickstart import run_quickstart
 
-    run_quickstart(args.out, args.overrides, fresh=args.fresh)
-    return 0
+    return 0 if run_quickstart(args.out, args.overrides, fresh=args.fresh) is not None else EXIT_STOPPED
 
 
 def build_parser() -> argparse.ArgumentParser:

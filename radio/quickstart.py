@@ -104,9 +104,11 @@ def remove_results(results_dir: str) -> bool:
     return True
 
 
-def run_quickstart(out: str, overrides: Sequence[str] = (), fresh: bool = False) -> Dict[str, Tuple[float, float]]:
+def run_quickstart(
+    out: str, overrides: Sequence[str] = (), fresh: bool = False
+) -> Optional[Dict[str, Tuple[float, float]]]:
     """Prepare the demo assets and run (or resume) the quickstart; returns each teacher's loss in the first
-    and last logging window."""
+    and last logging window, or None when the run was stopped before it finished (it resumes on a re-run)."""
     from radio.run.spec import load_run_config
 
     out = os.path.abspath(out)
@@ -137,6 +139,8 @@ def run_quickstart(out: str, overrides: Sequence[str] = (), fresh: bool = False)
     from radio.engine.loop import run
 
     result = run(cfg)
+    if result.stopped_early:  # the loop has said where it stopped and how to resume; no summary of a partial run
+        return None
     return _report(out, result.results_dir, result.teacher_names)
 
 

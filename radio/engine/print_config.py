@@ -34,8 +34,16 @@ def format_resolved_config(cfg, teachers: List[ResolvedTeacher]) -> str:
 
 
 def _fmt(value) -> str:
+    """A YAML flow scalar/collection, as in the config above (``null``, ``true``), so a line can be copied into
+    a spec."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)

@@ -115,12 +115,15 @@ def _eval_section(result: Optional[dict]) -> List[str]:
             [who, classification[who]["top1"], classification[who]["top5"], classification[who]["images"]]
             for who in scored
         ]
-        parts.append(_table(["classifier", "top-1", "top-5", "images"], body))
+        k = classification[scored[0]].get("top5_k", 5) if scored else 5  # top-5, or top-N with fewer classes
+        parts.append(_table(["classifier", "top-1", f"top-{k}", "images"], body))
         if classification.get("teacher_skipped"):
             parts.append(f"<p>teacher accuracy not measured: {_text(classification['teacher_skipped'])}</p>")
         if classification.get("confusion_png"):
             parts.append(_picture(classification["confusion_png"], "student: confusion matrix"))
-    if "fidelity" in result:
+    if "fidelity" in result and not result["fidelity"] and not result.get("fidelity_not_measured"):
+        parts.append("<p>fidelity: no teachers in this run</p>")
+    elif "fidelity" in result:
         body = [[name, s.get("summary"), s.get("spatial"), s.get("images")] for name, s in result["fidelity"].items()]
         parts.append(_table(["teacher", "summary cosine", "spatial cosine", "images"], body))
     if result.get("pca_png"):

@@ -40,6 +40,27 @@ def launch_command(engine: str, overrides, script: str = TRAIN_PY) -> list:
     ]
 
 
+def cpu_launch_command(num_processes: int, overrides) -> list:
+    """``accelerate launch --cpu --num_processes N radio/train.py`` (Accelerate starts ONE process whatever N)."""
+    return [
+        os.path.join(BIN, "accelerate"),
+        "launch",
+        "--cpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        TRAIN_PY,
+        "--spec",
+        QUICKSTART_SPEC,
+        *overrides,
+    ]
+
+
 def launch_env(**extra) -> dict:
     # DeepSpeed's JIT ops (shm comm) compile once into the default torch extensions cache.
     return {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **extra}

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,10 +10,10 @@ from safetensors.torch import load_file
 
 from radio.cli import main as radio_main
 from tests.conftest import REPO, radio_cli as radio, tiny_run_overrides
+from tests.engine.launchers import cpu_launch_command
 
 QUICKSTART_SPEC = os.path.join(REPO, "specs", "quickstart.yaml")
 SEED_SPEC = os.path.join(REPO, "specs", "radio_multiteacher.yaml")
-BIN = os.path.dirname(sys.executable)
 
 
 def metrics_rows(results_dir):
@@ -47,23 +46,7 @@ def test_distill_runs_end_to_end(demo_assets, tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_same_loop(demo_assets, tmp_path):
     results = str(tmp_path / "acc")
-    cmd = [
-        os.path.join(BIN, "accelerate"),
-        "launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        os.path.join(REPO, "radio", "train.py"),
-        "--spec",
-        QUICKSTART_SPEC,
-        *tiny_run_overrides(demo_assets, results, "train.max_steps=2"),
-    ]
+    cmd = cpu_launch_command(1, tiny_run_overrides(demo_assets, results, "train.max_steps=2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in metrics_rows(results)] == [1, 2]
@@ -250,3 +233,27 @@ def test_print_config_between_overrides(demo_assets, tmp_path, capsys):
     overrides = tiny_run_overrides(demo_assets, str(tmp_path / "r"), "train.optim.lr=0.0123")
     assert radio_main(["distill", "-e", QUICKSTART_SPEC, *overrides[:2], "--print-config", *overrides[2:]]) == 0
     assert "lr: 0.0123" in capsys.readouterr().out
+
+
+def test_a_stopped_quickstart_exits_75_without_the_finished_summary(tmp_path, capsys, monkeypatch):
+    import radio.engine.loop as loop
+    from radio.engine.stop import EXIT_STOPPED
+
+    stopped = loop.RunResult(str(tmp_path / "results"), steps=3, stopped_early=True, teacher_names=["demo_a"])
+    monkeypatch.setattr(loop, "run", lambda cfg: stopped)  # as after a STOP file or SIGTERM mid-run
+    assert radio_main(["quickstart", "--out", str(tmp_path), f"results_dir={tmp_path / 'results'}"]) == EXIT_STOPPED
+    out = capsys.readouterr().out
+    assert "per-teacher distillation loss" not in out and "evaluate: radio eval" not in out
+
+
+def test_print_config_teachers_read_back_as_yaml_equal_to_the_resolved_teachers(demo_assets, tmp_path, capsys):
+    import yaml
+
+    from radio.run.spec import load_run_config
+    from radio.run.teachers import resolve_teachers
+
+    overrides = tiny_run_overrides(demo_assets, str(tmp_path / "r"))
+    assert radio_main(["distill", "-e", QUICKSTART_SPEC, "--print-config", *overrides]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out.split("# effective settings per teacher")[1])
+    expected = [t.as_dict() for t in resolve_teachers(load_run_config(QUICKSTART_SPEC, overrides))]
+    assert printed["resolved_teachers"] == yaml.safe_load(yaml.safe_dump(expected))  # null/true, not None/True

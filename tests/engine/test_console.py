@@ -1,7 +1,6 @@
 """What a run says on the console: the plain progress line (no progress bar) and the warning for an
 `accelerate launch --cpu --num_processes N` that starts one process."""
 
-import os
 import subprocess
 
 import pytest
@@ -9,7 +8,7 @@ import pytest
 from radio.engine.accel import single_process_cpu_launch_note
 from radio.engine.console import PlainProgressLog
 from tests.conftest import tiny_run_overrides
-from tests.engine.launchers import BIN, QUICKSTART_SPEC, TRAIN_PY, launch_env
+from tests.engine.launchers import cpu_launch_command, launch_env
 
 
 def test_the_plain_line_says_step_losses_speed_lr_and_eta():
@@ -51,23 +50,7 @@ def test_a_cpu_launch_of_several_processes_that_started_one_is_said(environ, lau
 
 @pytest.mark.slow
 def test_accelerate_launch_cpu_with_two_processes_warns(demo_assets, tmp_path):
-    cmd = [
-        os.path.join(BIN, "accelerate"),
-        "launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        TRAIN_PY,
-        "--spec",
-        QUICKSTART_SPEC,
-        *tiny_run_overrides(demo_assets, str(tmp_path / "r"), "train.max_steps=1"),
-    ]
+    cmd = cpu_launch_command(2, tiny_run_overrides(demo_assets, str(tmp_path / "r"), "train.max_steps=1"))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=launch_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "`accelerate launch --cpu --num_processes 2` started ONE process" in proc.stdout

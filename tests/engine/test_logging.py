@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+import wandb
 
 from radio.cli import main
 from radio.engine.loop import run
@@ -35,6 +36,8 @@ def dashboard_run(demo_assets, tmp_path_factory):
             run(cfg)
         images = os.path.join(demo_assets, "data", "source_a")
         assert main(["eval", "--results", results, "--images", images, "--max-images", "8", "--batch-size", "4"]) == 0
+    # W&B's service process writes the offline files behind finish(); shutting it down flushes every one.
+    wandb.teardown()
     files = {}
     for path in glob.glob(os.path.join(results, "wandb", "offline-run-*", "run-*.wandb")):
         summary = read_run(path).summary

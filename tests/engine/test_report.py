@@ -210,6 +210,10 @@ def test_classification_accuracy_reaches_the_dashboards_and_the_report(tmp_path)
     page = open(write_report_html(str(tmp_path), CLASSIFICATION_EVAL)).read()
     assert "<td>student</td><td>0.75</td><td>1</td><td>12</td>" in page
     assert "<td>teacher</td><td>0.9167</td>" in page
+    assert "<th>top-3</th>" in page  # 3 classes: the "top-5" score is a top-3
+    label_only = {**CLASSIFICATION_EVAL, "fidelity": {}, "fidelity_not_measured": {}}
+    page = open(write_report_html(str(tmp_path), label_only)).read()
+    assert "no teachers in this run" in page and "summary cosine" not in page
 
 
 def test_the_untrained_reference_stays_out_of_the_runs_report(tmp_path):
