@@ -4,11 +4,11 @@ The training lanes (``lanes.py``), sample counting (``sources.py``), ``radio sha
 (``shard_tools.py``) and the eval image reader (``radio/eval/images.py``) all read shards through
 ``ShardReader``. Bad data never raises: each problem goes to the caller's ``report`` as a ``ShardProblem``
 whose ``reason`` is a counter name, and reading goes on (damage ends the shard early). The caller decides
-what a problem costs: the training loader counts it against ``dataset.max_error_rate``, the tools log it.
+what a problem costs: the training loader counts it against ``dataset.max_error_rate``, the tools tally it
+(``problem_tally.py``: one line per folder and reason).
 """
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, Optional, Set, Tuple
 
@@ -22,7 +22,6 @@ from radio.data.tar_reader import (
     read_member,
 )
 
-LOG = logging.getLogger("radio.data")
 
 # What a ShardProblem affects (its ``scope``):
 REST_OF_SHARD = "rest_of_shard"  # the shard cannot be read, or nothing after its damage can
@@ -61,12 +60,6 @@ class ShardRecord:
     def read_image(self) -> Optional[bytes]:
         """The image member's bytes (None: the sample has none); valid only while its shard is being read."""
         return None if self.image_member is None else read_member(self.stream, self.image_member)
-
-
-def log_problem(problem: ShardProblem) -> None:
-    """A ``report`` for readers that skip bad data: one warning per problem (``skipped/`` ones are expected)."""
-    if not problem.reason.startswith("skipped/"):
-        LOG.warning("%s", problem)
 
 
 class ShardReader:

@@ -3,10 +3,11 @@
 import glob
 import json
 import os
-from typing import Dict, Iterator, List, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 from radio.data.dedup import counts_path, image_key, sidecar_key, write_counts
-from radio.data.shard_records import ShardReader, log_problem
+from radio.data.problem_tally import ProblemTally
+from radio.data.shard_records import ShardProblem, ShardReader
 from radio.data.sources import discover_folder_source
 from radio.errors import DataError
 
@@ -35,25 +36,28 @@ def write_folder_shards(
     return sorted(glob.glob(os.path.join(out_dir, f"{prefix}-*.tar")))
 
 
-def iter_dedup_keys(root: str) -> Iterator[str]:
-    """The dedup key of every sample with an image under ``root``; bad data is logged and skipped (damaged
-    shards: what is readable)."""
+def iter_dedup_keys(root: str, report: Callable[[ShardProblem], None]) -> Iterator[str]:
+    """The dedup key of every sample with an image under ``root``; bad data goes to ``report`` and is
+    skipped (damaged shards: what is readable)."""
     shards = sorted(glob.glob(os.path.join(root, "**", "*.tar"), recursive=True))
     if not shards:
         raise DataError(f"radio shards stats: no *.tar shards under {root}")
     for path in shards:
-        for record in ShardReader(path, log_problem):
+        for record in ShardReader(path, report):
             if record.has_image:  # the image bytes are read only when the sidecar names no key
                 yield sidecar_key(record.meta) or image_key(record.read_image())
 
 
 def write_dedup_counts(roots: Sequence[str]) -> Dict[str, int]:
     """Count dedup keys over all ``roots`` together (duplicates across sources count too) and write the
-    counts to ``{root}/dedup_counts.sqlite`` in every root. Returns the counts."""
+    counts to ``{root}/dedup_counts.sqlite`` in every root. Bad data is said once the shards are read: one
+    line per root and kind of problem (``problem_tally.py``). Returns the counts."""
     counts: Dict[str, int] = {}
+    tally = ProblemTally()
     for root in roots:
-        for key in iter_dedup_keys(os.path.abspath(root)):
+        for key in iter_dedup_keys(os.path.abspath(root), tally.shard_reporter(root)):
             counts[key] = counts.get(key, 0) + 1
+    tally.close("the samples that could be read are counted")
     for root in roots:
         write_counts(counts_path(root), counts)
     return counts

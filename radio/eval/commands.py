@@ -27,10 +27,10 @@ def eval_command(args: argparse.Namespace) -> int:
     opts = EvalOptions(
         checkpoint=args.checkpoint or (None if args.init else evaluate.checkpoint),
         init=args.init,
-        knn_train=args.knn_train,
-        knn_val=args.knn_val,
-        labelled=args.labelled,
-        images=args.images,
+        knn_train=_absolute(args.knn_train),
+        knn_val=_absolute(args.knn_val),
+        labelled=_absolute(args.labelled),
+        images=_absolute(args.images),
         knn_k=evaluate.knn_k,
         knn_temperature=evaluate.knn_temperature,
         batch_size=args.batch_size,
@@ -42,7 +42,8 @@ def eval_command(args: argparse.Namespace) -> int:
     result = evaluate_run(results_dir, out, opts)
     print(format_table(result))
     print(f"results: {os.path.join(out, 'eval.json')}")
-    from radio.report.dashboards import publish_eval_results  # report.html, and the run's W&B / TensorBoard
+    # report.html, and the run's W&B / TensorBoard
+    from radio.report.dashboards import publish_eval_results
 
     print(*publish_eval_results(results_dir, result), sep="\n")
     return 0
@@ -95,3 +96,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--no-pca", action="store_true", help="skip the PCA pictures")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of spec fields (with -e)")
     parser.set_defaults(func=eval_command)
+
+
+def _absolute(path):
+    """A folder the user named, absolute: ``eval.json`` and ``report.html`` are read away from the launch folder."""
+    return os.path.abspath(path) if path else path

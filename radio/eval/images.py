@@ -3,32 +3,33 @@
 Every image is resized so its short side is ``size`` and centre-cropped to ``size`` x ``size`` (the usual
 eval transform); labels come from the class sub-folder (sorted names -> 0, 1, ...) or a shard sample's
 ``.cls`` member, -1 when absent or unreadable. Undecodable images are skipped and counted, damaged shards
-read as far as they can be; neither is fatal.
+read as far as they can be; neither is fatal. Bad data is said once the read ends, one line per kind of
+problem (``radio/data/problem_tally.py``).
 """
 
 import glob
 import io
-import logging
 import os
-from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from radio.data.shard_records import ShardReader, log_problem
+from radio.data.problem_tally import ProblemTally
+from radio.data.shard_records import ShardProblem, ShardReader
 from radio.data.sources import discover_folder_source
 from radio.errors import DataError
 
-log = logging.getLogger(__name__)
+# ``radio eval`` reads its image folder once per measure: what a read met is said once per process.
+_SAID: Set[Tuple[str, str, int]] = set()
 
 
 @dataclass
 class ReadStats:
     images: int = 0
-    skipped: int = 0
-    problems: List[str] = field(default_factory=list)  # first few, for the log
+    skipped: int = 0  # undecodable images
 
 
 def center_crop(data: bytes, size: int) -> np.ndarray:
@@ -44,13 +45,13 @@ def center_crop(data: bytes, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def _shard_records(shards: List[str]) -> Iterator[Tuple[str, bytes, int]]:
-    """(key, image bytes, label) of every shard sample with an image, in shard order; bad data is logged
-    and skipped (damaged shards: what is readable)."""
+def _shard_records(shards: List[str], report: Callable[[ShardProblem], None]) -> Iterator[Tuple[str, bytes, int]]:
+    """(key, image bytes, label) of every shard sample with an image, in shard order; bad data goes to
+    ``report`` and is skipped (damaged shards: what is readable)."""
     for shard in shards:
-        for record in ShardReader(shard, log_problem):
+        for record in ShardReader(shard, report):
             if record.has_image:
-                yield f"{shard}:{record.key}", record.read_image(), record.label
+                yield f"{shard} sample {record.key!r}", record.read_image(), record.label
 
 
 def _folder_records(root: str) -> Iterator[Tuple[str, bytes, int]]:
@@ -65,13 +66,13 @@ def _shards_under(path: str) -> List[str]:
     return sorted(glob.glob(os.path.join(os.path.abspath(path), "**", "*.tar"), recursive=True))
 
 
-def _records(path: str) -> Iterator[Tuple[str, bytes, int]]:
+def _records(path: str, tally: ProblemTally) -> Iterator[Tuple[str, bytes, int]]:
     if not os.path.isdir(path):
         raise DataError(
             f"{path!r} is not a directory; pass an image folder (class sub-folders) or a folder of *.tar shards"
         )
     shards = _shards_under(path)
-    return _shard_records(shards) if shards else _folder_records(path)
+    return _shard_records(shards, tally.shard_reporter(path)) if shards else _folder_records(path)
 
 
 def folder_class_names(path: str) -> Optional[List[str]]:
@@ -95,27 +96,28 @@ def iter_image_batches(
     Raises ``DataError`` when ``path`` holds no readable image.
     """
     stats = stats if stats is not None else ReadStats()
+    tally = ProblemTally()
     images: List[np.ndarray] = []
     labels: List[int] = []
-    for key, data, label in _records(path):
-        if max_images is not None and stats.images >= max_images:
-            break
-        try:
-            images.append(center_crop(data, size))
-        except Exception as exc:  # PIL raises many types for undecodable bytes
-            stats.skipped += 1
-            if len(stats.problems) < 5:
-                stats.problems.append(f"{key}: {type(exc).__name__}: {exc}")
-            continue
-        labels.append(label)
-        stats.images += 1
-        if len(images) == batch_size:
+    try:  # the problems are said also when the caller stops early (a PCA takes the first batch only)
+        for where, data, label in _records(path, tally):
+            if max_images is not None and stats.images >= max_images:
+                break
+            try:
+                images.append(center_crop(data, size))
+            except Exception as exc:  # PIL raises many types for undecodable bytes
+                stats.skipped += 1
+                tally.note(path, "error/corrupt_image", "image", f"{where} ({type(exc).__name__}: {exc})")
+                continue
+            labels.append(label)
+            stats.images += 1
+            if len(images) == batch_size:
+                yield _stack(images, labels)
+                images, labels = [], []
+        if images:
             yield _stack(images, labels)
-            images, labels = [], []
-    if images:
-        yield _stack(images, labels)
-    if stats.problems:
-        log.warning("%s: skipped %d unreadable images, e.g. %s", path, stats.skipped, "; ".join(stats.problems))
+    finally:
+        tally.close("undecodable images and unreadable shard parts are left out, the other images are used", _SAID)
     if stats.images == 0:
         raise DataError(
             f"{path}: no readable images found (image folder or *.tar shards with jpg/png/... members expected)"

@@ -6,6 +6,13 @@ from radio.models.convert import build_parser, run
 from radio.models.public_checkpoints import public_checkpoints
 from radio.models.registry import get_model_info, list_models
 
+COLUMNS_FOOTER = (
+    "'teacher name': what a teacher of that type is called (metrics, heads, checkpoints) unless its spec sets "
+    "`name`; width: channels of the spatial features; img: the native input size in pixels; prefix: CLS + "
+    "register tokens ahead of the patch tokens; summary: length of the summary vector (0: none, e.g. SAM; "
+    "C-RADIO's concatenates several CLS tokens). Any timm model is also available as timm/<timm model name>."
+)
+
 
 def list_command(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
@@ -22,10 +29,7 @@ def list_command(args: argparse.Namespace) -> int:
             f"{name:45s} {i.short_name:20s} {i.embed_dim:6d} {i.depth:5d} {i.patch_size:5d} {i.img_size:5d} {i.num_prefix_tokens:6d} "
             f"{i.summary_dim:7d} {'yes' if i.is_student else '':7s} {public_checkpoints(name) or '-'}"
         )
-    print(
-        "Any timm model is also available as timm/<timm model name>. 'teacher name': what a teacher of that type "
-        "is called (metrics, heads, checkpoints) unless its spec sets `name`."
-    )
+    print(COLUMNS_FOOTER)
     return 0
 
 

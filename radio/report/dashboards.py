@@ -37,9 +37,17 @@ def wandb_identity(results_dir: str, wandb_cfg) -> Tuple[str, str]:
     return wandb_cfg.name or os.path.basename(folder), wandb_cfg.group or os.path.basename(os.path.dirname(folder))
 
 
-def open_wandb_run(results_dir: str, wandb_cfg, *, tags: Optional[List[str]] = None, config: Optional[dict] = None):
+def open_wandb_run(
+    results_dir: str,
+    wandb_cfg,
+    *,
+    tags: Optional[List[str]] = None,
+    config: Optional[dict] = None,
+    silent: bool = False,
+):
     """``wandb.init`` of the run whose id is in ``results_dir/wandb_run_id.txt`` (made on first use): a
-    restart and ``radio eval`` continue the same W&B run."""
+    restart and ``radio eval`` continue the same W&B run (offline: each in a folder of its own under
+    ``results_dir/wandb``, see ``wandb_sync_hint``). ``silent``: without W&B's banner and run summary."""
     import wandb
 
     name, group = wandb_identity(results_dir, wandb_cfg)
@@ -54,7 +62,17 @@ def open_wandb_run(results_dir: str, wandb_cfg, *, tags: Optional[List[str]] = N
         config=config,
         id=wandb_run_id(results_dir),
         resume="allow",
+        settings=wandb.Settings(silent=True) if silent else None,
     )
+
+
+def wandb_sync_hint(results_dir: str) -> str:
+    """How to upload an offline run. Every process that opened it (the first, each restart, each
+    ``radio eval``) left an ``offline-run-<time>-<id>`` folder of the same id; ``wandb sync`` given their
+    parent syncs them all, those of one id one after the other in order of start time (wandb's
+    ``cli/beta_sync.py``, ``wandb sync --help``), so the W&B run gets every fragment in order. Syncing a
+    folder alone uploads that fragment only."""
+    return f"upload with `wandb sync {os.path.join(os.path.abspath(results_dir), 'wandb')}` (all its folders at once)"
 
 
 def wandb_run_id(results_dir: str) -> str:
@@ -211,10 +229,12 @@ def _publish_to_wandb(results_dir: str, wandb_cfg, scalars: Dict[str, float], pi
     import wandb
 
     try:
-        run = open_wandb_run(results_dir, wandb_cfg)
+        run = open_wandb_run(results_dir, wandb_cfg, silent=True)  # the line returned says where they went
+        folder = os.path.abspath(os.path.dirname(run.dir))
         run.log({**scalars, **{tag: wandb.Image(path) for tag, path in pictures.items()}})
         run.summary.update(scalars)
         run.finish()
     except Exception as exc:  # eval.json is written already: a W&B problem must not fail the command
         return f"note: the eval results did not reach W&B ({type(exc).__name__}: {exc})"
-    return f"eval results added to W&B run {run.id} ({wandb_cfg.mode})"
+    line = f"eval results added to W&B run {run.id} ({wandb_cfg.mode}) in {folder}"
+    return line + (f"; {wandb_sync_hint(results_dir)}" if wandb_cfg.mode == "offline" else "")

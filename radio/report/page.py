@@ -7,6 +7,7 @@ import html
 import json
 import math
 import os
+from datetime import datetime
 from typing import Dict, List, Optional
 
 from radio.report.dashboards import run_summary
@@ -15,8 +16,10 @@ from radio.run.layout import (
     EVAL_DIR,
     EVAL_FILE,
     LOSS_PLOT,
+    METRICS_FILE,
     MIXTURE_PLOT,
     REPORT_HTML,
+    RUN_STATUS_FILE,
     TEACHERS_FILE,
     read_metrics,
     read_run_status,
@@ -48,16 +51,19 @@ def write_report_html(results_dir: str, eval_result: Optional[dict] = None, stat
     rows = read_metrics(results_dir)
     if eval_result is None:
         eval_result = _read_json(os.path.join(results_dir, EVAL_DIR, EVAL_FILE))
+    config = _read_yaml(os.path.join(results_dir, CONFIG_FILE)) or {}
     summary = run_summary(rows, status or read_run_status(results_dir) or "unknown (running, or it failed)")
+    student = (config.get("model") or {}).get("backbone") or {}
+    run_facts = {"student": student.get("type"), **summary, **run_times(results_dir, rows)}
     parts = [
         f"<h1>{_text(os.path.basename(os.path.abspath(results_dir)))}</h1>",
         f"<p>{_text(os.path.abspath(results_dir))}</p>",
         "<h2>Run</h2>",
-        _table(["", ""], [[key, value] for key, value in summary.items()]),
+        _table(["", ""], [[key, value] for key, value in run_facts.items()]),
         *(_picture(os.path.join(results_dir, file), file) for file in (LOSS_PLOT, MIXTURE_PLOT)),
         _mixture_table(rows),
         "<h2>Teachers</h2>",
-        _teachers_table(results_dir),
+        _teachers_table(results_dir, config),
         *_eval_section(eval_result),
     ]
     page = f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_text(results_dir)}</title>'
@@ -85,15 +91,56 @@ def _mixture_table(rows: List[dict]) -> str:
     return _table(["source", "requested share", "realised share (all windows)"], body)
 
 
-def _teachers_table(results_dir: str) -> str:
-    config = _read_yaml(os.path.join(results_dir, CONFIG_FILE)) or {}
+def run_times(results_dir: str, rows: List[dict]) -> Dict[str, Optional[str]]:
+    """When the run ended (the newer of ``run_status.json`` and the last ``metrics.jsonl`` row; while it runs:
+    that row) and how long it trained: the logging windows' time summed (images / images_per_s each; start-up
+    and the downtime between restarts left out), and the start of training that makes for a run that never
+    restarted."""
+    trained = math.fsum(r["images"] / r["images_per_s"] for r in rows if r.get("images") and r.get("images_per_s"))
+    written = [os.path.join(results_dir, file) for file in (RUN_STATUS_FILE, METRICS_FILE)]
+    ended = max((os.path.getmtime(path) for path in written if os.path.isfile(path)), default=None)
+    return {
+        "started": _date(ended - trained) if ended is not None and trained else None,
+        "ended": _date(ended) if ended is not None else None,
+        "training time": _duration(trained) if trained else None,
+    }
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d} (h:mm:ss)"
+
+
+def _teachers_table(results_dir: str, config: dict) -> str:
     loading = {t["name"]: t for t in _read_json(os.path.join(results_dir, TEACHERS_FILE)) or []}
     teachers = config.get("resolved_teachers") or []
     if not teachers:
         return "<p>No teachers (a label-only run).</p>" if config else "<p>No config.yaml in this folder.</p>"
+    launch_dir = _launch_dir(results_dir, config)
     columns = TEACHER_SETTINGS + TEACHER_LOADING
-    body = [[{**loading.get(t["name"], {}), **t}.get(key) for _, key in columns] for t in teachers]
+    body = []
+    for teacher in teachers:
+        values = {**loading.get(teacher["name"], {}), **teacher}
+        if values.get("file") and launch_dir:  # an older teachers.json: the path as the spec gave it
+            values["file"] = os.path.join(launch_dir, values["file"])
+        body.append([values.get(key) for _, key in columns])
     return _table([heading for heading, _ in columns], body)
+
+
+def _launch_dir(results_dir: str, config: dict) -> Optional[str]:
+    """The folder the run was started from, where its config's relative paths point, when its
+    ``results_dir`` was relative (``quickstart_out/results`` in ``/home/me/quickstart_out/results``);
+    None when it was absolute (teachers.json then has absolute paths too: ``radio/run/teacher_report.py``)."""
+    given = config.get("results_dir")
+    if not given or os.path.isabs(given):
+        return None
+    here, given = os.path.abspath(results_dir), os.path.normpath(given)
+    return here[: -len(given)].rstrip(os.sep) or os.sep if here.endswith(os.sep + given) else None
 
 
 def _eval_section(result: Optional[dict]) -> List[str]:
@@ -101,11 +148,14 @@ def _eval_section(result: Optional[dict]) -> List[str]:
         return []
     parts = ["<h2>Evaluation</h2>", f"<p>checkpoint: {_text(result.get('checkpoint'))}</p>"]
     if "knn" in result:
-        knn = result["knn"]
+        knn, options = result["knn"], result.get("options") or {}
         parts.append(
             _table(
-                ["kNN top-1", "k", "temperature", "train images", "val images"],
-                [[knn["top1"], knn["k"], knn["temperature"], knn["train_images"], knn["val_images"]]],
+                ["kNN top-1", "k", "temperature", "train images", "val images", "train folder", "val folder"],
+                [
+                    [knn["top1"], knn["k"], knn["temperature"], knn["train_images"], knn["val_images"]]
+                    + [options.get("knn_train"), options.get("knn_val")]
+                ],
             )
         )
     classification = result.get("classification")

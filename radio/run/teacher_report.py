@@ -1,7 +1,9 @@
 """How each teacher loaded: one console line per teacher (the key lists when a load was not clean) and the
-records of ``results_dir/teachers.json``."""
+records of ``results_dir/teachers.json``, whose file paths are absolute (``report.html`` is read away from
+the folder the run was started in)."""
 
-from typing import Dict, List
+import os
+from typing import Dict, List, Optional
 
 from radio.models.teacher import FrozenTeacher
 
@@ -15,7 +17,7 @@ def teacher_load_records(teachers: Dict[str, FrozenTeacher]) -> List[dict]:
             {
                 "name": name,
                 "type": teacher.backbone_type,
-                "file": report.path if report else None,
+                "file": _absolute(report.path) if report else None,
                 "layout": report.fmt if report else "random init (no checkpoint)",
                 "tensors": len(teacher.model.state_dict()),
                 "missing": list(report.missing) if report else [],
@@ -41,7 +43,7 @@ def _upsampler_record(teacher: FrozenTeacher):
     adaptor = teacher.adaptor
     grid = adaptor.grid * adaptor.upsample_factor
     return {
-        "file": report.path,
+        "file": _absolute(report.path),
         "layout": report.fmt,
         "upsample_factor": adaptor.upsample_factor,
         "view_size": adaptor.input_size * adaptor.input_factor,
@@ -51,6 +53,10 @@ def _upsampler_record(teacher: FrozenTeacher):
         "ignored": dict(report.dropped),
         "notes": list(report.notes),
     }
+
+
+def _absolute(path: Optional[str]) -> Optional[str]:
+    return os.path.abspath(path) if path else path
 
 
 def teacher_load_lines(teachers: Dict[str, FrozenTeacher]) -> List[str]:

@@ -101,8 +101,14 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 loss_field_prefix=prefix("loss_type"),
             )
             loss_type = resolve_loss_type(mode, pick("loss_type"), field_prefix=prefix("loss_type"))
+            summary_loss_type = normalize_summary_loss_type(
+                pick("summary_loss_type"), field=f"{prefix('summary_loss_type')}.summary_loss_type"
+            )
+            feature_normalizer = normalize_feature_normalizer(
+                pick("feature_normalizer"), field=f"{prefix('feature_normalizer')}.feature_normalizer"
+            )
         except SpecError as exc:
-            raise SpecError(f"teacher {path} ({info.name}): {exc}") from None
+            raise SpecError(_naming_the_teacher(str(exc), name)) from None
 
         patch = t.patch_size or info.patch_size
         if t.patch_size and t.patch_size != info.patch_size:
@@ -151,9 +157,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 norm_mean=[float(x) for x in (t.norm_mean or (info.norm[0] if info.norm else aug.norm_mean))],
                 norm_std=[float(x) for x in (t.norm_std or (info.norm[1] if info.norm else aug.norm_std))],
                 summary_token_idx=slot,
-                summary_loss_type=normalize_summary_loss_type(
-                    pick("summary_loss_type"), field=f"{prefix('summary_loss_type')}.summary_loss_type"
-                ),
+                summary_loss_type=summary_loss_type,
                 summary_loss_weight=float(pick("summary_loss_weight")),
                 fd_loss_weight=float(pick("fd_loss_weight")),
                 use_mlp=bool(pick("use_mlp")),
@@ -163,9 +167,7 @@ def resolve_teachers(cfg) -> List[ResolvedTeacher]:
                 spatial_num_inner=int(
                     t.spatial_num_inner if t.spatial_num_inner is not None else pick("mlp_num_inner")
                 ),
-                feature_normalizer=normalize_feature_normalizer(
-                    pick("feature_normalizer"), field=f"{prefix('feature_normalizer')}.feature_normalizer"
-                ),
+                feature_normalizer=feature_normalizer,
                 adaptor=t.adaptor,
                 upsampler_checkpoint=t.upsampler_checkpoint,
                 do_upsample=bool(t.do_upsample),
@@ -287,6 +289,13 @@ def _check_slots(teachers: List[ResolvedTeacher], cfg) -> None:
             f"a teacher's summary_token_idx={max(slots)} needs model.backbone.num_cls_tokens > {max(slots)} "
             f"(it is {limit})."
         )
+
+
+def _naming_the_teacher(message: str, name: str) -> str:
+    """A setting's error with the teacher it concerns named once, by its effective name, after the field the
+    message starts with: ``distill.teacher[0].loss_type (teacher demo_a): 'XX' is not a valid value; ...``."""
+    field, sep, rest = re.match(r"(\S+?)(:?\s|$)(.*)", message, re.S).groups()
+    return f"{field} (teacher {name}){sep}{rest}"
 
 
 def _check_globals(distill) -> None:

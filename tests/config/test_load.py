@@ -219,7 +219,7 @@ def test_a_binary_file_as_the_spec_is_refused(tmp_path):
 
 
 def test_a_teachers_own_bad_loss_type_names_that_teachers_field(tmp_path):
-    with pytest.raises(SpecError, match=r"distill\.teacher\[0\]\.loss_type: 'MSEE' is not a valid value"):
+    with pytest.raises(SpecError, match=r"distill\.teacher\[0\]\.loss_type \(teacher demo_a\): 'MSEE' is not a valid value"):
         load_run_config(QUICKSTART_SPEC, ["distill.teacher.0.loss_type=MSEE"])
 
 

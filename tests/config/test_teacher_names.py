@@ -102,6 +102,10 @@ def test_a_bad_enum_names_the_field_the_user_set(override, field):
     with pytest.raises(SpecError) as info:
         load_run_config(QUICKSTART_SPEC, [override])
     message = str(info.value)
-    assert f"{field}: 'XX' is not a valid value" in message, message
-    if not field.startswith("distill.teacher"):  # a global value is reported as the global field only
-        assert "distill.teacher[" not in message, message
+    if field.startswith("distill.teacher"):  # the field, then the teacher by its name, once
+        teacher = "demo_a" if field.startswith("distill.teacher[0]") else "demo_b"
+        assert message.startswith(f"{field} (teacher {teacher}): 'XX' is not a valid value"), message
+        assert message.count("teacher") == 2 and "demo_vit" not in message, message
+    else:  # a global value is reported as the global field only
+        assert message.startswith(f"{field}: 'XX' is not a valid value"), message
+        assert "teacher" not in message, message

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -232,3 +233,74 @@ def test_a_label_only_report_says_there_are_no_teachers(tmp_path):
 def test_the_report_package_reads_the_results_folder_only(path):
     # ``radio eval`` publishes through radio/report, and eval may not import the engine (docs/architecture.md).
     assert {m for m in imported_modules(path) if not m.startswith(("radio.report", "radio.run.layout"))} == set()
+
+
+def test_a_mailed_report_names_the_student_the_run_times_absolute_weights_and_the_knn_folders(tmp_path):
+    """Made from a folder as a run launched in ``tmp_path`` with relative paths leaves it, with an older
+    teachers.json whose file is relative to that launch folder."""
+    results = tmp_path / "out" / "results"
+    results.mkdir(parents=True)
+    rows = [{"step": s, "images": 100.0, "images_per_s": 10.0, "loss/t1": 1.0} for s in (1, 2, 3)]  # 10 s each
+    (results / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = {"name": "t1", "backbone_type": "demo_vit", "mode": "spatial"}
+    config = {"results_dir": "out/results", "model": {"backbone": {"type": "c_radio_tiny_patch16"}}}
+    (results / "config.yaml").write_text(yaml.safe_dump({**config, "resolved_teachers": [teacher]}))
+    (results / "teachers.json").write_text(json.dumps([{"name": "t1", "file": "out/weights/t1.safetensors"}]))
+    (results / "run_status.json").write_text(json.dumps({"status": "finished", "step": 3}))
+    ended = 1_700_000_000.0
+    for file in ("metrics.jsonl", "run_status.json"):
+        os.utime(results / file, (ended, ended))
+    knn = {"top1": 0.5, "k": 20, "temperature": 0.07, "train_images": 4, "val_images": 2}
+    result = {"checkpoint": "c", "knn": knn, "options": {"knn_train": "/d/train", "knn_val": "/d/val"}}
+    page = open(write_report_html(str(results), result)).read()
+    assert "<td>student</td><td>c_radio_tiny_patch16</td>" in page
+    assert f"<td>{tmp_path}/out/weights/t1.safetensors</td>" in page
+    started, finished = (
+        datetime.fromtimestamp(t).astimezone().isoformat(sep=" ", timespec="seconds") for t in (ended - 30, ended)
+    )
+    assert f"<td>started</td><td>{started}</td>" in page and f"<td>ended</td><td>{finished}</td>" in page
+    assert "<td>training time</td><td>0:00:30 (h:mm:ss)</td>" in page
+    assert "<th>train folder</th><th>val folder</th>" in page and "<td>/d/train</td><td>/d/val</td>" in page
+
+
+def test_teachers_json_holds_absolute_weight_paths(tmp_path, monkeypatch):
+    import torch
+
+    from radio.models.checkpoint_io import LoadReport
+    from radio.run.teacher_report import teacher_load_records
+
+    monkeypatch.chdir(tmp_path)  # the launch folder the spec's relative path is relative to
+    teacher = SimpleNamespace(
+        load_report=LoadReport(path="weights/t.safetensors", fmt="timm"),
+        backbone_type="demo_vit_tiny_patch16",
+        model=torch.nn.Linear(2, 2),
+        dtype=torch.bfloat16,
+        compiled=False,
+        fp8_layers=[],
+        load_seconds=0.1,
+        adaptor_report=None,
+    )
+    (record,) = teacher_load_records({"t": teacher})
+    assert record["file"] == str(tmp_path / "weights" / "t.safetensors")
+
+
+def test_eval_results_reach_wandb_without_its_banner_and_say_where_and_how_to_upload(tmp_path, monkeypatch):
+    import sys
+
+    from radio.report.dashboards import _publish_to_wandb
+
+    opened, logged = [], []
+    folder = tmp_path / "wandb" / "offline-run-20250101_000000-abc123"
+    run = SimpleNamespace(id="abc123", dir=str(folder / "files"), summary={}, log=logged.append, finish=lambda: None)
+    fake_wandb = SimpleNamespace(
+        init=lambda **kwargs: opened.append(kwargs) or run, Settings=lambda **kwargs: kwargs, Image=lambda path: path
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    cfg = SimpleNamespace(project="p", entity=None, name=None, group=None, mode="offline")
+    line = _publish_to_wandb(str(tmp_path), cfg, {"eval/knn_top1": 0.5}, {})
+    assert opened[0]["settings"] == {"silent": True} and opened[0]["resume"] == "allow"
+    assert logged == [{"eval/knn_top1": 0.5}] and run.summary == {"eval/knn_top1": 0.5}
+    assert line.startswith(f"eval results added to W&B run abc123 (offline) in {folder}; ")
+    assert f"`wandb sync {tmp_path}/wandb`" in line
+    cfg.mode = "online"
+    assert "wandb sync" not in _publish_to_wandb(str(tmp_path), cfg, {}, {})

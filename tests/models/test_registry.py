@@ -137,6 +137,8 @@ def test_models_command_lists_entries(capsys):
         "c_radio_v3_vit_large_patch16_reg4_dinov2",
     ]
     assert rows[0][1:8] == ["cradio_b", "768", "12", "16", "512", "8", "2304"]  # teacher name, then shapes
+    footer = lines[-1]  # the columns that are not self-explanatory are explained
+    assert "prefix: CLS + register tokens" in footer and "summary: length of the summary vector (0: none" in footer
     args = parser.parse_args(["models", "nothing*"])
     assert args.func(args) == 1
 
