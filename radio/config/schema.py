@@ -85,6 +85,9 @@ class DatasetConfig:
     workers: int = 8
     max_error_rate: float = 0.05  # fraction of bad samples per source above which the run stops
     device_prefetch: bool = True  # on a GPU: copy the next batch to the device while a step computes
+    # Colour JPEGs decoded on the training device (nvJPEG on a GPU), not in the workers; needs
+    # train_dataset.drop_near_constant=false (that filter needs the pixels in the worker).
+    decode_on_device: bool = False
     train_dataset: TrainDatasetConfig = field(default_factory=TrainDatasetConfig)
     val_dataset: ValDatasetConfig = field(default_factory=ValDatasetConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

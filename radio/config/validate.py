@@ -49,6 +49,18 @@ def _resolution_map(path: str, mapping) -> None:
         raise SpecError(f"{path} probabilities sum to {total:g}; they must sum to 1 (e.g. {{224: 0.5, 448: 0.5}}).")
 
 
+def check_decode_on_device(ds) -> None:
+    """``dataset.decode_on_device`` leaves JPEG decoding to the training device, but the near-constant filter
+    needs the pixels in the DataLoader worker, where a dropped sample's slot goes to the next sample (on the
+    device the slot is already taken). Also called by the loader (``data/loader.py``) for unvalidated configs."""
+    if ds.decode_on_device and ds.train_dataset.drop_near_constant:
+        raise SpecError(
+            "dataset.decode_on_device=true cannot be used with dataset.train_dataset.drop_near_constant=true: the "
+            "near-constant filter needs decoded pixels in the DataLoader worker, which no longer decodes the "
+            "JPEGs. Set dataset.train_dataset.drop_near_constant=false, or dataset.decode_on_device=false."
+        )
+
+
 def validate_config(cfg) -> None:
     """Raise ``SpecError`` on the first problem: ranges, lengths, registry names and cross-field rules.
 
@@ -99,6 +111,7 @@ def validate_config(cfg) -> None:
             "it is long side / short side, so it must be >= 1."
         )
     _validate_sources(ds.val_dataset, "dataset.val_dataset", required=False)
+    check_decode_on_device(ds)
 
     aug = ds.augmentation
     _length("dataset.augmentation.norm_mean", aug.norm_mean, [3])

@@ -6,6 +6,10 @@ crop needs at most half the image's resolution they are decoded at 1/2, 1/4 or 1
 images (PNG, WebP, grayscale or CMYK JPEGs, anything libjpeg-turbo refuses) are decoded by PIL. The crop
 region is then resized by torch's antialiased bilinear kernel for uint8 channels-last images, several times
 faster than PIL's resize.
+
+With ``dataset.decode_on_device`` the colour JPEGs are only planned here (header, filters on the native size,
+crop box and flip from the slot's rng): ``decode_crop_or_defer_jpeg`` hands their bytes on, and the training
+device decodes them (``data/device_decode.py``).
 """
 
 import io
@@ -86,6 +90,28 @@ def decode_crop(
     ``out`` (uint8 [out_size, out_size, 3], e.g. a row of a chunk's tensor) the crop is written there and
     the returned array shares its memory.
     """
+    return _decode_planned(data, plan_crop(data, rng, settings), out_size, settings, out)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """What the header and the slot's rng decide before any pixel is decoded. ``box``: (left, top, right,
+    bottom) in native pixels; ``image``: PIL's lazy image for bytes that are not for libjpeg-turbo."""
+
+    width: int
+    height: int
+    box: Tuple[float, float, float, float]
+    flip: bool
+    image: Optional[Image.Image] = None
+
+    @property
+    def for_turbo(self) -> bool:
+        return self.image is None
+
+
+def plan_crop(data: bytes, rng: random.Random, settings: CropSettings) -> CropPlan:
+    """Native size (header only), the native-resolution filter, then the crop box and flip drawn from ``rng``
+    in that order; raises ``SampleDropped`` like ``decode_crop``."""
     if not data:
         raise SampleDropped("error/empty_member")
     size = _turbo_jpeg_size(data)
@@ -96,21 +122,58 @@ def decode_crop(
         raise SampleDropped(reason, f"native size {width}x{height}")
     box = random_crop_box(rng, width, height, settings.scale, settings.ratio)
     flip = rng.random() < settings.hflip_probability
+    return CropPlan(width, height, box, flip, image)
+
+
+def decode_crop_or_defer_jpeg(
+    data: bytes, rng: random.Random, out_size: int, settings: CropSettings, out: torch.Tensor
+) -> Optional[CropPlan]:
+    """``decode_crop`` for ``dataset.decode_on_device``: a colour JPEG that ends with its EOI marker is not
+    decoded here; its plan (box and flip from ``rng`` exactly as ``decode_crop`` draws them) is returned, and
+    the training device decodes it (``data/device_decode.py``). Anything else is decoded into ``out`` as
+    ``decode_crop`` does (returns None), so a truncated JPEG is dropped here as on the CPU path. The
+    caller makes sure ``settings.near_constant_std`` is None: that filter needs the pixels (``loader.py``)."""
+    plan = plan_crop(data, rng, settings)
+    if plan.for_turbo and _ends_with_eoi(data):
+        return plan
+    _decode_planned(data, plan, out_size, settings, out)
+    return None
+
+
+def decode_with_pil(data: bytes) -> np.ndarray:
+    """PIL's full-size decode -> uint8 [H, W, 3]; undecodable bytes raise ``SampleDropped`` (error/...)."""
+    return _decode_pil(_open_pil(data), 1)
+
+
+def _decode_planned(
+    data: bytes, plan: CropPlan, out_size: int, settings: CropSettings, out: Optional[torch.Tensor]
+) -> np.ndarray:
+    width, height, box = plan.width, plan.height, plan.box
     reduction = _jpeg_reduction(width, height, box, out_size)
-    pixels = _decode_turbo(data, width, height, reduction) if image is None else None
+    pixels = _decode_turbo(data, width, height, reduction) if plan.for_turbo else None
     if pixels is None:  # not for libjpeg-turbo, or refused by it: PIL decides whether the bytes are usable
-        pixels = _decode_pil(image if image is not None else _open_pil(data), reduction)
+        pixels = _decode_pil(plan.image if plan.image is not None else _open_pil(data), reduction)
     if settings.near_constant_std is not None and is_near_constant(pixels, settings.near_constant_std):
         raise SampleDropped("dropped/near_constant")
     factor_x, factor_y = pixels.shape[1] / width, pixels.shape[0] / height
     scaled_box = (box[0] * factor_x, box[1] * factor_y, box[2] * factor_x, box[3] * factor_y)
     crop = _resize_region(pixels, scaled_box, out_size)
-    if flip:
+    if plan.flip:
         crop = crop.flip(1)
     if out is None:
         return crop.contiguous().numpy()
     out.copy_(crop)
     return out.numpy()
+
+
+# A complete JPEG ends with EOI (FF D9); some writers append a few padding bytes after it. Inside the
+# entropy-coded data an FF byte is always followed by 00 or a restart marker, so FF D9 near the end is EOI.
+_EOI_SEARCH_BYTES = 32
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """True when the bytes end with the EOI marker (within the last 32 bytes): not visibly truncated."""
+    return data.find(b"\xff\xd9", max(0, len(data) - _EOI_SEARCH_BYTES)) != -1
 
 
 def _turbo_jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
@@ -189,15 +252,15 @@ def _resize_region(pixels: np.ndarray, box: Tuple[float, float, float, float], o
     where PIL also reads the pixels just outside it. Returns an HWC view of a new channels-last tensor.
     """
     height, width = pixels.shape[:2]
-    left, right = _pixel_span(box[0], box[2], width)
-    top, bottom = _pixel_span(box[1], box[3], height)
+    left, right = pixel_span(box[0], box[2], width)
+    top, bottom = pixel_span(box[1], box[3], height)
     region = torch.from_numpy(pixels)[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0)
     region = region.contiguous(memory_format=torch.channels_last)  # the layout the fast uint8 kernel takes
     resized = F.interpolate(region, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
     return resized[0].permute(1, 2, 0)
 
 
-def _pixel_span(start: float, stop: float, length: int) -> Tuple[int, int]:
+def pixel_span(start: float, stop: float, length: int) -> Tuple[int, int]:
     """``[start, stop)`` in pixels rounded to whole pixels within ``[0, length)``, at least one pixel long."""
     first = min(max(int(round(start)), 0), length - 1)
     return first, min(max(int(round(stop)), first + 1), length)

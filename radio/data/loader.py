@@ -23,8 +23,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from radio.config.schema import DatasetConfig, NativeResolutionFilter
-from radio.data.crops import CropSettings, decode_crop
+from radio.config.validate import check_decode_on_device
+from radio.data.crops import CropSettings, decode_crop, decode_crop_or_defer_jpeg
 from radio.data.dedup import KeyCounts, WeightedAcceptance, counts_path
+from radio.data.device_decode import DEVICE_DECODE_FAILED, ChunkJpegs, DecodeFailures, DeferredCrops, DeferredJpeg
 from radio.data.lanes import MAX_LANES_PER_RANK, LanePosition, LaneReader, ReaderContext, lanes_for_source
 from radio.data.mixture import MixtureEmitter
 from radio.data.notices import NoticeBoard
@@ -46,6 +48,8 @@ class Batch:
     (``read/samples``, ``dropped/<reason>``, ``skipped/<reason>``, ``error/<reason>``, ``format/<warning>``);
     sum them over ranks for run totals. ``position``: the loader's state right after this batch, the one to
     checkpoint once it is trained on (a consumer may have read further ahead: ``data/prefetch.py``).
+    ``deferred``: with ``dataset.decode_on_device``, the colour JPEGs whose rows of ``images`` are still to
+    be decoded, on the training device (``device_decode.with_device_images``, where the batch reaches it).
     """
 
     images: torch.Tensor
@@ -56,6 +60,7 @@ class Batch:
     sizes: Dict[str, int]
     counters: Dict[str, int]
     position: Optional[dict] = None
+    deferred: Optional[DeferredCrops] = None
 
 
 @dataclass
@@ -74,6 +79,8 @@ class _Chunk:
     notices: Dict[tuple, object] = field(default_factory=dict)  # this worker's data notices (notices.py)
     emitter: Dict[str, object] = field(default_factory=dict)  # emitter state after the step
     rank_counts: List[int] = field(default_factory=list)  # per source: slots this rank gave it, after the step
+    deferred: List[DeferredJpeg] = field(default_factory=list)  # decode_on_device: JPEG rows left undecoded
+    jpeg_bytes: Optional[torch.Tensor] = None  # uint8: the deferred JPEGs' bytes, back to back
     error: Optional[str] = None
 
 
@@ -109,11 +116,13 @@ class _StepStream(IterableDataset):
         batch_size: int,
         max_error_rate: float,
         acceptance: List[Optional[WeightedAcceptance]],
+        decode_on_device: bool = False,
     ):
         super().__init__()
         self.sources, self.plan, self.settings, self.state = sources, plan, settings, state
         self.seed, self.rank, self.world_size, self.batch_size = seed, rank, world_size, batch_size
         self.max_error_rate, self.acceptance = max_error_rate, acceptance
+        self.decode_on_device = decode_on_device
 
     def __iter__(self) -> Iterator[_Chunk]:
         info = get_worker_info()
@@ -171,7 +180,8 @@ class _StepStream(IterableDataset):
     ) -> None:
         """Emit the step's global slots; fill this rank's slots whose lane this worker hosts.
 
-        Crops are decoded straight into the chunk's uint8 [n,S,S,3] tensor (no per-sample arrays to stack).
+        Crops are decoded straight into the chunk's uint8 [n,S,S,3] tensor (no per-sample arrays to stack);
+        with ``decode_on_device`` colour JPEGs are only planned, and their bytes and plans join the chunk.
         """
         step, out_size = chunk.step, self.plan.max_size(chunk.step)
         slots_per_step = self.batch_size * self.world_size
@@ -187,19 +197,22 @@ class _StepStream(IterableDataset):
         if not mine:
             return
         images = torch.empty((len(mine), out_size, out_size, 3), dtype=torch.uint8)
+        crop = decode_crop_or_defer_jpeg if self.decode_on_device else decode_crop
+        deferred = ChunkJpegs()
         for row, (position, source_index, lane) in enumerate(mine):
             # Crop randomness belongs to the slot, so it does not depend on which process fills it.
             slot_rng = random.Random(f"radio-crop/{self.seed}/{first_slot + position}")
-            raw, _ = lanes[source_index, lane].next_sample(
-                lambda data: decode_crop(
-                    data, random.Random(slot_rng.random()), out_size, self.settings, out=images[row]
-                )
+            raw, result = lanes[source_index, lane].next_sample(
+                lambda data: crop(data, random.Random(slot_rng.random()), out_size, self.settings, out=images[row])
             )
+            if self.decode_on_device and result is not None:  # a CropPlan: the device decodes this row
+                deferred.add(position, result, raw.image, self.sources[source_index].name, raw.key)
             chunk.positions.append(position)
             chunk.keys.append(raw.key)
             chunk.sources.append(source_index)
             chunk.labels.append(raw.label)
         chunk.images = images
+        chunk.deferred, chunk.jpeg_bytes = deferred.jpegs, deferred.packed()
 
 
 class TrainLoader:
@@ -223,6 +236,8 @@ class TrainLoader:
         self.max_error_rate = float(dataset_cfg.max_error_rate)
         self.num_classes = int(dataset_cfg.num_classes)
         self.settings = crop_settings(dataset_cfg)
+        self.decode_on_device = bool(dataset_cfg.decode_on_device)
+        check_decode_on_device(dataset_cfg)
         self.acceptance = self._weighting(dataset_cfg)
         self._sample_counts: Dict[int, int] = {}
         self.steps_per_epoch = self._steps_per_epoch()
@@ -333,6 +348,7 @@ class TrainLoader:
             batch_size=self.batch_size,
             max_error_rate=self.max_error_rate,
             acceptance=self.acceptance,
+            decode_on_device=self.decode_on_device,
         )
         release = None  # called once workers may be ended by a signal (the DataLoader ends them so)
         if self.workers == 0:
@@ -358,6 +374,7 @@ class TrainLoader:
         base_counters = dict(state["counters"])
         latest_counters: Dict[int, Dict[str, int]] = {}
         notices = NoticeBoard(self.rank, self.world_size)  # data problems: one line per source and kind
+        device_failures = DecodeFailures(notices.prefix)  # decode_on_device: counted where the batch is decoded
         try:
             while True:
                 step_chunks = [next(chunks) for _ in range(num_workers)]
@@ -366,7 +383,7 @@ class TrainLoader:
                         raise DataError(chunk.error)
                     latest_counters[chunk.worker] = chunk.counters
                     notices.update(chunk.worker, chunk.notices)
-                batch = self._assemble(step_chunks, base_counters, latest_counters)
+                batch = self._assemble(step_chunks, base_counters, latest_counters, device_failures)
                 yield batch
         finally:
             notices.close()
@@ -375,7 +392,11 @@ class TrainLoader:
                 atexit.unregister(release)
 
     def _assemble(
-        self, chunks: List[_Chunk], base_counters: Dict[str, int], latest_counters: Dict[int, Dict[str, int]]
+        self,
+        chunks: List[_Chunk],
+        base_counters: Dict[str, int],
+        latest_counters: Dict[int, Dict[str, int]],
+        device_failures: DecodeFailures,
     ) -> Batch:
         step = chunks[0].step
         if any(chunk.step != step for chunk in chunks):
@@ -411,6 +432,8 @@ class TrainLoader:
         for worker_counters in latest_counters.values():
             for name, value in worker_counters.items():
                 counters[name] = counters.get(name, 0) + value
+        if device_failures.count:  # those of earlier batches: a batch's own are added when it is decoded
+            counters[DEVICE_DECODE_FAILED] = counters.get(DEVICE_DECODE_FAILED, 0) + device_failures.count
         state = self._state
         state["step"] = step + 1
         state["emitter"] = chunks[0].emitter
@@ -427,7 +450,17 @@ class TrainLoader:
             self.plan.sizes_for_step(step),
             dict(counters),
             _copy_state(state),
+            _deferred_crops(chunks, device_failures) if self.decode_on_device else None,
         )
+
+
+def _deferred_crops(chunks: List[_Chunk], failures: DecodeFailures) -> Optional[DeferredCrops]:
+    """The step's deferred JPEG crops from every chunk, each with a view of its bytes; None when there are none."""
+    jpegs = [jpeg for chunk in chunks for jpeg in chunk.deferred]
+    if not jpegs:
+        return None
+    data = [chunk.jpeg_bytes[jpeg.start : jpeg.stop] for chunk in chunks for jpeg in chunk.deferred]
+    return DeferredCrops(jpegs, data, failures)
 
 
 def _copy_state(state: dict) -> dict:

@@ -3,16 +3,17 @@
 The loader's batches live in host memory. Copied at the start of each step, the step waits for the copy
 (tens of MB at high resolution) before any kernel runs. ``DevicePrefetcher`` instead pins batch k+1's crops
 and starts their copy on a side CUDA stream as soon as batch k is handed out, so the copy overlaps step k's
-compute; the compute stream waits for the copy only when batch k+1 is used. Off CUDA it reads one batch ahead
-all the same, without copying (the engine uses it on CUDA only; tests use it to check that reading ahead does
-not move what a checkpoint saves: ``Batch.position``).
+compute; the compute stream waits for the copy only when batch k+1 is used. With ``dataset.decode_on_device``
+batch k+1's JPEG crops are decoded on that side stream as well (``data/device_decode.py``). Off CUDA it
+reads one batch ahead all the same, without copying (the engine uses it on CUDA only; tests use it to check
+that reading ahead does not move what a checkpoint saves: ``Batch.position``).
 """
 
-import dataclasses
 from typing import Iterator, Optional
 
 import torch
 
+from radio.data.device_decode import with_device_images
 from radio.data.loader import Batch
 
 
@@ -37,8 +38,8 @@ class DevicePrefetcher:
             return batch
         with torch.cuda.stream(self.stream):
             images = batch.images if batch.images.is_pinned() else batch.images.pin_memory()
-            on_device = images.to(self.device, non_blocking=True)
-        return dataclasses.replace(batch, images=on_device)
+            # Deferred JPEG crops (dataset.decode_on_device) are decoded into the copy on this stream too.
+            return with_device_images(batch, images.to(self.device, non_blocking=True))
 
     def __next__(self) -> Batch:
         batch = self._next if self._next is not None else self._start_copy()

@@ -85,7 +85,9 @@ def make_view(images: torch.Tensor, size: int, mean: Sequence[float], std: Seque
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"make_view expects uint8 [B,3,S,S], got {images.dtype} {tuple(images.shape)}")
-    x = images.float()
+    # Crops arrive channels-last (decoded HWC); the models run faster on the default layout (CPU: the
+    # student's patch-embedding backward ~3x, docs/benchmarks.md), and the conversion is free in the cast.
+    x = images.to(torch.float32, memory_format=torch.contiguous_format)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     mean_t, std_t = _channel_constants(tuple(mean), tuple(std), x.device)

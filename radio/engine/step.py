@@ -18,6 +18,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from radio.data.device_decode import with_device_images
 from radio.data.loader import Batch
 from radio.data.views import make_view
 from radio.distributed import all_reduce_max_
@@ -68,8 +69,9 @@ class TrainStep:
         for micro in range(self.accum):
             with phase("data_wait"):
                 batch = next(data)
-            with phase("h2d"):
-                images = batch.images.to(device, non_blocking=True)
+            with phase("h2d"):  # and, with dataset.decode_on_device, the batch's JPEG crops decoded there
+                batch = with_device_images(batch, batch.images.to(device, non_blocking=True))
+                images = batch.images
             outputs = self.objective.teacher_outputs(images, batch.sizes, self.phases)
             with phase("normalizers"):
                 self.objective.observe(outputs, starts_step=micro == 0)

@@ -13,6 +13,12 @@ Two measurements per case, printed as a Markdown table:
 - wall clock with 1 and 2 DataLoader workers: images per second, best of ``--repeats`` alternating runs.
 
     python tools/bench/data_throughput.py [--images-small 960] [--images-large 320] [--size 224]
+
+``--decode-on-device DEVICE`` (cpu, cuda) adds a second table for ``dataset.decode_on_device``, in this process
+(no workers): the workers' CPU time per image (read, header, crop plan; colour JPEGs not decoded) against
+radio's CPU decode, and the main process's time per image to decode, crop and resize the batch's JPEGs on
+DEVICE (wall clock, the device synchronised per batch). On cpu it is informative only (the same CPU does the
+decoding, through torchvision's libjpeg at full scale); on cuda it is nvJPEG's real cost.
 """
 
 import argparse
@@ -34,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from radio.config.schema import DatasetConfig, TarDataSource, TrainDatasetConfig
 from radio.data.crops import random_crop_box
+from radio.data.device_decode import with_device_images
 from radio.data.loader import TrainLoader
 from radio.data.synthetic import jpeg_bytes, synthetic_image
 from radio.data.views import ViewPlan, ViewSpec
@@ -75,14 +82,22 @@ def run_plain(shards: list, workers: int, images: int, size: int, clock) -> floa
     return _images_per_second(iter(loader), images, clock, buffered=PREFETCH * workers)
 
 
-def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
+def radio_loader(root: str, workers: int, size: int, decode_on_device: bool = False) -> TrainLoader:
     cfg = DatasetConfig(
         batch_size=BATCH,
         workers=workers,
-        train_dataset=TrainDatasetConfig(tar_data_sources=[TarDataSource(root_dir=root, samples_per_file=64)]),
+        decode_on_device=decode_on_device,
+        train_dataset=TrainDatasetConfig(
+            tar_data_sources=[TarDataSource(root_dir=root, samples_per_file=64)],
+            drop_near_constant=not decode_on_device,  # that filter needs the pixels in the worker
+        ),
     )
     plan = ViewPlan(ViewSpec("student", size, 16), [], seed=0)
-    loader = TrainLoader(cfg, plan, seed=0, rank=0, world_size=1)
+    return TrainLoader(cfg, plan, seed=0, rank=0, world_size=1)
+
+
+def run_radio(root: str, workers: int, images: int, size: int, clock) -> float:
+    loader = radio_loader(root, workers, size)
     # Every radio worker contributes a chunk to every step, so PREFETCH steps are buffered in all.
     return _images_per_second((batch.images for batch in loader), images, clock, buffered=PREFETCH if workers else 0)
 
@@ -100,6 +115,32 @@ def _images_per_second(batches, images: int, clock, buffered: int) -> float:
     return seen / (clock() - start)
 
 
+def run_device_decode(root: str, images: int, size: int, device: torch.device) -> tuple:
+    """(worker CPU ms per image, main-process decode ms per image) of ``dataset.decode_on_device``, in this
+    process: the loader's work (CPU time) and ``with_device_images`` (wall clock, device synchronised)."""
+    batches = iter(radio_loader(root, 0, size, decode_on_device=True))
+    first = next(batches)
+    with_device_images(first, first.images.to(device))  # the device's and the decoder's set-up: not timed
+    _synchronize(device)
+    worker_s = decode_s = 0.0
+    seen = 0
+    while seen < images:
+        start = time.process_time()
+        batch = next(batches)
+        worker_s += time.process_time() - start
+        start = time.perf_counter()
+        decoded = with_device_images(batch, batch.images.to(device))
+        _synchronize(device)
+        decode_s += time.perf_counter() - start
+        seen += decoded.images.shape[0]
+    return 1000 * worker_s / seen, 1000 * decode_s / seen
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(run, path: str, workers: int, images: int, size: int, repeats: int) -> float:
     clock = time.process_time if workers == 0 else time.perf_counter
     return max(run(path, workers, images, size, clock) for _ in range(repeats))
@@ -111,6 +152,11 @@ def main() -> None:
     parser.add_argument("--images-large", type=int, default=320, help="images timed per large-JPEG run")
     parser.add_argument("--size", type=int, default=224, help="crop resolution S")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best is reported)")
+    parser.add_argument(
+        "--decode-on-device",
+        metavar="DEVICE",
+        help="also measure dataset.decode_on_device with the JPEGs decoded on DEVICE (cpu, cuda): a second table",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
@@ -133,6 +179,26 @@ def main() -> None:
                 plain = measure(lambda p, *a: run_plain(shards, *a), root, workers, images, args.size, args.repeats)
                 ours = measure(run_radio, root, workers, images, args.size, args.repeats)
                 print(f"| {name} | {label} | {plain:.1f} | {ours:.1f} | {ours / plain:.2f}x |", flush=True)
+        if args.decode_on_device:
+            print_device_decode(tmp, cases, args)
+
+
+def print_device_decode(tmp: str, cases: list, args) -> None:
+    """The ``--decode-on-device`` table, over the shards the first table wrote."""
+    device = torch.device(args.decode_on_device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\ndataset.decode_on_device, JPEGs decoded on {device} ({where}); in-process, best of {args.repeats}\n")
+    print(
+        "| case | worker CPU, radio CPU decode (ms/img) | worker CPU, decode_on_device (ms/img) | main-process "
+        f"decode on {device.type} (ms/img) |"
+    )
+    print("|---|---|---|---|")
+    for name, _, _, images in cases:
+        root = os.path.join(tmp, name.split()[0])
+        cpu_decode = 1000 / measure(run_radio, root, 0, images, args.size, args.repeats)
+        runs = [run_device_decode(root, images, args.size, device) for _ in range(args.repeats)]
+        worker, decode = min(r[0] for r in runs), min(r[1] for r in runs)
+        print(f"| {name} | {cpu_decode:.2f} | {worker:.2f} | {decode:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

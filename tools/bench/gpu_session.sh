@@ -14,5 +14,8 @@ $bench > "$out/seed.txt" 2>&1                                                   
 $bench --no-pipeline --no-phases distill.teacher_compile=true > "$out/compile.txt" 2>&1
 $bench --no-pipeline --no-phases distill.teacher_fp8=true > "$out/fp8.txt" 2>&1
 $bench --no-pipeline --no-phases dataset.device_prefetch=false > "$out/no_prefetch.txt" 2>&1
+$bench --no-phases dataset.decode_on_device=true dataset.train_dataset.drop_near_constant=false \
+    > "$out/decode_on_device.txt" 2>&1                                               # nvJPEG in the step
+python3 tools/bench/data_throughput.py --decode-on-device cuda > "$out/data_throughput.txt" 2>&1
 python3 tools/bench/view_mix.py --images 64 --sam sam_vit_h --batch 8 > "$out/view_mix.txt" 2>&1
-tail -n 1 "$out"/seed.txt "$out"/compile.txt "$out"/fp8.txt "$out"/no_prefetch.txt
+tail -n 1 "$out"/seed.txt "$out"/compile.txt "$out"/fp8.txt "$out"/no_prefetch.txt "$out"/decode_on_device.txt
