@@ -22,7 +22,6 @@ from radio.data.tar_reader import (
     read_member,
 )
 
-
 # What a ShardProblem affects (its ``scope``):
 REST_OF_SHARD = "rest_of_shard"  # the shard cannot be read, or nothing after its damage can
 LAYOUT = "layout"  # a quirk of the archive's layout, met by every reader of the shard whatever samples it owns

@@ -240,9 +240,9 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--preset", choices=("tiny", "seed"), default="tiny")
+    parser.add_argument("--preset", choices=("tiny", "seed"), default="tiny", help="shapes and models (default tiny)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: tiny 60, seed 40)")
     parser.add_argument("--warmup", type=int, default=None, help="steps before timing starts (default 10)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: tiny 1, seed 8)")
@@ -258,7 +258,7 @@ def main() -> None:
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
-        help="what img/s is measured against: wall time, or this process's CPU time (on a shared CPU machine "
+        help="what img/s is measured against (default wall): wall time, or this process's CPU time (on a shared CPU machine "
         "other load barely moves it; it leaves out DataLoader workers, so it suits (b)/(c), not (a))",
     )
     parser.add_argument("overrides", nargs="*", help="key=value spec overrides")
@@ -301,6 +301,8 @@ def main() -> None:
         f"preset {args.preset} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
         f"{flops / 1e9:.3g} GFLOP per image, {args.steps - args.warmup} timed steps per variant, {args.clock} clock"
     )
+    if args.clock == "cpu" and "pipeline" in variants:
+        print("note: --clock cpu leaves out the DataLoader workers' decoding: read (a) as wall-clock only")
     print("| variant | img/s | MFU | ratio to bare |")
     print("|---|---|---|---|")
     for name in variants:
