@@ -239,9 +239,7 @@ def bare_run(spec: str, overrides: List[str], work: str, args, timed: bool = Fal
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("tiny", "seed"), default="tiny", help="shapes and models (default tiny)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: tiny 60, seed 40)")
     parser.add_argument("--warmup", type=int, default=None, help="steps before timing starts (default 10)")
