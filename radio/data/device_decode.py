@@ -152,11 +152,15 @@ def _decode_all(data: List[torch.Tensor], device: torch.device) -> List[Optional
     undecodable JPEG fails as a whole, so then each is decoded on its own to find it."""
     try:
         return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except torch.OutOfMemoryError:  # the device's problem, not the data's: it must stop the run, not grey a crop
+        raise
     except RuntimeError:
         decoded = []
         for one in data:
             try:
                 decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+            except torch.OutOfMemoryError:
+                raise
             except RuntimeError:
                 decoded.append(None)
         return decoded

@@ -19,7 +19,6 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 from radio.detection.matching import QueryPairs
 
 LOGITS_KD_KINDS = ("sigmoid_kl", "sigmoid_bce", "softmax_kl")
-FEATURE_CRITERIA = ("L1", "L2", "IOU")
 
 
 def strip_denoising(tensor: torch.Tensor, denoising_meta_values: Optional[Mapping], dim: int = 1) -> torch.Tensor:

@@ -22,8 +22,6 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from radio.errors import SpecError
 
-MATCHINGS = ("hungarian", "index", "gt")
-
 
 @dataclass
 class QueryPairs:

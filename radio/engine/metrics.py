@@ -44,7 +44,9 @@ class MetricsLogger:
     ):
         self.enabled = enabled
         self.results_dir = results_dir
-        self.started = time.time()  # plots and run_status.json older than this are not this process's
+        # Plots and run_status.json older than this are not this process's (2 s of margin: some filesystems
+        # keep file times to the second).
+        self.started = time.time() - 2.0
         self.requested = {f"mixture_requested/{k}": v for k, v in description.requested_mixture.items()}
         self._jsonl = None
         self._tb = None

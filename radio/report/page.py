@@ -175,6 +175,9 @@ def _eval_section(result: Optional[dict]) -> List[str]:
         parts.append("<p>fidelity: no teachers in this run</p>")
     elif "fidelity" in result:
         body = [[name, s.get("summary"), s.get("spatial"), s.get("images")] for name, s in result["fidelity"].items()]
+        body += [
+            [name, None, None, f"not measured: {why}"] for name, why in result.get("fidelity_not_measured", {}).items()
+        ]
         parts.append(_table(["teacher", "summary cosine", "spatial cosine", "images"], body))
     if result.get("pca_png"):
         parts.append(_picture(result["pca_png"], "student features: first 3 PCA components"))

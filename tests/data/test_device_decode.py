@@ -242,3 +242,14 @@ def test_a_run_decodes_its_jpegs_in_the_training_step(demo_assets, tmp_path, mon
     spec = os.path.join(REPO, "specs", "quickstart.yaml")
     result = run(load_run_config(spec, tiny_run_overrides(demo_assets, str(tmp_path / "r"), *overrides)))
     assert result.steps == 4 and sum(decoded) == 4 * 4  # every demo image is a colour JPEG: batch 4, 4 steps
+
+
+def test_running_out_of_device_memory_stops_the_run_instead_of_greying_crops(monkeypatch):
+    import radio.data.device_decode as device_decode
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(device_decode, "decode_jpeg", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        device_decode._decode_all([torch.zeros(4, dtype=torch.uint8)], torch.device("cpu"))

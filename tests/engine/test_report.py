@@ -304,3 +304,11 @@ def test_eval_results_reach_wandb_without_its_banner_and_say_where_and_how_to_up
     assert f"`wandb sync {tmp_path}/wandb`" in line
     cfg.mode = "online"
     assert "wandb sync" not in _publish_to_wandb(str(tmp_path), cfg, {}, {})
+
+
+def test_teachers_fidelity_did_not_measure_are_listed_with_the_reason(tmp_path):
+    with open(tmp_path / "config.yaml", "w") as f:
+        yaml.safe_dump({"results_dir": str(tmp_path), "resolved_teachers": []}, f)
+    result = {**EVAL, "fidelity_not_measured": {"cls_teacher": "logits teacher (no features to compare)"}}
+    page = open(write_report_html(str(tmp_path), result)).read()
+    assert "<td>cls_teacher</td><td>-</td><td>-</td><td>not measured: logits teacher (no features to compare)</td>" in page
