@@ -6,14 +6,19 @@ trained again (``--fresh`` starts over: only the results folder is removed, neve
 """
 
 import glob
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from radio.errors import RadioError
-from radio.run.layout import CONFIG_FILE, RUN_STATUS_FILE, list_complete_checkpoints, read_metrics
+from radio.run.layout import (
+    CONFIG_FILE,
+    RUN_STATUS_FILE,
+    list_complete_checkpoints,
+    read_metrics,
+    read_run_status_record,
+)
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
 DEMO_SOURCES = (("source_a", 400, 11), ("source_b", 200, 22))  # name, images, seed
@@ -71,12 +76,8 @@ def loss_start_end(results_dir: str, teacher_names: Sequence[str]) -> Dict[str, 
 
 def finished_step(results_dir: str) -> Optional[int]:
     """The step a finished run in ``results_dir`` ended at (``run_status.json``); None if it did not finish."""
-    try:
-        with open(os.path.join(results_dir, RUN_STATUS_FILE)) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return int(status.get("step", 0)) if status.get("status") == "finished" else None
+    record = read_run_status_record(results_dir)
+    return int(record.get("step", 0)) if record and record.get("status") == "finished" else None
 
 
 def remove_results(results_dir: str) -> bool:

@@ -197,14 +197,22 @@ def write_run_status(results_dir: str, status: str, step: int, detail: str = "")
 
 def read_run_status(results_dir: str, newer_than: float = 0.0) -> Optional[str]:
     """The ``status`` in ``run_status.json`` if it was written after ``newer_than`` (a time.time()), else None."""
+    record = read_run_status_record(results_dir, newer_than)
+    return record.get("status") if record else None
+
+
+def read_run_status_record(results_dir: str, newer_than: float = 0.0) -> Optional[dict]:
+    """``run_status.json`` (status, step, ...) if it was written after ``newer_than``; None if absent, older
+    or unreadable."""
     path = os.path.join(results_dir, RUN_STATUS_FILE)
     try:
         if os.path.getmtime(path) < newer_than:
             return None
         with open(path) as f:
-            return json.load(f).get("status")
-    except (OSError, ValueError, AttributeError):
+            record = json.load(f)
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def read_metrics(results_dir: str) -> List[dict]:
