@@ -33,6 +33,12 @@ def _distill(args) -> int:
     from radio.run.spec import load_run_config
 
     cfg = load_run_config(args.spec, args.overrides)
+    if args.print_config and cfg.task == "detection":
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg), end="")
+        print(f"# files: {_path_problem(cfg) or 'every path the run needs exists and is readable'}")
+        return 0
     if args.print_config:
         from radio.engine.print_config import format_resolved_config
         from radio.run.teachers import resolution_notes, resolve_teachers
@@ -140,6 +146,7 @@ def _quickstart(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from radio.data.commands import add_commands as add_data_commands
+    from radio.detection.commands import add_commands as add_detection_commands
     from radio.eval.commands import add_commands as add_eval_commands
     from radio.export.commands import add_commands as add_export_commands
     from radio.models.commands import add_commands as add_model_commands
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(subparsers)
     add_eval_commands(subparsers)
     add_export_commands(subparsers)
+    add_detection_commands(subparsers)
     return parser
 
 

@@ -47,3 +47,13 @@ def test_eval_and_export_assemble_through_the_run_builder(path):
 @pytest.mark.parametrize("path", sources("data") + sources("models") + sources("losses"), ids=os.path.basename)
 def test_components_do_not_reach_into_the_engine(path):
     assert {m for m in imported_modules(path) if m.startswith("radio.engine")} == set()
+
+
+DETECTION_ENGINE_USERS = ("task.py", "step.py", "run_files.py", "commands.py")  # what the engine's loop drives
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in sources("detection") if os.path.basename(p) not in DETECTION_ENGINE_USERS], ids=os.path.basename
+)
+def test_detection_components_do_not_reach_into_the_engine(path):
+    assert {m for m in imported_modules(path) if m.startswith("radio.engine")} == set()

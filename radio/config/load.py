@@ -8,7 +8,7 @@ import dataclasses
 import difflib
 import re
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -18,17 +18,25 @@ from radio.config.schema import RunConfig, TeacherConfig
 from radio.config.validate import validate_config
 from radio.errors import SpecError
 
+# ``task`` -> (schema dataclass, its semantic check). This module knows backbone distillation's; a caller that
+# knows more tasks passes them (``radio/run/spec.py`` adds ``detection``).
+Tasks = Mapping[str, Tuple[type, Callable[[Any], None]]]
+BACKBONE_TASKS: Tasks = {"distill": (RunConfig, validate_config)}
 
-def load_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
+
+def load_config(spec_path: Optional[str], overrides: Sequence[str] = (), tasks: Tasks = BACKBONE_TASKS) -> RunConfig:
     """Merge the schema defaults, the YAML file (if any) and the dot-list overrides; validate (ranges,
     lengths, registry names: ``radio.run.spec.load_run_config`` is the complete check a run starts from).
+    The spec's ``task`` (default ``distill``) picks the schema and the check from ``tasks``.
 
-    Returns an OmegaConf-backed ``RunConfig`` (attribute access, typed, read-only structure).
+    Returns an OmegaConf-backed config (attribute access, typed, read-only structure).
     """
     raw = _read_yaml(spec_path) if spec_path else {}
-    _normalise_teacher_list(raw)
-    _check_teachers(raw)
-    cfg = OmegaConf.structured(RunConfig)
+    schema, validate = tasks[spec_task(raw, overrides, tasks)]
+    if schema is RunConfig:
+        _normalise_teacher_list(raw)
+        _check_teachers(raw)
+    cfg = OmegaConf.structured(schema)
     cfg = _merge(cfg, OmegaConf.create(raw), source=spec_path or "defaults")
     for item in overrides:
         _apply_override(cfg, item)
@@ -37,8 +45,20 @@ def load_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunC
         raise SpecError(
             f"{', '.join(missing)} must be set (in the spec file or as `{missing[0]}=...` on the command line)."
         )
-    validate_config(cfg)
+    validate(cfg)
     return cfg
+
+
+def spec_task(raw: dict, overrides: Sequence[str], tasks: Tasks) -> str:
+    """The spec's ``task`` (the last ``task=`` override wins): which schema the rest of it is read with."""
+    task = raw.get("task", "distill")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "task":
+            task = value.strip()
+    if task not in tasks:
+        raise SpecError(f"task={task!r} is not valid; use one of: {', '.join(tasks)}.")
+    return task
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -111,10 +131,11 @@ def _apply_override(cfg: DictConfig, item: str) -> None:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
         value = text
-    if key == "distill.teacher" and isinstance(value, dict):
+    teacher_list = OmegaConf.is_list(cfg.distill.teacher)  # a detection spec has one teacher, a mapping
+    if key == "distill.teacher" and isinstance(value, dict) and teacher_list:
         value = [value]
     index = re.match(r"distill\.teacher\.(\d+)\.", key)
-    if index and int(index.group(1)) >= len(cfg.distill.teacher):
+    if index and teacher_list and int(index.group(1)) >= len(cfg.distill.teacher):
         count = len(cfg.distill.teacher)
         raise SpecError(
             f"override {item!r} names distill.teacher[{index.group(1)}], but the spec lists {count} teacher(s) "

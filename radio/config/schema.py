@@ -243,6 +243,7 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
+    task: str = "distill"  # distill: this schema; detection: radio/detection/schema.py (radio/run/spec.py)
     results_dir: str = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

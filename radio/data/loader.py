@@ -355,7 +355,7 @@ class TrainLoader:
             chunks, num_workers = stream.chunks(0, 1), 1
         else:
             released = multiprocessing.RawValue("b", 0)
-            release = partial(_release, released)
+            release = partial(release_workers, released)
             atexit.register(release)  # also when the process exits without closing this iterator
             num_workers = min(self.workers, MAX_LANES_PER_RANK)
             # A private generator: without one the DataLoader draws its worker seed from the global RNG,
@@ -368,7 +368,7 @@ class TrainLoader:
                     prefetch_factor=4,
                     persistent_workers=False,
                     generator=torch.Generator().manual_seed(self.seed),
-                    worker_init_fn=partial(_stop_signals_are_for_the_main_process, released),
+                    worker_init_fn=partial(stop_signals_are_for_the_main_process, released),
                 )
             )
         base_counters = dict(state["counters"])
@@ -475,11 +475,11 @@ def _copy_state(state: dict) -> dict:
     return copied
 
 
-def _release(released) -> None:
+def release_workers(released) -> None:
     released.value = 1
 
 
-def _stop_signals_are_for_the_main_process(released, worker_id: int) -> None:
+def stop_signals_are_for_the_main_process(released, worker_id: int) -> None:
     """Workers ignore the stop signals (``engine/stop.py``) while the run uses them: when SLURM or torchrun
     signals the whole process group, the main process decides, finishes its step and checkpoints; a worker
     that died first would take the run down with it. Once the loader is done (``released``), a signal ends

@@ -100,6 +100,10 @@ class FeatureCapture:
             raise RuntimeError(f"feature {name!r} was not produced by the last forward pass")
         return [tensor for level in levels for tensor in level]
 
+    @property
+    def names(self) -> List[str]:
+        return list(self._levels)
+
     def clear(self) -> None:
         """Drop the kept tensors (and the graph they hold) until the next forward."""
         for name in self._levels:

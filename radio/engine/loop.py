@@ -72,7 +72,12 @@ def run(cfg, stop: Optional[StopRequest] = None, instrument: Optional[Instrument
         finally:
             stop.restore()  # a caller's handlers stay until its process exits: a late signal is no crash
     check_paths(cfg)
-    teachers_cfg = resolve_teachers(cfg)
+    if cfg.task == "detection":
+        from radio.detection.task import DetectionTask
+
+        task = DetectionTask(cfg)
+    else:
+        task = BackboneTask(cfg)
     accelerator = build_accelerator(cfg.train, cfg.dataset.batch_size)
     agree = partial(first_error, accelerator)
     lock = ResultsDirLock(cfg.results_dir)
@@ -80,27 +85,60 @@ def run(cfg, stop: Optional[StopRequest] = None, instrument: Optional[Instrument
     if in_use:
         raise on_every_rank(RadioError(in_use))
     try:
-        return _run_locked(cfg, teachers_cfg, accelerator, agree, stop, instrument or Instrumentation())
+        return _run_locked(cfg, task, accelerator, agree, stop, instrument or Instrumentation())
     finally:
         lock.release()
 
 
-def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instrument: Instrumentation) -> RunResult:
+class BackboneTask:
+    """What backbone distillation adds to the loop: its teachers, components, trainer and outputs. A task
+    gives ``notes``, ``build`` (-> a trainer with ``loader``, ``state``, ``params``, ``loss_names``,
+    ``step(data)``, ``window_values(outcome, lr)`` and ``after_step(step, log)``), ``write_start_files``,
+    ``describe`` and ``write_final_outputs`` (``radio/detection/task.py`` is the other)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.teachers_cfg = resolve_teachers(cfg)
+        self.parts: Optional[Components] = None
+
+    def notes(self) -> List[str]:
+        return resolution_notes(self.cfg, self.teachers_cfg)
+
+    def build(self, accelerator, phases, stop: StopRequest) -> "_Trainer":
+        cfg = self.cfg
+        self.parts = build_components(
+            cfg,
+            self.teachers_cfg,
+            device=accelerator.device,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+        )
+        for line in teacher_load_lines(self.parts.teachers):
+            accelerator.print(line)
+        total_steps, steps_per_epoch = run_length(cfg.train, self.parts.loader.steps_per_epoch, accelerator.print)
+        return _Trainer(cfg, self.teachers_cfg, accelerator, self.parts, total_steps, steps_per_epoch, phases, stop)
+
+    def write_start_files(self) -> None:
+        write_resolved_config(self.cfg, self.teachers_cfg, self.cfg.results_dir)
+        write_teachers_file(self.cfg.results_dir, teacher_load_records(self.parts.teachers))
+
+    def describe(self, accelerator):
+        return describe_run(self.cfg, self.teachers_cfg, self.parts.loader, accelerator)
+
+    def write_final_outputs(self, trainer: "_Trainer", trained_state: dict) -> None:
+        write_final_outputs(self.cfg, trainer.trainable.student, trained_state, self.teachers_cfg, self.cfg.results_dir)
+
+    def result(self, results_dir: str, steps: int, resumed_from: Optional[str], stopped_early: bool) -> RunResult:
+        return RunResult(results_dir, steps, resumed_from, stopped_early, [t.name for t in self.teachers_cfg])
+
+
+def _run_locked(cfg, task, accelerator, agree, stop: StopRequest, instrument: Instrumentation) -> RunResult:
     results_dir, train, is_main = cfg.results_dir, cfg.train, accelerator.is_main_process
     phase = instrument.phases.phase
-    _start_up_notes(cfg, teachers_cfg, accelerator, stop)
+    _start_up_notes(cfg, task.notes(), accelerator, stop)
     _set_torch_threads(cfg, accelerator)
-    parts = build_components(
-        cfg,
-        teachers_cfg,
-        device=accelerator.device,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-    )
-    for line in teacher_load_lines(parts.teachers):
-        accelerator.print(line)
-    total_steps, steps_per_epoch = _run_length(train, parts.loader.steps_per_epoch, accelerator.print)
-    trainer = _Trainer(cfg, teachers_cfg, accelerator, parts, total_steps, steps_per_epoch, instrument.phases, stop)
+    trainer = task.build(accelerator, instrument.phases, stop)
+    total_steps, steps_per_epoch = trainer.total_steps, trainer.steps_per_epoch
     state = trainer.state
     resumed_from = resume(
         state, results_dir, train.resume_training_checkpoint_path, agree=agree, is_main=is_main, say=accelerator.print
@@ -110,31 +148,28 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
         accelerator.print(f"resumed from {resumed_from} at step {counters.step}")
         _note_schedule_change(state, accelerator.print)
     if is_main:  # only now: a launch refused above must not leave its config next to another run's checkpoints
-        write_resolved_config(cfg, teachers_cfg, results_dir)
-        write_teachers_file(results_dir, teacher_load_records(parts.teachers))
+        task.write_start_files()
 
     def save() -> str:
         return state.save(results_dir, agree=agree, keep=train.keep_checkpoints)
 
     def result(stopped_early: bool) -> RunResult:
-        return RunResult(results_dir, counters.step, resumed_from, stopped_early, [t.name for t in teachers_cfg])
+        return task.result(results_dir, counters.step, resumed_from, stopped_early)
 
     logger = MetricsLogger(
         results_dir,
         cfg.logging,
         enabled=is_main,
-        description=describe_run(cfg, teachers_cfg, parts.loader, accelerator),
+        description=task.describe(accelerator),
         resume_step=counters.step,
     )
     progress = _progress_bar(cfg, is_main, total_steps, counters.step)
     # Without a bar, one plain line per logging window says how far the run is.
     plain_log = None
     if is_main and progress is None:
-        plain_log = PlainProgressLog(total_steps, counters.step, trainer.teacher_names)
-    loader_batches = iter(parts.loader)
-    data = instrument.batches(loader_batches) if instrument.batches else loader_batches
-    if cfg.dataset.device_prefetch and accelerator.device.type == "cuda":
-        data = DevicePrefetcher(data, accelerator.device)
+        plain_log = PlainProgressLog(total_steps, counters.step, trainer.loss_names)
+    loader_batches = iter(trainer.loader)
+    data = trainer.on_device(instrument.batches(loader_batches) if instrument.batches else loader_batches)
     try:
         if stop.agreed(accelerator, results_dir):  # asked during start-up
             return _stopped(stop, accelerator, results_dir, counters.step, progress, result, saved=False)
@@ -154,6 +189,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
             if outcome.stop:  # agreed inside the step, with its gradient norm
                 save()
                 return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
+            trainer.after_step(step, logger.log)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
                 with phase("checkpoint"):
                     save()
@@ -162,7 +198,7 @@ def _run_locked(cfg, teachers_cfg, accelerator, agree, stop: StopRequest, instru
         save()
         trained_state = trainer.params.full_state_dict()  # every rank: a collective under ZeRO
         if is_main:
-            write_final_outputs(cfg, trainer.trainable.student, trained_state, teachers_cfg, results_dir)
+            task.write_final_outputs(trainer, trained_state)
             write_run_status(results_dir, "finished", counters.step)
     finally:
         loader_batches.close()  # ends the DataLoader workers now, whatever ended the run
@@ -189,9 +225,11 @@ class _Trainer:
         stop: StopRequest,
     ):
         train = cfg.train
-        self.train, self.accelerator, self.parts = train, accelerator, parts
+        self.cfg, self.train, self.accelerator, self.parts = cfg, train, accelerator, parts
+        self.total_steps, self.steps_per_epoch, self.loader = total_steps, steps_per_epoch, parts.loader
         self.results_dir = cfg.results_dir
         self.teacher_names = [t.name for t in teachers_cfg]
+        self.loss_names = self.teacher_names  # the losses the plain log line shows
         if train.compile:
             # In place (nn.Module.compile), so state_dict keys and checkpoints stay the same as eager.
             parts.model.compile()
@@ -245,8 +283,18 @@ class _Trainer:
         counters.count_step(applied=outcome.grad_norm is not None)
         if counters.nonfinite_streak >= self.train.max_consecutive_nonfinite:
             skipped = [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
-            raise on_every_rank(RadioError(_nonfinite_message(counters, self.train, self.results_dir, skipped)))
+            raise on_every_rank(RadioError(nonfinite_message(counters, self.train, self.results_dir, skipped)))
         return outcome, lr
+
+    def on_device(self, batches):
+        """The batches as the step reads them: on a GPU with ``dataset.device_prefetch``, the next one's copy
+        overlaps the current step."""
+        if self.cfg.dataset.device_prefetch and self.accelerator.device.type == "cuda":
+            return DevicePrefetcher(batches, self.accelerator.device)
+        return batches
+
+    def after_step(self, step: int, log) -> None:
+        """Nothing between steps for backbone distillation (detection evaluates here)."""
 
     def window_values(self, outcome, lr: float) -> dict:
         """The logging window's all-rank values (a collective), plus the learning rate and loss state."""
@@ -274,9 +322,9 @@ def _set_torch_threads(cfg, accelerator) -> None:
         accelerator.print(contention)
 
 
-def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
+def _start_up_notes(cfg, notes: List[str], accelerator, stop: StopRequest) -> None:
     train = cfg.train
-    for note in resolution_notes(cfg, teachers_cfg):
+    for note in notes:
         accelerator.print(note)
     if accelerator.is_main_process and stop.clear_stale_stop_file(cfg.results_dir):
         print(f"note: removed {cfg.results_dir}/{STOP_FILE}, left from before this run started.")
@@ -287,7 +335,7 @@ def _start_up_notes(cfg, teachers_cfg, accelerator, stop: StopRequest) -> None:
         )
 
 
-def _run_length(train, loader_steps_per_epoch: int, say) -> tuple:
+def run_length(train, loader_steps_per_epoch: int, say) -> tuple:
     """(total optimizer steps, optimizer steps per epoch)."""
     steps_per_epoch = max(1, loader_steps_per_epoch // train.grad_accumulation_steps)
     total_steps = train.num_epochs * steps_per_epoch
@@ -326,7 +374,7 @@ def _stopped(stop, accelerator, results_dir: str, step: int, progress, result, *
     return result(stopped_early=True)
 
 
-def _nonfinite_message(counters, train, results_dir: str, skipped_teachers: List[str]) -> str:
+def nonfinite_message(counters, train, results_dir: str, skipped_teachers: List[str]) -> str:
     advice = "Lower train.optim.lr or set train.clip_grad_norm"
     if train.precision != "fp32":
         advice += ", or use train.precision=fp32"

@@ -7,7 +7,7 @@ one place trained weights change outside the optimizer). Then the targets are no
 micro-batch on any rank makes the step's all-reduced gradients non-finite on every rank. After the last
 micro-batch the gradient norm decides: finite, the optimizer steps; otherwise the step is skipped on every
 rank. Reading the norm is the step's one host synchronisation, and the ranks' stop requests travel with it
-(``TrainStep._agree``); nothing reads the device per micro-batch. Under ZeRO, DeepSpeed has already stepped (or skipped, on its own overflow
+(``agree_on_step``); nothing reads the device per micro-batch. Under ZeRO, DeepSpeed has already stepped (or skipped, on its own overflow
 check) inside the last backward and reports the norm it computed (inf when it skipped); its
 ``optimizer.step()`` is a no-op.
 """
@@ -89,7 +89,8 @@ class TrainStep:
             done.append((batch, result))
             skipped = result.skipped if skipped is None else skipped | result.skipped
         with phase("optimizer"):
-            grad_norm, stop = self._agree(accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+            grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            grad_norm, stop = agree_on_step(accelerator, grad_norm, self.stop_requested())
             finite = math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
@@ -102,22 +103,21 @@ class TrainStep:
                 window.add(batch, result if finite else None, flops)
         return StepOutcome(batch, grad_norm if finite else None, skipped, stop)
 
-    def _agree(self, grad_norm) -> Tuple[float, bool]:
-        """(gradient norm, does any rank want to stop): the step's one host synchronisation.
+def agree_on_step(accelerator, grad_norm, stop_requested: bool) -> Tuple[float, bool]:
+    """(gradient norm, does any rank want to stop): the step's one host synchronisation.
 
-        The gradients are all-reduced, so the norm is the same on every rank; it travels with this rank's
-        stop request in one two-value all-reduce (max), so the stop agreement costs no extra collective or
-        host read. A non-finite norm is sent as +inf (max would not carry NaN reliably).
-        """
-        accelerator = self.accelerator
-        local = 1.0 if self.stop_requested() else 0.0
-        if accelerator.num_processes == 1:
-            return float(grad_norm), bool(local)
-        norm = torch.as_tensor(grad_norm, device=accelerator.device).float().reshape(())
-        norm = torch.nan_to_num(norm, nan=math.inf, posinf=math.inf, neginf=math.inf)
-        packed = all_reduce_max_(torch.stack([norm, torch.full_like(norm, local)]))
-        grad_norm, stop = packed.tolist()
-        return grad_norm, stop > 0
+    The gradients are all-reduced, so the norm is the same on every rank; it travels with this rank's
+    stop request in one two-value all-reduce (max), so the stop agreement costs no extra collective or
+    host read. A non-finite norm is sent as +inf (max would not carry NaN reliably).
+    """
+    local = 1.0 if stop_requested else 0.0
+    if accelerator.num_processes == 1:
+        return float(grad_norm), bool(local)
+    norm = torch.as_tensor(grad_norm, device=accelerator.device).float().reshape(())
+    norm = torch.nan_to_num(norm, nan=math.inf, posinf=math.inf, neginf=math.inf)
+    packed = all_reduce_max_(torch.stack([norm, torch.full_like(norm, local)]))
+    grad_norm, stop = packed.tolist()
+    return grad_norm, stop > 0
 
 
 def poisoned_if_nonfinite(loss: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ def eval_command(args: argparse.Namespace) -> int:
         from radio.run.spec import load_run_config
 
         cfg = load_run_config(args.spec, args.overrides)
-        results_dir, evaluate = cfg.results_dir, cfg.evaluate
+        results_dir = cfg.results_dir
     else:
         if args.overrides:
             raise RadioError(
@@ -23,7 +23,12 @@ def eval_command(args: argparse.Namespace) -> int:
                 "own config.yaml is used"
             )
         results_dir = args.results
-        evaluate = load_results_config(results_dir)[0].evaluate
+        cfg = load_results_config(results_dir)[0]
+    if cfg.task == "detection":
+        from radio.detection.commands import detection_eval
+
+        return detection_eval(args, results_dir)
+    evaluate = cfg.evaluate
     opts = EvalOptions(
         checkpoint=args.checkpoint or (None if args.init else evaluate.checkpoint),
         init=args.init,

@@ -186,6 +186,11 @@ def eval_scalars(result: dict) -> Dict[str, float]:
             values.update({f"eval/{who}_{k}": classification[who][k] for k in ("top1", "top5")})
     for teacher, scores in result.get("fidelity", {}).items():
         values.update({f"eval/fidelity/{teacher}/{k}": scores[k] for k in ("summary", "spatial") if k in scores})
+    for source, scores in result.get("detection", {}).items():  # a detection run (radio/detection/run_files.py)
+        for who in ("student", "teacher"):
+            values.update({f"eval/{source}/{who}_{k}": v for k, v in scores.get(who, {}).items() if v is not None})
+    for source, losses in result.get("held_out", {}).items():
+        values.update({f"eval/{source}/held_out/{k.removeprefix('loss/')}": v for k, v in losses.items()})
     step = checkpoint_step(result)
     if step is not None:
         values["eval/checkpoint_step"] = step

@@ -53,8 +53,7 @@ def write_report_html(results_dir: str, eval_result: Optional[dict] = None, stat
         eval_result = _read_json(os.path.join(results_dir, EVAL_DIR, EVAL_FILE))
     config = _read_yaml(os.path.join(results_dir, CONFIG_FILE)) or {}
     summary = run_summary(rows, status or read_run_status(results_dir) or "unknown (running, or it failed)")
-    student = (config.get("model") or {}).get("backbone") or {}
-    run_facts = {"student": student.get("type"), **summary, **run_times(results_dir, rows)}
+    run_facts = {"student": _student_name(config), **summary, **run_times(results_dir, rows)}
     parts = [
         f"<h1>{_text(os.path.basename(os.path.abspath(results_dir)))}</h1>",
         f"<p>{_text(os.path.abspath(results_dir))}</p>",
@@ -116,8 +115,26 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d} (h:mm:ss)"
 
 
+def _student_name(config: dict) -> Optional[str]:
+    model = config.get("model") or {}
+    if config.get("task") == "detection":
+        return f"{model.get('family')} / {model.get('backbone')}"
+    return (model.get("backbone") or {}).get("type")
+
+
+def _detection_teacher_table(records: List[dict]) -> str:
+    """A detection run's teacher as ``teachers.json`` records it (``radio/detection/task.py``)."""
+    if not records:
+        return "<p>No teacher (the detection loss alone).</p>"
+    columns = ["name", "type", "file", "layout", "dtype", "tensors", "copied_into_student"]
+    return _table(columns, [[record.get(key) for key in columns] for record in records])
+
+
 def _teachers_table(results_dir: str, config: dict) -> str:
-    loading = {t["name"]: t for t in _read_json(os.path.join(results_dir, TEACHERS_FILE)) or []}
+    records = _read_json(os.path.join(results_dir, TEACHERS_FILE)) or []
+    if config.get("task") == "detection":
+        return _detection_teacher_table(records)
+    loading = {t["name"]: t for t in records}
     teachers = config.get("resolved_teachers") or []
     if not teachers:
         return "<p>No teachers (a label-only run).</p>" if config else "<p>No config.yaml in this folder.</p>"
@@ -181,6 +198,27 @@ def _eval_section(result: Optional[dict]) -> List[str]:
         parts.append(_table(["teacher", "summary cosine", "spatial cosine", "images"], body))
     if result.get("pca_png"):
         parts.append(_picture(result["pca_png"], "student features: first 3 PCA components"))
+    parts += _detection_section(result)
+    return parts
+
+
+def _detection_section(result: dict) -> List[str]:
+    """A detection run's COCO metrics per val source and model, and its held-out losses."""
+    metrics = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"]
+    body = [
+        [source, who, *[scores[who].get(k) for k in metrics], scores.get("images")]
+        for source, scores in result.get("detection", {}).items()
+        for who in ("student", "teacher")
+        if who in scores
+    ]
+    if not body:
+        return []
+    parts = [_table(["val source", "model", *metrics, "images"], body)]
+    losses = [
+        [source, key, value] for source, terms in result.get("held_out", {}).items() for key, value in terms.items()
+    ]
+    if losses:
+        parts.append(_table(["val source", "held-out loss (per image)", "value"], losses))
     return parts
 
 

@@ -10,7 +10,8 @@
 - ``checkpoints/step_XXXXXXX/``: ``model.safetensors`` (student + heads), ``normalizers.safetensors``,
   ``optimizer.pt`` or ``deepspeed/``, per-rank RNG / loader / metrics-window files and, written last,
   ``trainer_state.json`` (``radio/engine/checkpoint.py`` writes them atomically).
-- ``student_final.safetensors`` + ``student_final.json``: the trained backbone; ``loss_per_teacher.png``,
+- ``student_final.safetensors`` + ``student_final.json``: the trained backbone (``detector_final/`` for
+  ``task: detection``: the student detector as a transformers folder); ``loss_per_teacher.png``,
   ``data_mixture.png`` and ``report.html`` (both plots, the teachers, eval results): the report.
 - ``eval/``: ``radio eval``'s ``eval.json``, ``pca.png`` and ``confusion_matrix.png`` (unless ``--out`` says
   otherwise).
@@ -36,6 +37,7 @@ STOP_FILE = "STOP"
 CHECKPOINTS_DIR = "checkpoints"
 STUDENT_FINAL_FILE = "student_final.safetensors"
 STUDENT_FINAL_META = "student_final.json"
+DETECTOR_FINAL_DIR = "detector_final"  # task: detection: the student as a transformers folder
 LOSS_PLOT = "loss_per_teacher.png"
 MIXTURE_PLOT = "data_mixture.png"
 REPORT_HTML = "report.html"  # both plots, the resolved teachers and the eval results on one page
@@ -146,7 +148,8 @@ def write_resolved_config(cfg, teachers: list, results_dir: str) -> None:
 
 
 def load_results_config(results_dir: str) -> Tuple[object, list]:
-    """``results_dir/config.yaml`` -> (RunConfig, [ResolvedTeacher] as written by the run)."""
+    """``results_dir/config.yaml`` -> (RunConfig, [ResolvedTeacher] as written by the run); a detection run's
+    gives (DetectionRunConfig, [])."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -164,6 +167,10 @@ def load_results_config(results_dir: str) -> Tuple[object, list]:
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path))
         resolved = raw.pop("resolved_teachers")
+        if raw.get("task") == "detection":
+            from radio.detection.schema import DetectionRunConfig
+
+            return OmegaConf.merge(OmegaConf.structured(DetectionRunConfig), raw), []
         cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
     except (OmegaConfBaseException, KeyError, AttributeError, ValueError) as exc:
         raise RadioError(f"{path}: not a resolved radio run config ({type(exc).__name__}: {exc})") from None

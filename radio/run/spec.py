@@ -9,10 +9,12 @@ import glob
 import os
 from typing import Optional, Sequence
 
-from radio.config.load import load_config
+from radio.config.load import BACKBONE_TASKS, load_config
 from radio.config.schema import RunConfig
 from radio.config.validate import check_choice
 from radio.data.dedup import DEDUP_COUNTS_FILE, WEIGHT_MODES
+from radio.detection.schema import DetectionRunConfig
+from radio.detection.validate import validate_detection_config
 from radio.engine.accel import PRECISIONS
 from radio.engine.metrics import WANDB_MODES
 from radio.engine.optim import LR_POLICIES, OPTIMIZERS
@@ -20,21 +22,31 @@ from radio.errors import CheckpointError, SpecError
 from radio.models.heads import HEAD_VERSIONS
 from radio.run.teachers import resolve_teachers
 
+TASKS = {**BACKBONE_TASKS, "detection": (DetectionRunConfig, validate_detection_config)}  # ``task`` in a spec
+
 
 def load_run_config(spec_path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
-    """Spec file + ``key=value`` overrides -> the checked ``RunConfig``; ``SpecError`` on the first problem."""
-    cfg = load_config(spec_path, overrides)
+    """Spec file + ``key=value`` overrides -> the checked ``RunConfig`` (a ``DetectionRunConfig`` for
+    ``task: detection``); ``SpecError`` on the first problem."""
+    cfg = load_config(spec_path, overrides, TASKS)
+    check_engine_choices(cfg)
+    if cfg.task == "detection":
+        return cfg
     check_implemented_choices(cfg)
     resolve_teachers(cfg)  # refuses impossible mode / loss / teacher combinations
     return cfg
 
 
-def check_implemented_choices(cfg) -> None:
-    check_choice("dataset.train_dataset.data_weight_mode", cfg.dataset.train_dataset.data_weight_mode, WEIGHT_MODES)
+def check_engine_choices(cfg) -> None:
+    """The sections every task shares: precision, optimizer, schedule, logging."""
     check_choice("train.precision", cfg.train.precision, tuple(PRECISIONS))
     check_choice("train.optim.optim", cfg.train.optim.optim, tuple(OPTIMIZERS))
     check_choice("train.optim.policy", cfg.train.optim.policy, tuple(LR_POLICIES))
     check_choice("logging.wandb.mode", cfg.logging.wandb.mode, WANDB_MODES)
+
+
+def check_implemented_choices(cfg) -> None:
+    check_choice("dataset.train_dataset.data_weight_mode", cfg.dataset.train_dataset.data_weight_mode, WEIGHT_MODES)
     check_choice("distill.spatial_mlp_version", cfg.distill.spatial_mlp_version, HEAD_VERSIONS)
     for i, teacher in enumerate(cfg.distill.teacher):
         check_choice(
@@ -56,6 +68,10 @@ def _check_featsharp_files(cfg) -> None:
 
 def check_paths(cfg) -> None:
     """Files the run needs must exist before any model is built or data is read."""
+    if cfg.task == "detection":
+        from radio.detection.validate import check_detection_paths
+
+        return check_detection_paths(cfg)
     if os.path.exists(cfg.results_dir) and not os.path.isdir(cfg.results_dir):
         raise SpecError(f"results_dir={cfg.results_dir!r} is a file; give a folder (it is created if missing).")
     for i, src in enumerate(cfg.dataset.train_dataset.tar_data_sources):

@@ -19,7 +19,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(engine: str, overrides, script: str = TRAIN_PY) -> list:
+def launch_command(engine: str, overrides, script: str = TRAIN_PY, spec: str = QUICKSTART_SPEC) -> list:
     if engine == "ddp":
         # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` + Accelerator(cpu=True) starts two.
         how = ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -35,7 +35,7 @@ def launch_command(engine: str, overrides, script: str = TRAIN_PY) -> list:
         str(free_port()),
         script,
         "--spec",
-        QUICKSTART_SPEC,
+        spec,
         *overrides,
     ]
 
@@ -66,10 +66,12 @@ def launch_env(**extra) -> dict:
     return {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **extra}
 
 
-def launch(engine: str, overrides, script: str = TRAIN_PY, **env) -> subprocess.CompletedProcess:
+def launch(
+    engine: str, overrides, script: str = TRAIN_PY, spec: str = QUICKSTART_SPEC, **env
+) -> subprocess.CompletedProcess:
     # From the repository root: the DeepSpeed YAMLs name their JSON relative to it.
     return subprocess.run(
-        launch_command(engine, overrides, script),
+        launch_command(engine, overrides, script, spec),
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,0 +1,173 @@
+"""A finished (or checkpointed) detection run, read back for ``radio eval`` and ``radio export``.
+
+``radio eval`` (``evaluate_detection_run``) scores the student on the run's ``dataset.val_data_sources``: COCO
+mAP, mAP50, mAP75 and S/M/L by pycocotools, the teacher's on the same images, and the held-out losses — the
+detection loss and every binding's distillation term, i.e. how far the student still is from its teacher on
+images it did not train on. ``radio export`` (``export_detection_run``) writes the student alone as a
+transformers folder (projections dropped) that ``AutoModelForObjectDetection.from_pretrained`` reloads.
+"""
+
+import json
+import math
+import os
+from typing import Dict, Optional
+
+import torch
+from safetensors.torch import load_file
+
+from radio.detection.bindings import resolve_bindings
+from radio.detection.data import CocoDetectionSource, detection_eval_batches
+from radio.detection.models import export_detector
+from radio.detection.objective import DetectionDistiller, DetectionTeacher
+from radio.detection.predictions import evaluate_detector
+from radio.detection.task import build_student, detection_teacher_dtype, load_teacher, start_from_teacher
+from radio.errors import RadioError
+from radio.models.checkpoint_io import load_exact
+from radio.run.layout import EVAL_FILE, MODEL_FILE, find_checkpoint_dir, load_results_config
+
+_OTHER_RUN = "The checkpoint is not this run's (another spec wrote it); pass a checkpoint of this results_dir."
+
+
+def load_detection_distiller(cfg, results_dir: str, checkpoint: Optional[str], *, init: bool, device) -> tuple:
+    """(``DetectionDistiller`` in eval mode on ``device``, its ``DetectionTeacher`` or None, the checkpoint
+    folder or None): the trained module as the checkpoint holds it, or as the run initialised it (``init``)."""
+    bindings = resolve_bindings(cfg.distill, student_family=cfg.model.family) if cfg.distill.teacher else []
+    student = build_student(cfg)
+    teacher_model = load_teacher(cfg)
+    if init:  # the student as the run started it
+        start_from_teacher(cfg, student, teacher_model)
+    teacher = None
+    if teacher_model is not None:
+        dtype = detection_teacher_dtype(cfg, device)
+        teacher = DetectionTeacher(
+            teacher_model.to(device=device, dtype=dtype), bindings, dtype=dtype, matching=cfg.distill.matching
+        )
+    distiller = DetectionDistiller(
+        student.to(device),
+        bindings,
+        teacher=teacher,
+        coef=cfg.model.distillation_loss_coef,
+        matching=cfg.distill.matching,
+        logits_kd_kind=cfg.distill.logits_kd_kind,
+        temperature=cfg.distill.temperature,
+        confidence_weighted=cfg.distill.confidence_weighted,
+    )
+    folder = None
+    if not init:
+        folder = find_checkpoint_dir(results_dir, checkpoint)
+        path = os.path.join(folder, MODEL_FILE)
+        load_exact(distiller, load_file(path, device=str(device)), path, "radio detection checkpoint", _OTHER_RUN)
+    return distiller.eval(), teacher, folder
+
+
+@torch.no_grad()
+def held_out_losses(
+    distiller: DetectionDistiller, teacher: Optional[DetectionTeacher], batches, device
+) -> Dict[str, float]:
+    """The mean per image of ``loss/detection`` and each binding's ``loss/kd/...`` term over ``batches``."""
+    sums: Dict[str, float] = {}
+    images = 0
+    for batch in batches:
+        batch = batch.to(device)
+        signals = teacher(batch.pixel_values, batch.labels) if teacher is not None else None
+        result = distiller(batch.pixel_values, batch.labels, signals)
+        count = len(batch.labels)
+        images += count
+        for key, value in result.extra.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * count
+    return {key: value / max(images, 1) for key, value in sums.items()}
+
+
+def evaluate_detection_run(
+    results_dir: str,
+    out: str,
+    *,
+    checkpoint: Optional[str] = None,
+    init: bool = False,
+    batch_size: Optional[int] = None,
+) -> dict:
+    """``eval.json`` in ``out``: per val source the student's and the teacher's COCO metrics and the held-out
+    losses; returns the same dict."""
+    cfg, _ = load_results_config(results_dir)
+    if not cfg.dataset.val_data_sources:
+        raise RadioError(
+            f"{results_dir}: the run has no dataset.val_data_sources to score; add COCO val sources to the spec "
+            "(radio eval -e SPEC uses the spec's)."
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    distiller, teacher, folder = load_detection_distiller(cfg, results_dir, checkpoint, init=init, device=device)
+    ds, aug = cfg.dataset, cfg.dataset.augmentation
+    result = {"task": "detection", "checkpoint": folder, "init": init, "detection": {}, "held_out": {}}
+
+    def batches(source):
+        return detection_eval_batches(
+            source,
+            batch_size=batch_size or ds.batch_size,
+            workers=ds.workers,
+            spatial_size=tuple(aug.eval_spatial_size),
+            norm_mean=list(aug.norm_mean),
+            norm_std=list(aug.norm_std),
+        )
+
+    for i, spec in enumerate(ds.val_data_sources):
+        source = CocoDetectionSource(
+            spec.image_dir, spec.json_file, num_classes=ds.num_classes, where=f"dataset.val_data_sources[{i}]"
+        )
+        scores = {"images": source.num_images}
+        models = {"student": (distiller.student, torch.float32)}
+        if teacher is not None:
+            models["teacher"] = (teacher.model, teacher.dtype)
+        for who, (model, dtype) in models.items():
+            metrics = evaluate_detector(
+                model,
+                batches(source),
+                source.json_file,
+                device=device,
+                dtype=dtype,
+                max_detections=cfg.evaluate.max_detections,
+            )
+            scores[who] = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
+        result["detection"][source.name] = scores
+        result["held_out"][source.name] = held_out_losses(distiller, teacher, batches(source), device)
+    os.makedirs(out, exist_ok=True)
+    result["eval_json"] = os.path.join(out, EVAL_FILE)
+    with open(result["eval_json"], "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def format_detection_table(result: dict) -> str:
+    """The console table of ``evaluate_detection_run``'s result."""
+    lines = [f"{'source':<16} {'model':<8} {'mAP':>7} {'mAP50':>7} {'mAP75':>7} {'images':>7}"]
+    for name, scores in result["detection"].items():
+        for who in ("student", "teacher"):
+            if who in scores:
+                m = scores[who]
+                cells = [f"{m[k]:7.4f}" if m.get(k) is not None else f"{'-':>7}" for k in ("mAP", "mAP50", "mAP75")]
+                lines.append(f"{name:<16} {who:<8} {' '.join(cells)} {scores['images']:>7}")
+        for key, value in result["held_out"][name].items():
+            lines.append(f"{name:<16} held-out {key} = {value:.5g}")
+    return "\n".join(lines)
+
+
+def export_detection_run(results_dir: str, out: str, checkpoint: Optional[str] = None) -> dict:
+    """The checkpoint's student as a transformers folder in ``out`` plus ``export.json``; returns the manifest."""
+    cfg, _ = load_results_config(results_dir)
+    distiller, _, folder = load_detection_distiller(
+        cfg, results_dir, checkpoint, init=False, device=torch.device("cpu")
+    )
+    export_detector(distiller.student, out)
+    manifest = {
+        "task": "detection",
+        "checkpoint": folder,
+        "family": cfg.model.family,
+        "backbone": cfg.model.backbone,
+        "num_classes": int(cfg.dataset.num_classes),
+        "eval_spatial_size": list(cfg.dataset.augmentation.eval_spatial_size),
+        "norm_mean": list(cfg.dataset.augmentation.norm_mean),
+        "norm_std": list(cfg.dataset.augmentation.norm_std),
+        "load_call": f"transformers.AutoModelForObjectDetection.from_pretrained({os.path.abspath(out)!r})",
+    }
+    with open(os.path.join(out, "export.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
