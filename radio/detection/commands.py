@@ -10,7 +10,8 @@ from radio.run.layout import EVAL_DIR
 _BACKBONE_ONLY_EVAL_FLAGS = ("knn_train", "knn_val", "labelled", "images", "max_images")
 
 
-def detection_eval(args: argparse.Namespace, results_dir: str) -> int:
+def detection_eval(args: argparse.Namespace, cfg, results_dir: str) -> int:
+    """``cfg``: the spec's (``-e``) or the run's own config."""
     from radio.detection.run_files import evaluate_detection_run, format_detection_table
     from radio.report.dashboards import publish_eval_results
 
@@ -22,7 +23,7 @@ def detection_eval(args: argparse.Namespace, results_dir: str) -> int:
         )
     out = args.out or os.path.join(results_dir, EVAL_DIR)
     result = evaluate_detection_run(
-        results_dir, out, checkpoint=args.checkpoint, init=args.init, batch_size=args.batch_size
+        results_dir, out, cfg=cfg, checkpoint=args.checkpoint, init=args.init, batch_size=args.batch_size
     )
     print(format_detection_table(result))
     print(f"results: {result['eval_json']}")

@@ -242,6 +242,21 @@ class CocoDetectionSource:
         return torch.from_numpy(self._labels[start:end][keep]), torch.from_numpy(boxes[keep].astype(np.float32))
 
 
+def coco_sources(specs, *, num_classes: int, section: str) -> List[CocoDetectionSource]:
+    """The spec's ``dataset.<section>`` entries as sources, their names made unique (they key the logged
+    ``mixture/<name>``, ``val/<name>/...`` and eval.json): a second ``val`` becomes ``val_2``."""
+    sources = [
+        CocoDetectionSource(s.image_dir, s.json_file, num_classes=num_classes, where=f"dataset.{section}[{i}]")
+        for i, s in enumerate(specs)
+    ]
+    seen: Dict[str, int] = {}
+    for source in sources:
+        seen[source.name] = seen.get(source.name, 0) + 1
+        if seen[source.name] > 1:
+            source.name = f"{source.name}_{seen[source.name]}"
+    return sources
+
+
 class _Request(NamedTuple):
     """What the sampler asks of one image: everything random already decided in the main process."""
 

@@ -22,6 +22,8 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from radio.errors import SpecError
 
+MATCHINGS = ("hungarian", "index", "gt")  # ``distill.matching``: the pairing functions below
+
 
 @dataclass
 class QueryPairs:

@@ -11,11 +11,13 @@ RT-DETR, RT-DETRv2 and D-FINE wrap it in a ``TimmBackbone`` (``model.backbone.mo
 unwraps it (``model.backbone.model``).
 """
 
+import contextlib
 import difflib
 import inspect
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
@@ -104,6 +106,8 @@ def _family_fields(cfg: DetectorConfig, channels: List[int], strides: List[int])
         decoder_in_channels=[cfg.hidden_dim] * levels,
         encode_proj_layers=[levels - 1],  # the attention layer (AIFI) runs on the coarsest level
         num_denoising=cfg.num_denoising,
+        # Frozen norm statistics only mean something for pretrained weights: a random backbone trains its norms.
+        freeze_backbone_batch_norms=bool(cfg.pretrained_backbone_path),
     )
     if cfg.family == "rtdetr_v2":
         fields["decoder_n_levels"] = levels
@@ -203,7 +207,21 @@ def build_detector(cfg: DetectorConfig, num_classes: int, *, where: str = "model
     model = detector_class(detector_config(cfg, num_classes, where=where))
     if cfg.pretrained_backbone_path:
         load_backbone_weights(model, cfg, cfg.pretrained_backbone_path, where=where)
+    else:
+        _revive_frozen_zero_scales(model)
     return model
+
+
+def _revive_frozen_zero_scales(model: nn.Module) -> None:
+    """A random backbone's frozen norms with a zero scale set to one. timm zero-initialises the last norm of each
+    residual block (``zero_init_last``) for the norm to learn its way up; frozen (Deformable DETR always freezes
+    them), the block would stay switched off for the whole run."""
+    with torch.no_grad():
+        for module in timm_backbone(model).modules():
+            weight = getattr(module, "weight", None)
+            frozen = "Frozen" in type(module).__name__
+            if frozen and isinstance(weight, torch.Tensor) and weight.dim() == 1 and not weight.any():
+                weight.fill_(1.0)
 
 
 def _names(items: Sequence[str]) -> str:
@@ -230,9 +248,10 @@ def _load_folder(cfg: DetectorConfig, num_classes: int, path: str, where: str) -
         raise CheckpointError(
             f"{where}: {path} detects {saved_classes} classes but dataset.num_classes is {num_classes}"
         )
-    model, info = detector_class.from_pretrained(
-        path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32
-    )
+    with _quiet_progress():
+        model, info = detector_class.from_pretrained(
+            path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32
+        )
     problems = [
         f"{kind}: {_names(keys)}"
         for kind, keys in (
@@ -364,5 +383,30 @@ def copy_teacher_enc_dec(student: nn.Module, teacher: nn.Module) -> CopyReport:
 
 def export_detector(model: transformers.PreTrainedModel, folder: str) -> None:
     """Write ``model`` as ``config.json`` + ``model.safetensors`` in ``folder``, which
-    ``transformers.AutoModelForObjectDetection.from_pretrained(folder)`` reloads offline with the same outputs."""
-    model.save_pretrained(folder)
+    ``transformers.AutoModelForObjectDetection.from_pretrained(folder)`` reloads offline with the same outputs.
+
+    Written beside it and moved into place, so an interrupted export never leaves a half-written folder where a
+    complete one (or nothing) was; transformers' per-shard progress bar is left out."""
+    folder = os.path.normpath(folder)
+    staging, previous = f"{folder}.tmp", f"{folder}.previous"
+    shutil.rmtree(staging, ignore_errors=True)
+    with _quiet_progress():
+        model.save_pretrained(staging)
+    if os.path.isdir(folder):
+        os.replace(folder, previous)
+    os.replace(staging, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """transformers' per-shard progress bars (loading, saving) off: a run prints its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

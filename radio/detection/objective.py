@@ -25,8 +25,6 @@ from radio.detection.losses import (
 from radio.detection.matching import QueryPairs, gt_pairs, hungarian_pairs, index_pairs
 from radio.errors import SpecError
 
-MATCHINGS = ("hungarian", "index", "gt")
-PROBE_SIZE = 64  # pixels: a probe forward at this size gives the feature widths and level counts
 _ENC_OUTPUT = "enc_output"
 
 
@@ -78,7 +76,8 @@ class DetectionTeacher:
         self.dtype = dtype
         self.uses_iou = any(b.criterion == "IOU" for b in bindings)
         self.capture = FeatureCapture(model, _feature_names(bindings, "teacher", iou=self.uses_iou))
-        self.matcher = ground_truth_matcher(model) if matching == "gt" else None
+        outputs_bound = any(b.is_output for b in bindings)
+        self.matcher = ground_truth_matcher(model) if matching == "gt" and outputs_bound else None
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor, labels: Optional[list] = None) -> TeacherSignals:
@@ -87,8 +86,8 @@ class DetectionTeacher:
         logits, boxes = outputs.logits.float(), outputs.pred_boxes.float()
         signals = TeacherSignals(logits, boxes, features)
         if self.uses_iou:
-            signals.selection = rtdetr_query_selection(outputs, features.pop(_ENC_OUTPUT)[0])
-        if self.matcher is not None:
+            signals.selection = rtdetr_query_selection(outputs, features[_ENC_OUTPUT][0])
+        if self.matcher is not None and labels is not None:  # the probe forward has no labels
             signals.matches = self.matcher({"logits": logits, "pred_boxes": boxes}, labels)
         self.capture.clear()
         return signals
@@ -110,7 +109,10 @@ class DetectionDistiller(nn.Module):
         logits_kd_kind: str = "sigmoid_kl",
         temperature: float = 1.0,
         confidence_weighted: bool = True,
+        probe_size: Sequence[int] = (64, 64),
     ):
+        """``probe_size``: (height, width) of the probe forward that finds the feature widths — the training size
+        (RT-DETR selects ``num_queries`` of the encoder's locations, so a small probe may hold too few)."""
         super().__init__()
         self.student = student
         self.bindings = list(bindings)
@@ -124,12 +126,12 @@ class DetectionDistiller(nn.Module):
         self.matcher = ground_truth_matcher(student) if matching == "gt" else None
         self.projections = nn.ModuleDict()
         if teacher is not None and any(not b.is_output for b in self.bindings):
-            self._build_projections(teacher)
+            self._build_projections(teacher, probe_size)
 
-    def _build_projections(self, teacher: DetectionTeacher) -> None:
+    def _build_projections(self, teacher: DetectionTeacher, probe_size: Sequence[int]) -> None:
         """One probe forward of both models gives each feature binding's levels; a projection is built where the
         widths differ, and mismatched level counts or grids are refused here, before training starts."""
-        probe = torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=next(self.student.parameters()).device)
+        probe = torch.zeros(1, 3, *probe_size, device=next(self.student.parameters()).device)
         was_training = self.student.training
         self.student.eval()
         with torch.no_grad():
@@ -152,7 +154,7 @@ class DetectionDistiller(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, labels: list, teacher: Optional[TeacherSignals]) -> DetectionLoss:
         outputs = self.student(pixel_values=pixel_values, labels=labels)
-        detection = outputs.loss
+        detection = outputs.loss + self._unused_denoising_embedding(outputs)
         extra = {"loss/detection": detection.detach()}
         if teacher is None or not self.bindings:
             self.capture.clear()
@@ -163,6 +165,16 @@ class DetectionDistiller(nn.Module):
         extra["loss/distillation"] = distillation.detach()
         extra.update({f"loss/{tag}": value.detach() for tag, value in terms.items()})
         return DetectionLoss(detection + self.coef * distillation, extra)
+
+    def _unused_denoising_embedding(self, outputs) -> torch.Tensor:
+        """0, through the denoising class embedding when this forward built no denoising group (a micro-batch
+        without objects): DDP waits for a gradient of every parameter, and one rank's empty batch would stall the
+        others. Called as a module, so ZeRO-3 gathers its weight."""
+        embedding = getattr(getattr(self.student, "model", None), "denoising_class_embed", None)
+        if not self.training or embedding is None or getattr(outputs, "denoising_meta_values", None) is not None:
+            return outputs.loss.new_zeros(())
+        index = torch.zeros(1, dtype=torch.long, device=outputs.loss.device)
+        return embedding(index).sum() * 0.0
 
     def _binding_losses(self, outputs, labels: list, teacher: TeacherSignals) -> Dict[str, torch.Tensor]:
         """Each binding's unweighted loss, by its tag."""

@@ -16,13 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 from radio.detection.bindings import resolve_bindings
-from radio.detection.data import CocoDetectionSource, detection_eval_batches
+from radio.detection.data import coco_sources, detection_eval_batches
 from radio.detection.models import export_detector
 from radio.detection.objective import DetectionDistiller, DetectionTeacher
 from radio.detection.predictions import evaluate_detector
-from radio.detection.task import build_student, detection_teacher_dtype, load_teacher, start_from_teacher
+from radio.detection.task import build_student, load_teacher, start_from_teacher
 from radio.errors import RadioError
 from radio.models.checkpoint_io import load_exact
+from radio.run.build import teacher_dtype
 from radio.run.layout import EVAL_FILE, MODEL_FILE, find_checkpoint_dir, load_results_config
 
 _OTHER_RUN = "The checkpoint is not this run's (another spec wrote it); pass a checkpoint of this results_dir."
@@ -38,7 +39,7 @@ def load_detection_distiller(cfg, results_dir: str, checkpoint: Optional[str], *
         start_from_teacher(cfg, student, teacher_model)
     teacher = None
     if teacher_model is not None:
-        dtype = detection_teacher_dtype(cfg, device)
+        dtype = teacher_dtype(cfg, device)
         teacher = DetectionTeacher(
             teacher_model.to(device=device, dtype=dtype), bindings, dtype=dtype, matching=cfg.distill.matching
         )
@@ -51,6 +52,7 @@ def load_detection_distiller(cfg, results_dir: str, checkpoint: Optional[str], *
         logits_kd_kind=cfg.distill.logits_kd_kind,
         temperature=cfg.distill.temperature,
         confidence_weighted=cfg.distill.confidence_weighted,
+        probe_size=tuple(cfg.dataset.augmentation.train_spatial_size),
     )
     folder = None
     if not init:
@@ -82,17 +84,21 @@ def evaluate_detection_run(
     results_dir: str,
     out: str,
     *,
+    cfg=None,
     checkpoint: Optional[str] = None,
     init: bool = False,
     batch_size: Optional[int] = None,
 ) -> dict:
     """``eval.json`` in ``out``: per val source the student's and the teacher's COCO metrics and the held-out
-    losses; returns the same dict."""
-    cfg, _ = load_results_config(results_dir)
+    losses; returns the same dict. ``cfg``: the run's config (default: its ``config.yaml``); ``checkpoint``
+    (default ``evaluate.checkpoint``, else the newest)."""
+    if cfg is None:
+        cfg, _ = load_results_config(results_dir)
+    checkpoint = checkpoint or cfg.evaluate.checkpoint
     if not cfg.dataset.val_data_sources:
         raise RadioError(
-            f"{results_dir}: the run has no dataset.val_data_sources to score; add COCO val sources to the spec "
-            "(radio eval -e SPEC uses the spec's)."
+            f"{results_dir}: the run has no dataset.val_data_sources to score; give COCO val sources with "
+            "radio eval -e SPEC 'dataset.val_data_sources=[{image_dir: ..., json_file: ...}]'."
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     distiller, teacher, folder = load_detection_distiller(cfg, results_dir, checkpoint, init=init, device=device)
@@ -109,10 +115,7 @@ def evaluate_detection_run(
             norm_std=list(aug.norm_std),
         )
 
-    for i, spec in enumerate(ds.val_data_sources):
-        source = CocoDetectionSource(
-            spec.image_dir, spec.json_file, num_classes=ds.num_classes, where=f"dataset.val_data_sources[{i}]"
-        )
+    for source in coco_sources(ds.val_data_sources, num_classes=ds.num_classes, section="val_data_sources"):
         scores = {"images": source.num_images}
         models = {"student": (distiller.student, torch.float32)}
         if teacher is not None:
@@ -150,13 +153,23 @@ def format_detection_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def load_checkpoint_student(cfg, results_dir: str, checkpoint: Optional[str]) -> tuple:
+    """(the student detector of a checkpoint, fp32 on CPU, its folder): the ``student.*`` tensors loaded strictly
+    into a bare student; no teacher is needed."""
+    folder = find_checkpoint_dir(results_dir, checkpoint)
+    path = os.path.join(folder, MODEL_FILE)
+    state = load_file(path)
+    student_state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    student = build_student(cfg)
+    load_exact(student, student_state, path, "radio detection checkpoint (student.*)", _OTHER_RUN)
+    return student.eval(), folder
+
+
 def export_detection_run(results_dir: str, out: str, checkpoint: Optional[str] = None) -> dict:
     """The checkpoint's student as a transformers folder in ``out`` plus ``export.json``; returns the manifest."""
     cfg, _ = load_results_config(results_dir)
-    distiller, _, folder = load_detection_distiller(
-        cfg, results_dir, checkpoint, init=False, device=torch.device("cpu")
-    )
-    export_detector(distiller.student, out)
+    student, folder = load_checkpoint_student(cfg, results_dir, checkpoint or cfg.evaluate.checkpoint)
+    export_detector(student, out)
     manifest = {
         "task": "detection",
         "checkpoint": folder,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from radio.detection.bindings import resolve_bindings
-from radio.detection.data import CocoDetectionSource, DetectionTrainLoader, detection_eval_batches
+from radio.detection.data import DetectionTrainLoader, coco_sources, detection_eval_batches
 from radio.detection.models import (
     CopyReport,
     build_detector,
@@ -33,27 +33,19 @@ from radio.detection.objective import DetectionDistiller, DetectionTeacher
 from radio.detection.predictions import evaluate_detector
 from radio.detection.step import DetectionStep
 from radio.engine.accel import uses_deepspeed
+from radio.engine.loop import RunResult, nonfinite_message, run_length
 from radio.engine.metrics import MetricsWindow
 from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
 from radio.engine.params import ReplicatedParams, ZeroParams
 from radio.engine.report import write_report
 from radio.engine.run_description import engine_name
 from radio.engine.run_state import RunState
+from radio.errors import RadioError, SpecError, on_every_rank
 from radio.report.dashboards import WANDB_TAG_LIMIT, RunDescription
+from radio.run.build import teacher_dtype
 from radio.run.layout import DETECTOR_FINAL_DIR, resolved_config, write_resolved_config, write_teachers_file
 
 TEACHER_NAME = "teacher"  # the one detection teacher, in teachers.json and the dashboards' tags
-_TEACHER_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def detection_teacher_dtype(cfg, device: torch.device) -> torch.dtype:
-    """``distill.teacher_precision``; unset: bf16 on a GPU, the run's precision on CPU."""
-    precision = cfg.distill.teacher_precision
-    if precision is None:
-        precision = (
-            "bf16" if torch.device(device).type == "cuda" else ("bf16" if cfg.train.precision == "bf16" else "fp32")
-        )
-    return _TEACHER_DTYPES[precision]
 
 
 def build_student(cfg) -> nn.Module:
@@ -169,8 +161,6 @@ class DetectionTask:
         write_report(self.cfg.results_dir, trainer.loss_names)
 
     def result(self, results_dir: str, steps: int, resumed_from: Optional[str], stopped_early: bool):
-        from radio.engine.loop import RunResult
-
         teachers = [TEACHER_NAME] if self.cfg.distill.teacher is not None else []
         return RunResult(results_dir, steps, resumed_from, stopped_early, teachers)
 
@@ -181,8 +171,6 @@ class DetectionTrainer:
     loss_names = ["detection", "distillation"]
 
     def __init__(self, cfg, bindings, accelerator, stop):
-        from radio.engine.loop import run_length
-
         self.cfg, self.accelerator = cfg, accelerator
         train, ds, device = cfg.train, cfg.dataset, accelerator.device
         with whole_models(accelerator):
@@ -190,14 +178,20 @@ class DetectionTrainer:
             self.teacher_model = load_teacher(cfg)
             report = start_from_teacher(cfg, student, self.teacher_model)
             if self.teacher_model is not None:
-                self.teacher_model.to(device=device, dtype=detection_teacher_dtype(cfg, device))
+                self.teacher_model.to(device=device, dtype=teacher_dtype(cfg, device))
         self.copied_tensors = 0 if report is None else len(report.copied)
         if report is not None:
             accelerator.print(f"model.load_teacher_enc_dec: {report.describe()}")
+        if uses_deepspeed(accelerator) and train.precision == "bf16":
+            raise SpecError(
+                "task: detection under DeepSpeed needs train.precision=fp32: DeepSpeed's bf16 casts the detector's "
+                "weights, and transformers' RT-DETR denoising and Deformable DETR matcher then mix float32 and "
+                "bfloat16. Use DDP (accelerate launch --multi_gpu) for bf16, or train.precision=fp32 under ZeRO."
+            )
         teacher = None
-        if self.teacher_model is not None:
+        if self.teacher_model is not None and bindings:  # a teacher that only initialised the student never runs
             teacher = DetectionTeacher(
-                self.teacher_model, bindings, dtype=detection_teacher_dtype(cfg, device), matching=cfg.distill.matching
+                self.teacher_model, bindings, dtype=teacher_dtype(cfg, device), matching=cfg.distill.matching
             )
         distiller = DetectionDistiller(
             student.to(device),
@@ -208,20 +202,11 @@ class DetectionTrainer:
             logits_kd_kind=cfg.distill.logits_kd_kind,
             temperature=cfg.distill.temperature,
             confidence_weighted=cfg.distill.confidence_weighted,
+            probe_size=tuple(cfg.dataset.augmentation.train_spatial_size),
         )
         aug = ds.augmentation
-        train_sources = [
-            CocoDetectionSource(
-                s.image_dir, s.json_file, num_classes=ds.num_classes, where=f"dataset.train_data_sources[{i}]"
-            )
-            for i, s in enumerate(ds.train_data_sources)
-        ]
-        self.val_sources = [
-            CocoDetectionSource(
-                s.image_dir, s.json_file, num_classes=ds.num_classes, where=f"dataset.val_data_sources[{i}]"
-            )
-            for i, s in enumerate(ds.val_data_sources)
-        ]
+        train_sources = coco_sources(ds.train_data_sources, num_classes=ds.num_classes, section="train_data_sources")
+        self.val_sources = coco_sources(ds.val_data_sources, num_classes=ds.num_classes, section="val_data_sources")
         for source in train_sources + self.val_sources:
             for note in source.notes:
                 accelerator.print(f"note: {source.name}: {note}")
@@ -279,14 +264,12 @@ class DetectionTrainer:
         advance_schedule(self.scheduler)
         counters.count_step(applied=outcome.grad_norm is not None)
         if counters.nonfinite_streak >= self.cfg.train.max_consecutive_nonfinite:
-            from radio.engine.loop import nonfinite_message
-            from radio.errors import RadioError, on_every_rank
-
             raise on_every_rank(RadioError(nonfinite_message(counters, self.cfg.train, self.cfg.results_dir, [])))
         return outcome, lr
 
     def window_values(self, outcome, lr: float) -> dict:
         values = self.window.flush(self.accelerator, {})
+        values.pop("tflops_per_s")  # no FLOP count for detectors: a 0 would read as a measurement
         values.update({"lr": lr, "nonfinite_skipped_total": self.state.counters.nonfinite_total})
         height, width = outcome.last_batch.pixel_values.shape[-2:]
         values.update({"size/height": height, "size/width": width})
@@ -337,5 +320,4 @@ class DetectionTrainer:
                 )
                 prefix = "val_" if index == 0 else f"val/{source.name}/"
                 values.update({f"{prefix}{k}": v for k, v in metrics.items()})
-        student.train()
         return values

@@ -6,10 +6,10 @@ import os
 from radio.config.validate import check_choice, check_length, check_positive, check_probability, validate_train
 from radio.detection.bindings import resolve_bindings
 from radio.detection.losses import LOGITS_KD_KINDS
-from radio.detection.objective import MATCHINGS
+from radio.detection.matching import MATCHINGS
 from radio.errors import SpecError
+from radio.run.teachers import TEACHER_PRECISIONS
 
-TEACHER_PRECISIONS = ("bf16", "fp32")
 STRIDE = 32  # the coarsest level of every supported detector: input sides must divide by it
 
 
@@ -67,6 +67,11 @@ def _validate_detector(detector, where: str) -> None:
         check_positive(f"{where}.{name}", getattr(detector, name))
     check_positive(f"{where}.encoder_layers", detector.encoder_layers, allow_zero=True)
     check_positive(f"{where}.num_denoising", detector.num_denoising, allow_zero=True)
+    if detector.family == "deformable_detr" and detector.decoder_layers < 2:
+        raise SpecError(
+            f"{where}.decoder_layers={detector.decoder_layers}: transformers' Deformable DETR with box refinement "
+            "shares its box heads across decoder layers and needs at least 2."
+        )
     if detector.hidden_dim % detector.attention_heads:
         raise SpecError(
             f"{where}.hidden_dim={detector.hidden_dim} is not a multiple of {where}.attention_heads="
@@ -98,7 +103,14 @@ def _validate_distill(cfg) -> None:
             "distill.pretrained_teacher_model_path is not set; give the teacher's saved transformers folder "
             "(config.json + model.safetensors) or a .safetensors state dict (weights are never downloaded)."
         )
-    resolve_bindings(distill, student_family=cfg.model.family)
+    bindings = resolve_bindings(distill, student_family=cfg.model.family)
+    queries = (cfg.model.num_queries, distill.teacher.num_queries)
+    if distill.matching == "index" and any(b.is_output for b in bindings) and queries[0] != queries[1]:
+        raise SpecError(
+            f"distill.matching=index pairs query i of the student with query i of the teacher, but model.num_queries="
+            f"{queries[0]} and distill.teacher.num_queries={queries[1]}; use matching: hungarian (or gt), or equal "
+            "query counts."
+        )
 
 
 def check_detection_paths(cfg) -> None:

@@ -186,10 +186,10 @@ def _run_locked(cfg, task, accelerator, agree, stop: StopRequest, instrument: In
                     progress.set_postfix(loss=f"{values['loss/total']:.4f}")
                 if plain_log is not None:
                     print(plain_log.line(step, values), flush=True)
+            trainer.after_step(step, logger.log)  # before a stop: what is due at this step (validation) is not lost
             if outcome.stop:  # agreed inside the step, with its gradient norm
                 save()
                 return _stopped(stop, accelerator, results_dir, step, progress, result, saved=True)
-            trainer.after_step(step, logger.log)
             if step < total_steps and _checkpoint_due(train, step, steps_per_epoch):
                 with phase("checkpoint"):
                     save()

@@ -27,7 +27,7 @@ def eval_command(args: argparse.Namespace) -> int:
     if cfg.task == "detection":
         from radio.detection.commands import detection_eval
 
-        return detection_eval(args, results_dir)
+        return detection_eval(args, cfg, results_dir)
     evaluate = cfg.evaluate
     opts = EvalOptions(
         checkpoint=args.checkpoint or (None if args.init else evaluate.checkpoint),

@@ -214,3 +214,15 @@ def test_too_few_images_and_malformed_states_are_refused(coco_set):
             loader.load_state_dict(state)
     with pytest.raises(SpecError, match=r"multi_scales\[1\]"):
         train_loader(sources, multi_scales=[32, [32, 0]])
+
+
+def test_sources_named_alike_get_unique_names(tmp_path):
+    from types import SimpleNamespace
+
+    from radio.detection.data import coco_sources
+    from radio.data.coco_synthetic import write_synthetic_coco
+
+    first = write_synthetic_coco(str(tmp_path / "a"), {"val": 2}, seed=0, size_range=(64, 64))["val"]
+    second = write_synthetic_coco(str(tmp_path / "b"), {"val": 2}, seed=1, size_range=(64, 64))["val"]
+    specs = [SimpleNamespace(**first), SimpleNamespace(**second)]
+    assert [s.name for s in coco_sources(specs, num_classes=3, section="val_data_sources")] == ["val", "val_2"]

@@ -151,7 +151,11 @@ def bindings_spec(*entries, teacher_family="rtdetr"):
         ({"teacher_module_name": "srcs", "criterion": "IOU"}, "deformable_detr", ["IOU needs RT-DETR", "L1 or L2"]),
         ({"teacher_module_name": "pred_boxes", "student_module_name": "srcs"}, "rtdetr", ["same output"]),
         ({"teacher_module_name": "srcs", "weight": -1.0}, "rtdetr", ["weight=-1.0", ">= 0"]),
-        ({"teacher_module_name": "dsrcs"}, "deformable_detr", ["student_module_name='dsrcs'", "backbone, srcs, encoder"]),
+        (
+            {"teacher_module_name": "dsrcs"},
+            "deformable_detr",
+            ["student_module_name='dsrcs'", "backbone, srcs, encoder"],
+        ),
     ],
 )
 def test_bad_bindings_are_refused_naming_the_entry(entry, family, words):
@@ -166,3 +170,37 @@ def test_a_repeated_binding_is_refused():
     entry = {"teacher_module_name": "srcs", "criterion": "l1"}
     with pytest.raises(SpecError, match=r"bindings\[1\] repeats"):
         resolve_bindings(bindings_spec(entry, entry), student_family="rtdetr")
+
+
+def test_a_micro_batch_without_objects_still_gives_every_parameter_a_gradient():
+    """No objects: RT-DETR builds no denoising group, and DDP would wait forever for its embedding's gradient."""
+    student = tiny_rtdetr(seed=1).train()
+    distiller = DetectionDistiller(student, [])
+    empty = [{"class_labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)} for _ in range(2)]
+    result = distiller(PIXELS, empty, None)
+    result.loss.backward()
+    unused = [name for name, p in student.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+def test_gt_matching_with_a_feature_binding_builds_and_trains():
+    teacher = frozen(tiny_rtdetr(seed=0))
+    _, result = kd_terms(tiny_rtdetr(seed=1).train(), teacher, FEATURES + OUTPUTS, matching="gt")
+    assert torch.isfinite(result.loss)
+
+
+def test_the_probe_runs_at_the_given_size_so_many_queries_fit():
+    """RT-DETR picks num_queries of the encoder's locations: 100 queries need more than a 64 px probe's 84."""
+    teacher = frozen(tiny_rtdetr(seed=0, num_queries=100))
+    student = tiny_rtdetr(seed=1, num_queries=100, hidden=16).eval()
+    signals_teacher = DetectionTeacher(teacher, FEATURES, dtype=torch.float32, matching="hungarian")
+    distiller = DetectionDistiller(student, FEATURES, teacher=signals_teacher, probe_size=(96, 96))
+    assert set(distiller.projections) == {"0", "1"}
+
+
+def test_an_enc_output_binding_and_iou_read_the_same_capture():
+    teacher = frozen(tiny_rtdetr(seed=0))
+    bindings = [Binding(0, "srcs", "srcs", "IOU", 1.0), Binding(1, "enc_output", "enc_output", "L2", 1.0)]
+    _, itself = kd_terms(copy.deepcopy(teacher), teacher, bindings)
+    assert set(k for k in itself.extra if k.startswith("loss/kd/")) == {"loss/kd/srcs_IOU", "loss/kd/enc_output_L2"}
+    assert all(v.item() < 1e-6 for k, v in itself.extra.items() if k.startswith("loss/kd/"))

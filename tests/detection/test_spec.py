@@ -65,6 +65,18 @@ TEACHER = {"teacher": {"family": "rtdetr", "backbone": "resnet18"}, "pretrained_
         ({"model": {"load_teacher_enc_dec": True}}, [], ["model.load_teacher_enc_dec is set but distill.teacher"]),
         ({}, ["task=segmentation"], ["task='segmentation'", "distill, detection"]),
         ({}, ["train.optim.optim=adamx"], ["train.optim.optim='adamx'"]),
+        (
+            {
+                "distill": {
+                    **TEACHER,
+                    "matching": "index",
+                    "bindings": [{"teacher_module_name": "pred_logits", "criterion": "KL"}],
+                }
+            },
+            ["model.num_queries=100"],
+            ["distill.matching=index", "model.num_queries=100 and distill.teacher.num_queries=300"],
+        ),
+        ({"model": {"family": "deformable_detr", "decoder_layers": 1}}, [], ["model.decoder_layers=1", "at least 2"]),
     ],
 )
 def test_a_mistake_is_one_message_naming_the_field(tmp_path, sections, overrides, words):
