@@ -3,7 +3,7 @@
 Per micro-batch: the teacher's signals without autograd, then the trained ``DetectionDistiller`` (student
 detector + projections) computes detection loss + distillation inside ``accelerator.accumulate``, and the loss is
 backpropagated — poisoned to NaN when not finite, so every rank skips the step (``radio/engine/step.py``). The
-gradient norm and the ranks' stop requests are agreed in the step's one host read (``agree_on_step``).
+gradient norm and the ranks' stop requests are agreed in the step's one host read (``optimizer_step``).
 """
 
 import math
@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from radio.engine.step import StepOutcome, agree_on_step, poisoned_if_nonfinite
+from radio.engine.step import StepOutcome, optimizer_step, poisoned_if_nonfinite
 
 
 class DetectionStep:
@@ -43,13 +43,12 @@ class DetectionStep:
                 result = self.model(batch.pixel_values.to(self.input_dtype), batch.labels, signals)
                 accelerator.backward(poisoned_if_nonfinite(result.loss))
             done.append((batch, result))
-        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        grad_norm, stop = agree_on_step(accelerator, grad_norm, self.stop_requested())
+        grad_norm, stop = optimizer_step(
+            accelerator, self.model, self.optimizer, self.max_grad_norm, self.stop_requested()
+        )
         finite = math.isfinite(grad_norm)
         if finite:
-            self.optimizer.step()
             window.add_grad_norm(grad_norm)
-        self.optimizer.zero_grad(set_to_none=True)
         for micro_batch, result in done:  # a skipped step's images count, its (non-finite) losses are not averaged
             window.add(micro_batch, result if finite else None, 0.0)
         return StepOutcome(batch, grad_norm if finite else None, torch.zeros(0, dtype=torch.bool), stop)

@@ -33,15 +33,15 @@ from radio.detection.objective import DetectionDistiller, DetectionTeacher
 from radio.detection.predictions import evaluate_detector
 from radio.detection.step import DetectionStep
 from radio.engine.accel import uses_deepspeed
-from radio.engine.loop import RunResult, nonfinite_message, run_length
+from radio.engine.loop import RunResult, count_step, run_length
 from radio.engine.metrics import MetricsWindow
-from radio.engine.optim import advance_schedule, build_optimizer, build_scheduler
+from radio.engine.optim import build_optimizer, build_scheduler
 from radio.engine.params import ReplicatedParams, ZeroParams
 from radio.engine.report import write_report
-from radio.engine.run_description import engine_name
+from radio.engine.run_description import combined_tags, engine_name
 from radio.engine.run_state import RunState
-from radio.errors import RadioError, SpecError, on_every_rank
-from radio.report.dashboards import WANDB_TAG_LIMIT, RunDescription
+from radio.errors import SpecError
+from radio.report.dashboards import RunDescription
 from radio.run.build import teacher_dtype
 from radio.run.layout import DETECTOR_FINAL_DIR, resolved_config, write_resolved_config, write_teachers_file
 
@@ -140,16 +140,13 @@ class DetectionTask:
         requested = {s.name: s.num_images / total for s in sources}
         config = resolved_config(cfg, [])
         config["mixture_requested"] = requested
-        automatic = [
+        teacher = cfg.distill.teacher
+        described = [
             "task:detection",
             f"student:{cfg.model.family}/{cfg.model.backbone}",
-            f"teacher:{cfg.distill.teacher.family}/{cfg.distill.teacher.backbone}"
-            if cfg.distill.teacher
-            else "teacher:none",
-            f"precision:{cfg.train.precision}",
-            f"engine:{engine_name(accelerator)}",
+            f"teacher:{teacher.family}/{teacher.backbone}" if teacher is not None else "teacher:none",
         ]
-        tags = list(dict.fromkeys(str(t)[:WANDB_TAG_LIMIT] for t in [*cfg.logging.wandb.tags, *automatic]))
+        tags = combined_tags(cfg, described, engine_name(accelerator))
         return RunDescription(tags, config, requested)
 
     def write_final_outputs(self, trainer: "DetectionTrainer", trained_state: Dict[str, torch.Tensor]) -> None:
@@ -257,15 +254,8 @@ class DetectionTrainer:
         model.train()
 
     def step(self, data):
-        counters = self.state.counters
         outcome = self.train_step(data, self.window)
-        self.state.position = outcome.last_batch.position
-        lr = self.scheduler.get_last_lr()[0]
-        advance_schedule(self.scheduler)
-        counters.count_step(applied=outcome.grad_norm is not None)
-        if counters.nonfinite_streak >= self.cfg.train.max_consecutive_nonfinite:
-            raise on_every_rank(RadioError(nonfinite_message(counters, self.cfg.train, self.cfg.results_dir, [])))
-        return outcome, lr
+        return outcome, count_step(self.state, self.scheduler, outcome, self.cfg.train, self.cfg.results_dir, [])
 
     def window_values(self, outcome, lr: float) -> dict:
         values = self.window.flush(self.accelerator, {})

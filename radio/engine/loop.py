@@ -275,16 +275,9 @@ class _Trainer:
     def step(self, data):
         """One optimizer step, the schedule and the counters; stops the run after too many non-finite steps.
         Returns the step's outcome and the learning rate it used."""
-        counters = self.state.counters
-        outcome = self.train_step(data, counters.step, self.window)
-        self.state.position = outcome.last_batch.position
-        lr = self.scheduler.get_last_lr()[0]
-        advance_schedule(self.scheduler)
-        counters.count_step(applied=outcome.grad_norm is not None)
-        if counters.nonfinite_streak >= self.train.max_consecutive_nonfinite:
-            skipped = [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
-            raise on_every_rank(RadioError(nonfinite_message(counters, self.train, self.results_dir, skipped)))
-        return outcome, lr
+        outcome = self.train_step(data, self.state.counters.step, self.window)
+        skipped = [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
+        return outcome, count_step(self.state, self.scheduler, outcome, self.train, self.results_dir, skipped)
 
     def on_device(self, batches):
         """The batches as the step reads them: on a GPU with ``dataset.device_prefetch``, the next one's copy
@@ -333,6 +326,20 @@ def _start_up_notes(cfg, notes: List[str], accelerator, stop: StopRequest) -> No
             f"note: running {accelerator.num_processes} process(es) as launched; train.num_gpus x train.num_nodes "
             f"says {train.num_gpus * train.num_nodes} (the launcher decides)."
         )
+
+
+def count_step(state: RunState, scheduler, outcome, train, results_dir: str, skipped_teachers: List[str]) -> float:
+    """The bookkeeping after an optimizer step, for every task: the loader position to checkpoint, the schedule,
+    the counters; the run stops after ``train.max_consecutive_nonfinite`` skipped steps in a row. Returns the
+    learning rate the step used."""
+    counters = state.counters
+    state.position = outcome.last_batch.position
+    lr = scheduler.get_last_lr()[0]
+    advance_schedule(scheduler)
+    counters.count_step(applied=outcome.grad_norm is not None)
+    if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
+        raise on_every_rank(RadioError(nonfinite_message(counters, train, results_dir, skipped_teachers)))
+    return lr
 
 
 def run_length(train, loader_steps_per_epoch: int, say) -> tuple:

@@ -33,10 +33,12 @@ def engine_name(accelerator) -> str:
 
 def run_tags(cfg, teachers: list, engine: str) -> List[str]:
     """The spec's tags, then student type, teacher names, precision and engine (duplicates dropped)."""
-    automatic = [
-        f"student:{cfg.model.backbone.type}",
-        *([f"teacher:{t.name}" for t in teachers] or ["teacher:none"]),
-        f"precision:{cfg.train.precision}",
-        f"engine:{engine}",
-    ]
+    teacher_tags = [f"teacher:{t.name}" for t in teachers] or ["teacher:none"]
+    return combined_tags(cfg, [f"student:{cfg.model.backbone.type}", *teacher_tags], engine)
+
+
+def combined_tags(cfg, described: List[str], engine: str) -> List[str]:
+    """The spec's tags, then ``described`` (student, teachers), precision and engine; duplicates dropped, each
+    cut to W&B's tag length."""
+    automatic = [*described, f"precision:{cfg.train.precision}", f"engine:{engine}"]
     return list(dict.fromkeys(str(tag)[:WANDB_TAG_LIMIT] for tag in [*cfg.logging.wandb.tags, *automatic]))

@@ -89,12 +89,10 @@ class TrainStep:
             done.append((batch, result))
             skipped = result.skipped if skipped is None else skipped | result.skipped
         with phase("optimizer"):
-            grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-            grad_norm, stop = agree_on_step(accelerator, grad_norm, self.stop_requested())
+            grad_norm, stop = optimizer_step(
+                accelerator, self.model, self.optimizer, self.max_grad_norm, self.stop_requested()
+            )
             finite = math.isfinite(grad_norm)
-            if finite:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
         with phase("metrics"):
             if finite:
                 window.add_grad_norm(grad_norm)
@@ -102,6 +100,18 @@ class TrainStep:
                 flops = self.step_flops.per_image(batch.sizes) * len(batch.keys)
                 window.add(batch, result if finite else None, flops)
         return StepOutcome(batch, grad_norm if finite else None, skipped, stop)
+
+
+def optimizer_step(accelerator, model, optimizer, max_grad_norm: float, stop_requested: bool) -> Tuple[float, bool]:
+    """After the step's last backward: clip, agree on the norm and the stop (``agree_on_step``), step when the
+    norm is finite (skipped on every rank otherwise), clear the gradients. Returns (norm, any rank stops)."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    grad_norm, stop = agree_on_step(accelerator, grad_norm, stop_requested)
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, stop
+
 
 def agree_on_step(accelerator, grad_norm, stop_requested: bool) -> Tuple[float, bool]:
     """(gradient norm, does any rank want to stop): the step's one host synchronisation.
