@@ -19,11 +19,18 @@ def detection_eval(args: argparse.Namespace, cfg, results_dir: str) -> int:
     if given:
         raise RadioError(
             f"{', '.join(given)}: backbone-distillation options; a detection run is scored on its "
-            "dataset.val_data_sources (COCO mAP), with --checkpoint, --init, --out and --batch-size."
+            "dataset.val_data_sources (COCO mAP), with --checkpoint, --init, --out, --batch-size and --no-fidelity "
+            "(the student alone: no teacher weights read)."
         )
     out = args.out or os.path.join(results_dir, EVAL_DIR)
     result = evaluate_detection_run(
-        results_dir, out, cfg=cfg, checkpoint=args.checkpoint, init=args.init, batch_size=args.batch_size
+        results_dir,
+        out,
+        cfg=cfg,
+        checkpoint=args.checkpoint,
+        init=args.init,
+        batch_size=args.batch_size,
+        with_teacher=not args.no_fidelity,
     )
     print(format_detection_table(result))
     print(f"results: {result['eval_json']}")

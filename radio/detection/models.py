@@ -248,6 +248,7 @@ def _load_folder(cfg: DetectorConfig, num_classes: int, path: str, where: str) -
         raise CheckpointError(
             f"{where}: {path} detects {saved_classes} classes but dataset.num_classes is {num_classes}"
         )
+    _check_folder_matches_section(cfg, num_classes, saved, path, where)
     with _quiet_progress():
         model, info = detector_class.from_pretrained(
             path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32
@@ -264,6 +265,38 @@ def _load_folder(cfg: DetectorConfig, num_classes: int, path: str, where: str) -
     if problems:
         raise CheckpointError(f"{where}: {path} does not match its own config.json ({'; '.join(problems)})")
     return model
+
+
+# config.json field -> the DetectorConfig field it comes from (``_family_fields``), checked against a teacher folder
+_SECTION_FIELDS = {
+    "d_model": "hidden_dim",
+    "num_queries": "num_queries",
+    "encoder_layers": "encoder_layers",
+    "decoder_layers": "decoder_layers",
+    "encoder_ffn_dim": "ffn_dim",
+    "decoder_attention_heads": "attention_heads",
+    "num_denoising": "num_denoising",
+}
+
+
+def _check_folder_matches_section(cfg: DetectorConfig, num_classes: int, saved: dict, path: str, where: str) -> None:
+    """The folder's config.json defines the teacher that runs; a spec section that says otherwise would be
+    recorded in config.yaml and read by every check (query counts for ``matching: index``) while another model
+    runs. Refused, listing the differences."""
+    expected = detector_config(cfg, num_classes, where=where.rsplit(".", 1)[0] + ".teacher").to_dict()
+    differences = [
+        f"{field}={saved[key]!r} (the section says {getattr(cfg, field)!r})"
+        for key, field in _SECTION_FIELDS.items()
+        if key in saved and key in expected and saved[key] != expected[key]
+    ]
+    saved_backbone = (saved.get("backbone_config") or {}).get("backbone")
+    if saved_backbone is not None and saved_backbone != cfg.backbone:
+        differences.insert(0, f"backbone={saved_backbone!r} (the section says {cfg.backbone!r})")
+    if differences:
+        raise CheckpointError(
+            f"{where}: {path} holds a detector with {', '.join(differences)}; make distill.teacher describe the "
+            "folder (its config.json), or point at the folder the section describes"
+        )
 
 
 def _with_tied_aliases(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:

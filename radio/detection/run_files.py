@@ -88,10 +88,12 @@ def evaluate_detection_run(
     checkpoint: Optional[str] = None,
     init: bool = False,
     batch_size: Optional[int] = None,
+    with_teacher: bool = True,
 ) -> dict:
     """``eval.json`` in ``out``: per val source the student's and the teacher's COCO metrics and the held-out
     losses; returns the same dict. ``cfg``: the run's config (default: its ``config.yaml``); ``checkpoint``
-    (default ``evaluate.checkpoint``, else the newest)."""
+    (default ``evaluate.checkpoint``, else the newest). ``with_teacher`` False: the student alone (its mAP and
+    detection loss; no teacher weights read)."""
     if cfg is None:
         cfg, _ = load_results_config(results_dir)
     checkpoint = checkpoint or cfg.evaluate.checkpoint
@@ -101,7 +103,16 @@ def evaluate_detection_run(
             "radio eval -e SPEC 'dataset.val_data_sources=[{image_dir: ..., json_file: ...}]'."
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    distiller, teacher, folder = load_detection_distiller(cfg, results_dir, checkpoint, init=init, device=device)
+    if with_teacher or cfg.distill.teacher is None:
+        distiller, teacher, folder = load_detection_distiller(cfg, results_dir, checkpoint, init=init, device=device)
+    else:
+        if init and cfg.model.load_teacher_enc_dec:
+            raise RadioError(
+                "--init with --no-fidelity: this run started its student from the teacher (model.load_teacher_enc_dec),"
+                " so the student as initialised needs the teacher's weights; drop --no-fidelity."
+            )
+        student, folder = (build_student(cfg), None) if init else load_checkpoint_student(cfg, results_dir, checkpoint)
+        distiller, teacher = DetectionDistiller(student.to(device), []).eval(), None
     ds, aug = cfg.dataset, cfg.dataset.augmentation
     result = {"task": "detection", "checkpoint": folder, "init": init, "detection": {}, "held_out": {}}
 
@@ -141,12 +152,14 @@ def evaluate_detection_run(
 
 def format_detection_table(result: dict) -> str:
     """The console table of ``evaluate_detection_run``'s result."""
-    lines = [f"{'source':<16} {'model':<8} {'mAP':>7} {'mAP50':>7} {'mAP75':>7} {'images':>7}"]
+    metrics = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large")
+    heads = " ".join(f"{m.removeprefix('mAP_') if m.startswith('mAP_') else m:>7}" for m in metrics)
+    lines = [f"{'source':<16} {'model':<8} {heads} {'images':>7}"]
     for name, scores in result["detection"].items():
         for who in ("student", "teacher"):
             if who in scores:
                 m = scores[who]
-                cells = [f"{m[k]:7.4f}" if m.get(k) is not None else f"{'-':>7}" for k in ("mAP", "mAP50", "mAP75")]
+                cells = [f"{m[k]:7.4f}" if m.get(k) is not None else f"{'-':>7}" for k in metrics]
                 lines.append(f"{name:<16} {who:<8} {' '.join(cells)} {scores['images']:>7}")
         for key, value in result["held_out"][name].items():
             lines.append(f"{name:<16} held-out {key} = {value:.5g}")

@@ -13,6 +13,7 @@ leaves behind. The loop, checkpoints, resume, stop protocol and metrics are the 
 """
 
 import contextlib
+import copy
 import os
 from typing import Dict, List, Optional
 
@@ -76,6 +77,21 @@ def start_from_teacher(cfg, student: nn.Module, teacher: Optional[nn.Module]) ->
     return copy_teacher_enc_dec(student, teacher)
 
 
+def with_absolute_paths(cfg):
+    """A copy of ``cfg`` whose files and folders are absolute: ``config.yaml`` is what ``radio eval`` and
+    ``radio export`` rebuild the run from, from whatever folder they are started in."""
+    absolute = copy.deepcopy(cfg)
+    for source in [*absolute.dataset.train_data_sources, *absolute.dataset.val_data_sources]:
+        source.image_dir, source.json_file = os.path.abspath(source.image_dir), os.path.abspath(source.json_file)
+    sections = [(absolute.model, "pretrained_backbone_path"), (absolute.distill, "pretrained_teacher_model_path")]
+    if absolute.distill.teacher is not None:
+        sections.append((absolute.distill.teacher, "pretrained_backbone_path"))
+    for section, field in sections:
+        if section[field]:
+            section[field] = os.path.abspath(section[field])
+    return absolute
+
+
 @contextlib.contextmanager
 def whole_models(accelerator):
     """Models built inside are whole: with a DeepSpeed ZeRO-3 config registered, transformers' ``from_pretrained``
@@ -116,7 +132,7 @@ class DetectionTask:
 
     def write_start_files(self) -> None:
         cfg = self.cfg
-        write_resolved_config(cfg, [], cfg.results_dir)
+        write_resolved_config(with_absolute_paths(cfg), [], cfg.results_dir)
         teacher = self.trainer.teacher_model
         records = []
         if teacher is not None:
@@ -270,15 +286,23 @@ class DetectionTrainer:
         return batches
 
     def after_step(self, step: int, log) -> None:
-        """The validation mAP when due (``train.validation_interval`` epochs or ``validation_interval_steps``)."""
+        """The validation mAP when due, logged and said in one line."""
         if not self.val_sources or not self._validation_due(step):
             return
         metrics = self.validate()
         if self.accelerator.is_main_process:
             log(step, metrics)
+            shown = ", ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in metrics.items() if v is not None)
+            print(f"validation at step {step}: {shown}", flush=True)
 
     def _validation_due(self, step: int) -> bool:
+        """Every ``train.validation_interval`` epochs and ``validation_interval_steps`` steps, and at the last
+        step (a run shorter than the interval is still scored) when either is set."""
         train = self.cfg.train
+        if not (train.validation_interval or train.validation_interval_steps):
+            return False
+        if step == self.total_steps:
+            return True
         if train.validation_interval_steps and step % train.validation_interval_steps == 0:
             return True
         epochs, within = divmod(step, self.steps_per_epoch)

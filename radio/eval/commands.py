@@ -58,12 +58,15 @@ def add_commands(subparsers) -> None:
     """Add ``eval`` to the ``radio`` CLI's subparsers."""
     parser = subparsers.add_parser(
         "eval",
-        help="kNN top-1, classification accuracy, per-teacher fidelity and PCA feature pictures of a trained run",
+        help="kNN top-1, classification accuracy, per-teacher fidelity and PCA feature pictures of a trained run "
+        "(a detection run: COCO mAP)",
         description="Evaluates a run's checkpoint (evaluate.checkpoint / --checkpoint, default the newest; --init: "
         "the student as initialised): kNN top-1 (evaluate.knn_k, evaluate.knn_temperature) with "
         "--knn-train/--knn-val, a classification run's top-1/top-5 and confusion matrix (and its logits "
         "teacher's accuracy) with --labelled, mean cosine to each teacher and PCA pictures on held-out images. "
-        "Writes eval.json, pca.png and confusion_matrix.png.",
+        "Writes eval.json, pca.png and confusion_matrix.png. A task: detection run: COCO mAP, mAP50, mAP75 and "
+        "S/M/L of the student and its teacher on dataset.val_data_sources, and the held-out distillation terms "
+        "(--no-fidelity: the student alone).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--spec", "--experiment_spec", dest="spec", help="spec YAML of the run (its results_dir)")

@@ -40,7 +40,7 @@ RESUME_TRAIN = {
     "max_steps": STEPS,
     "checkpoint_interval_steps": 2,
     "keep_checkpoints": 10,
-    "validation_interval_steps": 3,  # at steps 3 and 6: between checkpoints
+    "validation_interval_steps": 3,  # at steps 3 and 6 (between checkpoints) and at the last step
 }
 
 
@@ -96,7 +96,7 @@ def test_a_detection_run_killed_mid_run_resumes_bit_identically(finished, tmp_pa
     assert f"resumed from {checkpoint_dir(results, 4)} at step 4" in again.stdout
 
     reference, resumed = metrics_rows(finished["results"]), metrics_rows(results)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 3, 4, 5, 6, 6, 7, 8]  # loss rows, val rows at 3 and 6
+    assert [r["step"] for r in resumed] == [1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 8]  # loss rows, val rows at 3, 6 and the end
     assert [r for r in resumed if "val_mAP" in r] and all("loss/kd/srcs_L2" in r for r in resumed if "lr" in r)
     assert without_timing(resumed) == without_timing(reference)
     a, b = checkpoint_tensors(finished["results"], STEPS), checkpoint_tensors(results, STEPS)

@@ -268,3 +268,15 @@ def test_a_random_backbone_under_frozen_norms_keeps_no_zero_scale():
     import timm
 
     assert any(not m.weight.any() for m in timm.create_model("resnet10t").modules() if hasattr(m, "running_var"))
+
+
+def test_a_teacher_folder_unlike_its_spec_section_is_refused(tmp_path):
+    """The folder's config.json defines the teacher that runs: a section saying otherwise would be what
+    config.yaml records and what the checks (matching: index query counts) read."""
+    cfg, where = tiny(), "distill.pretrained_teacher_model_path"
+    export_detector(seeded(cfg), str(tmp_path / "folder"))
+    other = tiny(hidden_dim=cfg.hidden_dim * 2, num_queries=cfg.num_queries + 5)
+    with pytest.raises(CheckpointError) as caught:
+        load_detector(other, 3, str(tmp_path / "folder"), where=where)
+    for words in (f"hidden_dim={cfg.hidden_dim}", f"num_queries={cfg.num_queries}", "make distill.teacher describe"):
+        assert words in str(caught.value)
