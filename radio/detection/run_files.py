@@ -20,7 +20,7 @@ from radio.detection.data import coco_sources, detection_eval_batches
 from radio.detection.models import export_detector
 from radio.detection.objective import DetectionDistiller, DetectionTeacher
 from radio.detection.predictions import evaluate_detector
-from radio.detection.task import build_student, load_teacher, start_from_teacher
+from radio.detection.task import build_distiller, build_student, load_teacher, start_from_teacher
 from radio.errors import RadioError
 from radio.models.checkpoint_io import load_exact
 from radio.run.build import teacher_dtype
@@ -43,17 +43,7 @@ def load_detection_distiller(cfg, results_dir: str, checkpoint: Optional[str], *
         teacher = DetectionTeacher(
             teacher_model.to(device=device, dtype=dtype), bindings, dtype=dtype, matching=cfg.distill.matching
         )
-    distiller = DetectionDistiller(
-        student.to(device),
-        bindings,
-        teacher=teacher,
-        coef=cfg.model.distillation_loss_coef,
-        matching=cfg.distill.matching,
-        logits_kd_kind=cfg.distill.logits_kd_kind,
-        temperature=cfg.distill.temperature,
-        confidence_weighted=cfg.distill.confidence_weighted,
-        probe_size=tuple(cfg.dataset.augmentation.train_spatial_size),
-    )
+    distiller = build_distiller(cfg, student.to(device), bindings, teacher)
     folder = None
     if not init:
         folder = find_checkpoint_dir(results_dir, checkpoint)

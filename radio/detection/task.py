@@ -77,6 +77,22 @@ def start_from_teacher(cfg, student: nn.Module, teacher: Optional[nn.Module]) ->
     return copy_teacher_enc_dec(student, teacher)
 
 
+def build_distiller(cfg, student: nn.Module, bindings, teacher: Optional[DetectionTeacher]) -> DetectionDistiller:
+    """The trained module of a run (training, ``radio eval``): ``student`` with the spec's objective."""
+    distill = cfg.distill
+    return DetectionDistiller(
+        student,
+        bindings,
+        teacher=teacher,
+        coef=cfg.model.distillation_loss_coef,
+        matching=distill.matching,
+        logits_kd_kind=distill.logits_kd_kind,
+        temperature=distill.temperature,
+        confidence_weighted=distill.confidence_weighted,
+        probe_size=tuple(cfg.dataset.augmentation.train_spatial_size),
+    )
+
+
 def with_absolute_paths(cfg):
     """A copy of ``cfg`` whose files and folders are absolute: ``config.yaml`` is what ``radio eval`` and
     ``radio export`` rebuild the run from, from whatever folder they are started in."""
@@ -206,17 +222,7 @@ class DetectionTrainer:
             teacher = DetectionTeacher(
                 self.teacher_model, bindings, dtype=teacher_dtype(cfg, device), matching=cfg.distill.matching
             )
-        distiller = DetectionDistiller(
-            student.to(device),
-            bindings,
-            teacher=teacher,
-            coef=cfg.model.distillation_loss_coef,
-            matching=cfg.distill.matching,
-            logits_kd_kind=cfg.distill.logits_kd_kind,
-            temperature=cfg.distill.temperature,
-            confidence_weighted=cfg.distill.confidence_weighted,
-            probe_size=tuple(cfg.dataset.augmentation.train_spatial_size),
-        )
+        distiller = build_distiller(cfg, student.to(device), bindings, teacher)
         aug = ds.augmentation
         train_sources = coco_sources(ds.train_data_sources, num_classes=ds.num_classes, section="train_data_sources")
         self.val_sources = coco_sources(ds.val_data_sources, num_classes=ds.num_classes, section="val_data_sources")
