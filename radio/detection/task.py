@@ -277,7 +277,7 @@ class DetectionTrainer:
 
     def step(self, data):
         outcome = self.train_step(data, self.window)
-        return outcome, count_step(self.state, self.scheduler, outcome, self.cfg.train, self.cfg.results_dir, [])
+        return outcome, count_step(self.state, self.scheduler, outcome, self.cfg.train, self.cfg.results_dir, list)
 
     def window_values(self, outcome, lr: float) -> dict:
         values = self.window.flush(self.accelerator, {})

@@ -276,7 +276,10 @@ class _Trainer:
         """One optimizer step, the schedule and the counters; stops the run after too many non-finite steps.
         Returns the step's outcome and the learning rate it used."""
         outcome = self.train_step(data, self.state.counters.step, self.window)
-        skipped = [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
+
+        def skipped() -> List[str]:  # a device read: only once the run stops on it
+            return [name for name, left_out in zip(self.teacher_names, outcome.skipped.tolist()) if left_out]
+
         return outcome, count_step(self.state, self.scheduler, outcome, self.train, self.results_dir, skipped)
 
     def on_device(self, batches):
@@ -328,17 +331,20 @@ def _start_up_notes(cfg, notes: List[str], accelerator, stop: StopRequest) -> No
         )
 
 
-def count_step(state: RunState, scheduler, outcome, train, results_dir: str, skipped_teachers: List[str]) -> float:
+def count_step(
+    state: RunState, scheduler, outcome, train, results_dir: str, skipped_teachers: Callable[[], List[str]]
+) -> float:
     """The bookkeeping after an optimizer step, for every task: the loader position to checkpoint, the schedule,
-    the counters; the run stops after ``train.max_consecutive_nonfinite`` skipped steps in a row. Returns the
-    learning rate the step used."""
+    the counters; the run stops after ``train.max_consecutive_nonfinite`` skipped steps in a row, naming the
+    teachers whose terms were left out (``skipped_teachers()``, read only then). Returns the learning rate the
+    step used."""
     counters = state.counters
     state.position = outcome.last_batch.position
     lr = scheduler.get_last_lr()[0]
     advance_schedule(scheduler)
     counters.count_step(applied=outcome.grad_norm is not None)
     if counters.nonfinite_streak >= train.max_consecutive_nonfinite:
-        raise on_every_rank(RadioError(nonfinite_message(counters, train, results_dir, skipped_teachers)))
+        raise on_every_rank(RadioError(nonfinite_message(counters, train, results_dir, skipped_teachers())))
     return lr
 
 
