@@ -251,18 +251,8 @@ def test_a_random_backbone_under_frozen_norms_keeps_no_zero_scale():
     """timm zero-initialises each residual block's last norm; Deformable DETR freezes its norms, so a random
     backbone would keep those blocks switched off. Frozen norms of random backbones start at scale one."""
     from radio.detection.models import build_detector, timm_backbone
-    from radio.detection.schema import DetectorConfig
 
-    cfg = DetectorConfig(
-        family="deformable_detr",
-        backbone="resnet10t",
-        hidden_dim=32,
-        num_queries=10,
-        ffn_dim=32,
-        attention_heads=2,
-        decoder_layers=2,
-        encoder_layers=1,
-    )
+    cfg = tiny("deformable_detr", backbone="resnet10t", out_indices=[2, 3, 4], ffn_dim=32)
     norms = [m for m in timm_backbone(build_detector(cfg, 3)).modules() if "Frozen" in type(m).__name__]
     assert norms and all(m.weight.any() for m in norms)
     import timm
